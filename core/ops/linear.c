@@ -1,0 +1,198 @@
+// linear.c — linear layers (with the LoRA branch) and batched matmul, on OpenBLAS sgemm.
+#include "ops_internal.h"
+#include <cblas.h>
+#include <string.h>
+
+void vt_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (m == 0 || n == 0) return;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n,
+                (int)k, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+// ---- linear + LoRA -----------------------------------------------------------------------
+// x [M, in] (leading dims flattened), W [out, in], b [out], A [r, in], B [out, r]
+// y = x W^T + b + s (x A^T) B^T
+typedef struct linear_params { float scale; int has_bias, has_lora; } linear_params;
+
+static vt_err linear_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
+    const linear_params *p = (const linear_params *)n->params;
+    const vt_tensor *x = in[0], *w = in[1], *b = in[2];
+    int64_t fin = vt_dim(w, 1), fout = vt_dim(w, 0), M = x->numel / fin;
+    float *y = vt_f32(out);
+    if (b) {
+        const float *pb = vt_f32(b);
+        for (int64_t i = 0; i < M; i++) memcpy(y + i * fout, pb, (size_t)fout * sizeof(float));
+    }
+    vt_sgemm(0, 1, M, fout, fin, 1.0f, vt_f32(x), fin, vt_f32(w), fin, b ? 1.0f : 0.0f, y, fout);
+    if (p->has_lora) {
+        const vt_tensor *A = in[3], *B = in[4];
+        int64_t r = vt_dim(A, 0);
+        vt_tensor *xa = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){M, r});  // x A^T [M, r]
+        if (!xa) return vt_error_code();
+        vt_sgemm(0, 1, M, r, fin, 1.0f, vt_f32(x), fin, vt_f32(A), fin, 0.0f, vt_f32(xa), r);
+        vt_sgemm(0, 1, M, fout, r, p->scale, vt_f32(xa), r, vt_f32(B), r, 1.0f, y, fout);
+        // x A^T is what dB needs: keep it rather than recompute
+        if (n->recording) n->saved[n->n_saved++] = xa;
+        else vt_release(xa);
+    }
+    return VT_OK;
+}
+
+// dx = g W + s (g B) A;  dW = g^T x;  db = sum_rows g;  dA = s (g B)^T x;  dB = s g^T (x A^T)
+static vt_err linear_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
+    const linear_params *p = (const linear_params *)n->params;
+    // saved: x, W (inputs 0, 1), then A, B if LoRA, then x A^T
+    const vt_tensor *x = n->saved[0], *w = n->saved[1];
+    int64_t fin = vt_dim(w, 1), fout = vt_dim(w, 0), M = x->numel / fin;
+    const float *g = vt_f32(gout);
+    const vt_tensor *A = NULL, *B = NULL, *xa = NULL;
+    int64_t r = 0;
+    vt_tensor *gb_ = NULL;  // g B [M, r]
+    if (p->has_lora) {
+        A = n->saved[2];
+        B = n->saved[3];
+        xa = n->saved[4];
+        r = vt_dim(A, 0);
+        if (n->need[0] || n->need[3]) {
+            gb_ = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){M, r});
+            if (!gb_) return vt_error_code();
+            vt_sgemm(0, 0, M, r, fout, 1.0f, g, fout, vt_f32(B), r, 0.0f, vt_f32(gb_), r);
+        }
+    }
+    vt_err e = VT_OK;
+    if (n->need[0]) {
+        gin[0] = vt_empty(VT_F32, VT_CPU, n->in_ndim[0], n->in_shape[0]);
+        if (!gin[0]) { e = vt_error_code(); goto done; }
+        vt_sgemm(0, 0, M, fin, fout, 1.0f, g, fout, vt_f32(w), fin, 0.0f, vt_f32(gin[0]), fin);
+        if (gb_) vt_sgemm(0, 0, M, fin, r, p->scale, vt_f32(gb_), r, vt_f32(A), fin, 1.0f, vt_f32(gin[0]), fin);
+    }
+    if (n->need[1]) {
+        gin[1] = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){fout, fin});
+        if (!gin[1]) { e = vt_error_code(); goto done; }
+        vt_sgemm(1, 0, fout, fin, M, 1.0f, g, fout, vt_f32(x), fin, 0.0f, vt_f32(gin[1]), fin);
+    }
+    if (n->need[2]) {
+        gin[2] = vt_zeros(VT_F32, VT_CPU, 1, (int64_t[]){fout});
+        if (!gin[2]) { e = vt_error_code(); goto done; }
+        float *db = vt_f32(gin[2]);
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < fout; j++) db[j] += g[i * fout + j];
+    }
+    if (p->has_lora && n->need[3]) {
+        gin[3] = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){r, fin});
+        if (!gin[3]) { e = vt_error_code(); goto done; }
+        vt_sgemm(1, 0, r, fin, M, p->scale, vt_f32(gb_), r, vt_f32(x), fin, 0.0f, vt_f32(gin[3]), fin);
+    }
+    if (p->has_lora && n->need[4]) {
+        gin[4] = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){fout, r});
+        if (!gin[4]) { e = vt_error_code(); goto done; }
+        vt_sgemm(1, 0, fout, r, M, p->scale, g, fout, vt_f32(xa), r, 0.0f, vt_f32(gin[4]), r);
+    }
+done:
+    vt_release(gb_);
+    return e;
+}
+
+// Saves x and W always (W is a view of frozen weights: no copy), A and B with LoRA.
+static const vt_op op_linear = {"linear", {linear_forward_cpu, NULL}, {linear_backward_cpu, NULL}, 0x3, 0};
+static const vt_op op_linear_lora = {"linear_lora", {linear_forward_cpu, NULL}, {linear_backward_cpu, NULL}, 0x1b, 0};
+
+static vt_tensor *linear_common(vt_tensor *x, vt_tensor *w, vt_tensor *b, vt_tensor *A, vt_tensor *B, float scale,
+                                int lora) {
+    const char *name = lora ? "linear_lora" : "linear";
+    if (!x || !w || (lora && (!A || !B))) return NULL;
+    if (vt_check_f32(name, x) || vt_check_f32(name, w) || (b && vt_check_f32(name, b))) return NULL;
+    char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF], s3[VT_SHAPE_BUF];
+    if (w->ndim != 2 || x->ndim < 1 || vt_dim(x, -1) != vt_dim(w, 1)) {
+        vt_error(VT_ERR_SHAPE, "%s: input %s does not fit weight %s ([out, in])", name, vt_shape_str(x, s1, sizeof s1),
+                 vt_shape_str(w, s2, sizeof s2));
+        return NULL;
+    }
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0])) {
+        vt_error(VT_ERR_SHAPE, "%s: bias %s does not fit weight %s", name, vt_shape_str(b, s1, sizeof s1),
+                 vt_shape_str(w, s2, sizeof s2));
+        return NULL;
+    }
+    if (lora) {
+        if (vt_check_f32(name, A) || vt_check_f32(name, B)) return NULL;
+        if (A->ndim != 2 || B->ndim != 2 || A->shape[1] != w->shape[1] || B->shape[0] != w->shape[0] ||
+            B->shape[1] != A->shape[0]) {
+            vt_error(VT_ERR_SHAPE, "%s: lora A %s / B %s do not fit weight %s (A [r, in], B [out, r])", name,
+                     vt_shape_str(A, s1, sizeof s1), vt_shape_str(B, s2, sizeof s2), vt_shape_str(w, s3, sizeof s3));
+            return NULL;
+        }
+    }
+    int64_t shape[VT_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = w->shape[0];
+    linear_params p = {scale, b != NULL, lora};
+    vt_tensor *in[5] = {x, w, b, A, B};
+    return vt_op_run(lora ? &op_linear_lora : &op_linear, in, lora ? 5 : 3, &p, sizeof p, VT_F32, x->ndim, shape);
+}
+
+vt_tensor *vt_linear(vt_tensor *x, vt_tensor *w, vt_tensor *b) { return linear_common(x, w, b, NULL, NULL, 0, 0); }
+vt_tensor *vt_linear_lora(vt_tensor *x, vt_tensor *w, vt_tensor *b, vt_tensor *A, vt_tensor *B, float scale) {
+    return linear_common(x, w, b, A, B, scale, 1);
+}
+
+// ---- matmul ------------------------------------------------------------------------------
+// a [batch, m, k] @ b [batch, k, n] or b [k, n] shared
+static vt_err matmul_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
+    const vt_tensor *a = in[0], *b = in[1];
+    int64_t m = vt_dim(a, -2), k = vt_dim(a, -1), nn = vt_dim(b, -1);
+    int64_t batch = a->numel / (m * k != 0 ? m * k : 1);
+    int shared = b->ndim == 2;
+    for (int64_t i = 0; i < batch; i++)
+        vt_sgemm(0, 0, m, nn, k, 1.0f, vt_f32(a) + i * m * k, k, vt_f32(b) + (shared ? 0 : i * k * nn), nn, 0.0f,
+                 vt_f32(out) + i * m * nn, nn);
+    (void)n;
+    return VT_OK;
+}
+
+// da = g b^T; db = a^T g (summed over the batch when b is shared)
+static vt_err matmul_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
+    const vt_tensor *a = n->saved[0], *b = n->saved[1];
+    int64_t m = vt_dim(a, -2), k = vt_dim(a, -1), nn = vt_dim(b, -1);
+    int64_t batch = a->numel / (m * k != 0 ? m * k : 1);
+    int shared = b->ndim == 2;
+    const float *g = vt_f32(gout);
+    if (n->need[0]) {
+        gin[0] = vt_empty(VT_F32, VT_CPU, a->ndim, a->shape);
+        if (!gin[0]) return vt_error_code();
+        for (int64_t i = 0; i < batch; i++)
+            vt_sgemm(0, 1, m, k, nn, 1.0f, g + i * m * nn, nn, vt_f32(b) + (shared ? 0 : i * k * nn), nn, 0.0f,
+                     vt_f32(gin[0]) + i * m * k, k);
+    }
+    if (n->need[1]) {
+        gin[1] = vt_zeros(VT_F32, VT_CPU, b->ndim, b->shape);
+        if (!gin[1]) return vt_error_code();
+        for (int64_t i = 0; i < batch; i++)
+            vt_sgemm(1, 0, k, nn, m, 1.0f, vt_f32(a) + i * m * k, k, g + i * m * nn, nn, shared && i ? 1.0f : 0.0f,
+                     vt_f32(gin[1]) + (shared ? 0 : i * k * nn), nn);
+    }
+    return VT_OK;
+}
+
+static const vt_op op_matmul = {"matmul", {matmul_forward_cpu, NULL}, {matmul_backward_cpu, NULL}, 0x3, 0};
+
+vt_tensor *vt_matmul(vt_tensor *a, vt_tensor *b) {
+    if (!a || !b) return NULL;
+    if (vt_check_f32("matmul", a) || vt_check_f32("matmul", b)) return NULL;
+    char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
+    int ok = a->ndim >= 2 && b->ndim >= 2 && vt_dim(a, -1) == vt_dim(b, -2);
+    if (ok && b->ndim != 2) {
+        ok = a->ndim == b->ndim;
+        for (int i = 0; ok && i < a->ndim - 2; i++) ok = a->shape[i] == b->shape[i];
+    }
+    if (!ok) {
+        vt_error(VT_ERR_SHAPE, "matmul: %s @ %s (need [..., m, k] @ [..., k, n] or [k, n])",
+                 vt_shape_str(a, s1, sizeof s1), vt_shape_str(b, s2, sizeof s2));
+        return NULL;
+    }
+    int64_t shape[VT_MAX_DIMS];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[a->ndim - 1] = vt_dim(b, -1);
+    vt_tensor *in[2] = {a, b};
+    return vt_op_run(&op_matmul, in, 2, NULL, 0, VT_F32, a->ndim, shape);
+}

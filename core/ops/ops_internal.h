@@ -1,0 +1,32 @@
+// ops_internal.h — helpers shared by the CPU reference op files (not a public header).
+#pragma once
+#include "../ops.h"
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Returns nonzero (and sets VT_ERR_DTYPE naming the op) unless x is an f32 tensor.
+static inline int vt_check_f32(const char *op, const vt_tensor *x) {
+    if (x->dtype != VT_F32) {
+        vt_error(VT_ERR_DTYPE, "%s: expected f32, got %s", op, vt_dtype_name(x->dtype));
+        return 1;
+    }
+    return 0;
+}
+
+// Broadcast shape of a and b (numpy rules); 0 + VT_ERR_SHAPE naming op if they don't fit.
+int vt_broadcast_shape(const char *op, const vt_tensor *a, const vt_tensor *b, int *nd, int64_t *shape);
+// Sum of g (f32 cpu) over the dims broadcast from shape (nd, s).
+vt_tensor *vt_reduce_to_shape(const vt_tensor *g, int nd, const int64_t *s);
+
+// Row-major single-precision GEMM through OpenBLAS:
+// C[m, n] = alpha * op(A)[m, k] op(B)[k, n] + beta * C, op = transpose when ta / tb.
+// lda/ldb/ldc are the row strides of A, B, C as stored.
+void vt_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,379 @@
+// tape.c — tape autograd, op dispatch and checkpoint segments (see tape.h).
+#include "tape.h"
+#include "ops.h"
+#include <stdlib.h>
+#include <string.h>
+
+struct vt_tape {
+    uint64_t id;
+    vt_node **nodes;
+    int n, cap;
+    vt_tape *prev;  // tape that was current before this one
+    vt_tape_stats st;
+};
+
+static _Thread_local vt_tape *g_current = NULL;
+static uint64_t g_next_tape_id = 1;
+
+vt_tape *vt_tape_current(void) { return g_current; }
+
+vt_tape *vt_tape_begin(void) {
+    vt_tape *t = calloc(1, sizeof *t);
+    if (!t) { vt_error(VT_ERR_OOM, "out of host memory for a tape"); return NULL; }
+    t->id = __atomic_fetch_add(&g_next_tape_id, 1, __ATOMIC_RELAXED);
+    t->prev = g_current;
+    g_current = t;
+    return t;
+}
+
+void vt_tape_end(vt_tape *t) {
+    if (t && g_current == t) g_current = t->prev;
+}
+
+// No-grad is a "tape" pointer of NULL made current; the token remembers what to restore.
+vt_tape *vt_nograd_begin(void) {
+    vt_tape *prev = g_current;
+    g_current = NULL;
+    return prev;
+}
+void vt_nograd_end(vt_tape *token) { g_current = token; }
+
+vt_tape_stats vt_tape_stats_get(const vt_tape *t) { return t->st; }
+
+void vt_requires_grad(vt_tensor *t, int on) {
+    if (!t) return;
+    t->requires_grad = on;
+    t->tape_id = 0;
+    t->node = -1;
+}
+
+void vt_zero_grad(vt_tensor *t) {
+    if (t) vt_clear(&t->grad);
+}
+
+static void node_free(vt_tape *t, vt_node *n) {
+    if (!n) return;
+    for (int i = 0; i < n->n_saved; i++) {
+        if (n->saved[i] && t) t->st.saved_bytes -= vt_nbytes(n->saved[i]);
+        vt_release(n->saved[i]);
+    }
+    for (int i = 0; i < n->n_in; i++) vt_release(n->src_leaf[i]);
+    vt_release(n->gout);
+    if (n->user_free) n->user_free(n->user);
+    free(n);
+}
+
+void vt_tape_free(vt_tape *t) {
+    if (!t) return;
+    if (g_current == t) g_current = t->prev;
+    for (int i = 0; i < t->n; i++) node_free(t, t->nodes[i]);
+    free(t->nodes);
+    free(t);
+}
+
+static vt_err tape_push(vt_tape *t, vt_node *n, int *index) {
+    if (t->n == t->cap) {
+        int cap = t->cap ? t->cap * 2 : 256;
+        vt_node **nn = realloc(t->nodes, (size_t)cap * sizeof *nn);
+        if (!nn) return vt_error(VT_ERR_OOM, "out of host memory growing the tape to %d nodes", cap);
+        t->nodes = nn;
+        t->cap = cap;
+    }
+    *index = t->n;
+    t->nodes[t->n++] = n;
+    t->st.n_nodes++;
+    return VT_OK;
+}
+
+static void node_save(vt_tape *t, vt_node *n, vt_tensor *x) {
+    n->saved[n->n_saved++] = vt_retain(x);
+    if (t && x) t->st.saved_bytes += vt_nbytes(x);
+}
+
+// Links input i of node n to where its gradient must go.
+static void node_link_input(vt_tape *t, vt_node *n, int i, vt_tensor *x) {
+    n->src_node[i] = -1;
+    n->src_leaf[i] = NULL;
+    n->need[i] = 0;
+    if (!x) return;
+    memcpy(n->in_shape[i], x->shape, sizeof x->shape);
+    n->in_ndim[i] = x->ndim;
+    n->in_dtype[i] = x->dtype;
+    if (!x->requires_grad) return;
+    n->need[i] = 1;
+    if (x->tape_id == t->id && x->node >= 0) n->src_node[i] = x->node;
+    else n->src_leaf[i] = vt_retain(x);
+}
+
+vt_tensor *vt_op_run(const vt_op *op, vt_tensor *const *in, int n_in, const void *params,
+                     size_t params_size, vt_dtype out_dtype, int out_ndim, const int64_t *out_shape) {
+    if (n_in > VT_MAX_INPUTS || params_size > VT_PARAM_BYTES) {
+        vt_error(VT_ERR_INTERNAL, "op %s: %d inputs / %zu param bytes exceed the node limits", op->name,
+                 n_in, params_size);
+        return NULL;
+    }
+    vt_device dev = VT_CPU;
+    int have_dev = 0, any_grad = 0;
+    for (int i = 0; i < n_in; i++) {
+        if (!in[i]) continue;
+        if (!have_dev) {
+            dev = in[i]->device;
+            have_dev = 1;
+        } else if (in[i]->device != dev) {
+            vt_error(VT_ERR_DTYPE, "op %s: input %d is on %s but input 0 is on %s", op->name, i,
+                     vt_device_name(in[i]->device), vt_device_name(dev));
+            return NULL;
+        }
+        any_grad |= in[i]->requires_grad;
+    }
+    if (!op->forward[dev]) {
+        vt_error(VT_ERR_DTYPE, "op %s has no %s kernel", op->name, vt_device_name(dev));
+        return NULL;
+    }
+    vt_tensor *out = vt_empty(out_dtype, dev, out_ndim, out_shape);
+    if (!out) {
+        vt_error_context("op %s: ", op->name);
+        return NULL;
+    }
+    vt_tape *t = g_current;
+    int recording = t && any_grad;
+    vt_node *n = calloc(1, sizeof *n);
+    if (!n) {
+        vt_release(out);
+        vt_error(VT_ERR_OOM, "op %s: out of host memory for a tape node", op->name);
+        return NULL;
+    }
+    n->op = op;
+    n->n_in = n_in;
+    n->recording = recording;
+    if (params_size) memcpy(n->params, params, params_size);
+    memcpy(n->out_shape, out->shape, sizeof out->shape);
+    n->out_ndim = out->ndim;
+    for (int i = 0; i < n_in; i++) {
+        n->src_node[i] = -1;
+        if (in[i]) {
+            memcpy(n->in_shape[i], in[i]->shape, sizeof in[i]->shape);
+            n->in_ndim[i] = in[i]->ndim;
+            n->in_dtype[i] = in[i]->dtype;
+        }
+    }
+    if (recording) {
+        for (int i = 0; i < n_in; i++) {
+            node_link_input(t, n, i, in[i]);
+            if (op->save_inputs & (1u << i)) node_save(t, n, in[i]);
+        }
+        if (op->save_output) node_save(t, n, out);
+    }
+    int n_saved_before = n->n_saved;
+    vt_err e = op->forward[dev](n, in, out);
+    if (e != VT_OK) {
+        vt_error_context("op %s: ", op->name);
+        node_free(recording ? t : NULL, n);
+        vt_release(out);
+        return NULL;
+    }
+    if (!recording) {
+        node_free(NULL, n);
+        return out;
+    }
+    for (int i = n_saved_before; i < n->n_saved; i++)  // extras the forward kept
+        if (n->saved[i]) t->st.saved_bytes += vt_nbytes(n->saved[i]);
+    int idx;
+    if (tape_push(t, n, &idx) != VT_OK) {
+        node_free(t, n);
+        vt_release(out);
+        return NULL;
+    }
+    out->requires_grad = 1;
+    out->tape_id = t->id;
+    out->node = idx;
+    return out;
+}
+
+// ---- gradient accumulation ---------------------------------------------------------------
+// add-or-set: the first gradient is taken over as is, later ones are added in place.
+static vt_err accumulate(vt_tensor **dst, vt_tensor *g) {
+    if (!*dst) {
+        *dst = g;
+        return VT_OK;
+    }
+    vt_err e = vt_accumulate(*dst, g);
+    vt_release(g);
+    return e;
+}
+
+// ---- checkpoint segments -----------------------------------------------------------------
+typedef struct segment_closure {
+    vt_segment_fn fn;
+    void *ctx;
+} segment_closure;
+
+static vt_err segment_forward_unused(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
+    (void)n; (void)in; (void)out;
+    return vt_error(VT_ERR_INTERNAL, "segment nodes are not run through vt_op_run");
+}
+static const vt_op segment_op = {"segment", {segment_forward_unused, segment_forward_unused}, {NULL, NULL}, 0, 0};
+
+vt_tensor *vt_segment(vt_segment_fn fn, void *ctx, vt_tensor *const *in, int n_in) {
+    for (int i = 0; i < n_in; i++)
+        if (!in[i]) return NULL;
+    if (n_in > VT_MAX_INPUTS) {
+        vt_error(VT_ERR_ARG, "segment: %d inputs, at most %d", n_in, VT_MAX_INPUTS);
+        return NULL;
+    }
+    vt_tape *t = g_current;
+    vt_tape *tok = vt_nograd_begin();
+    vt_tensor *out = fn(ctx, in, n_in);
+    vt_nograd_end(tok);
+    if (!out || !t) return out;
+    vt_node *n = calloc(1, sizeof *n);
+    segment_closure *c = malloc(sizeof *c);
+    if (!n || !c) {
+        free(n);
+        free(c);
+        vt_release(out);
+        vt_error(VT_ERR_OOM, "segment: out of host memory for a tape node");
+        return NULL;
+    }
+    c->fn = fn;
+    c->ctx = ctx;
+    n->op = &segment_op;
+    n->n_in = n_in;
+    n->recording = 1;
+    n->user = c;
+    n->user_free = free;
+    memcpy(n->out_shape, out->shape, sizeof out->shape);
+    n->out_ndim = out->ndim;
+    for (int i = 0; i < n_in; i++) {
+        node_link_input(t, n, i, in[i]);
+        node_save(t, n, in[i]);
+    }
+    int idx;
+    if (tape_push(t, n, &idx) != VT_OK) {
+        node_free(t, n);
+        vt_release(out);
+        return NULL;
+    }
+    // The result is treated as needing gradient: parameters inside fn (LoRA) may want one
+    // even when no input does.
+    out->requires_grad = 1;
+    out->tape_id = t->id;
+    out->node = idx;
+    return out;
+}
+
+// ---- backward ----------------------------------------------------------------------------
+static vt_err backward_range(vt_tape *t, int hi, int lo);
+
+// Re-runs a segment's function with the tape recording (nodes appended at the end), so its
+// inner nodes send their gradients to the same producers, in the same order, as without the
+// segment; then walks just those new nodes.
+static vt_err segment_backward(vt_tape *t, vt_node *n) {
+    segment_closure *c = n->user;
+    vt_tape *saved_current = g_current;
+    g_current = t;
+    int start = t->n;
+    vt_tensor *out = c->fn(c->ctx, n->saved, n->n_in);
+    g_current = saved_current;
+    if (!out) return vt_error_context("segment recompute: ");
+    vt_err e = VT_OK;
+    if (out->tape_id == t->id && out->node >= start) {
+        vt_node *on = t->nodes[out->node];
+        on->gout = n->gout;
+        n->gout = NULL;
+        e = backward_range(t, t->n - 1, start);
+    }
+    vt_release(out);
+    // drop what the recompute recorded beyond the output (nodes not reached)
+    for (int i = start; i < t->n; i++) {
+        node_free(t, t->nodes[i]);
+        t->nodes[i] = NULL;
+    }
+    t->n = start;
+    return e;
+}
+
+static vt_err backward_range(vt_tape *t, int hi, int lo) {
+    for (int k = hi; k >= lo; k--) {
+        vt_node *n = t->nodes[k];
+        if (!n) continue;
+        vt_err e = VT_OK;
+        if (n->gout) {
+            if (n->op == &segment_op) {
+                e = segment_backward(t, n);
+            } else {
+                vt_device dev = n->gout->device;
+                vt_tensor *gin[VT_MAX_INPUTS] = {0};
+                if (!n->op->backward[dev]) {
+                    e = vt_error(VT_ERR_DTYPE, "op %s has no %s backward", n->op->name, vt_device_name(dev));
+                } else {
+                    e = n->op->backward[dev](n, n->gout, gin);
+                    t->st.n_backward_calls++;
+                    if (e != VT_OK) vt_error_context("backward of op %s: ", n->op->name);
+                }
+                for (int i = 0; i < n->n_in; i++) {
+                    if (!gin[i]) continue;
+                    if (e == VT_OK && !n->need[i]) {
+                        vt_release(gin[i]);
+                        continue;
+                    }
+                    if (e == VT_OK && (gin[i]->numel != vt_dim_prod(n->in_ndim[i], n->in_shape[i]))) {
+                        char a[VT_SHAPE_BUF], b[VT_SHAPE_BUF];
+                        e = vt_error(VT_ERR_INTERNAL, "backward of op %s: gradient of input %d is %s, input is %s",
+                                     n->op->name, i, vt_shape_str(gin[i], a, sizeof a),
+                                     vt_shape_str_raw(n->in_ndim[i], n->in_shape[i], b, sizeof b));
+                    }
+                    if (e != VT_OK) {
+                        vt_release(gin[i]);
+                        continue;
+                    }
+                    if (n->src_node[i] >= 0) {
+                        vt_node *src = t->nodes[n->src_node[i]];
+                        if (src) e = accumulate(&src->gout, gin[i]);
+                        else vt_release(gin[i]);
+                    } else if (n->src_leaf[i]) {
+                        e = accumulate(&n->src_leaf[i]->grad, gin[i]);
+                    } else {
+                        vt_release(gin[i]);
+                    }
+                }
+            }
+        }
+        node_free(t, n);
+        t->nodes[k] = NULL;
+        if (e != VT_OK) return e;
+    }
+    return VT_OK;
+}
+
+vt_err vt_backward(vt_tape *t, vt_tensor *out, const vt_tensor *gout) {
+    if (!t || !out) return vt_error(VT_ERR_ARG, "vt_backward: no tape or no output");
+    if (out->tape_id != t->id || out->node < 0 || out->node >= t->n || !t->nodes[out->node])
+        return vt_error(VT_ERR_ARG, "vt_backward: the output was not recorded on this tape "
+                                    "(computed without a tape, or from no tensor that requires grad)");
+    vt_tensor *g;
+    if (gout) {
+        if (gout->numel != out->numel) {
+            char a[VT_SHAPE_BUF], b[VT_SHAPE_BUF];
+            return vt_error(VT_ERR_SHAPE, "vt_backward: gradient %s does not match output %s",
+                            vt_shape_str(gout, a, sizeof a), vt_shape_str(out, b, sizeof b));
+        }
+        g = vt_clone(gout);
+    } else {
+        g = vt_full(VT_CPU, out->ndim, out->shape, 1.0f);
+        if (g && out->device != VT_CPU) {
+            vt_tensor *d = vt_to_device(g, out->device);
+            vt_release(g);
+            g = d;
+        }
+    }
+    if (!g) return vt_error_code();
+    vt_tape *saved_current = g_current;
+    g_current = NULL;  // backward kernels never record
+    vt_node *n = t->nodes[out->node];
+    vt_release(n->gout);
+    n->gout = g;
+    vt_err e = backward_range(t, out->node, 0);
+    g_current = saved_current;
+    return e;
+}
