@@ -105,6 +105,49 @@ static void node_link_input(vt_tape *t, vt_node *n, int i, vt_tensor *x) {
     else n->src_leaf[i] = vt_retain(x);
 }
 
+// ---- kernel registry ---------------------------------------------------------------------
+#define VT_MAX_REGISTERED 256
+typedef struct registered_kernels {
+    const char *name;
+    vt_device dev;
+    vt_forward_fn forward;
+    vt_backward_fn backward;
+} registered_kernels;
+static registered_kernels g_registry[VT_MAX_REGISTERED];
+static int g_n_registered = 0;
+
+vt_err vt_register_kernels(const char *op_name, vt_device dev, vt_forward_fn forward, vt_backward_fn backward) {
+    for (int i = 0; i < g_n_registered; i++) {
+        if (g_registry[i].dev == dev && strcmp(g_registry[i].name, op_name) == 0) {
+            g_registry[i].forward = forward;
+            g_registry[i].backward = backward;
+            return VT_OK;
+        }
+    }
+    if (g_n_registered == VT_MAX_REGISTERED)
+        return vt_error(VT_ERR_ARG, "kernel registry full registering %s", op_name);
+    g_registry[g_n_registered++] = (registered_kernels){op_name, dev, forward, backward};
+    return VT_OK;
+}
+
+static const registered_kernels *find_registered(const vt_op *op, vt_device dev) {
+    for (int i = 0; i < g_n_registered; i++)
+        if (g_registry[i].dev == dev && strcmp(g_registry[i].name, op->name) == 0) return &g_registry[i];
+    return NULL;
+}
+
+vt_forward_fn vt_op_forward_fn(const vt_op *op, vt_device dev) {
+    if (op->forward[dev]) return op->forward[dev];
+    const registered_kernels *r = find_registered(op, dev);
+    return r ? r->forward : NULL;
+}
+
+vt_backward_fn vt_op_backward_fn(const vt_op *op, vt_device dev) {
+    if (op->backward[dev]) return op->backward[dev];
+    const registered_kernels *r = find_registered(op, dev);
+    return r ? r->backward : NULL;
+}
+
 vt_tensor *vt_op_run(const vt_op *op, vt_tensor *const *in, int n_in, const void *params,
                      size_t params_size, vt_dtype out_dtype, int out_ndim, const int64_t *out_shape) {
     if (n_in > VT_MAX_INPUTS || params_size > VT_PARAM_BYTES) {
@@ -126,7 +169,8 @@ vt_tensor *vt_op_run(const vt_op *op, vt_tensor *const *in, int n_in, const void
         }
         any_grad |= in[i]->requires_grad;
     }
-    if (!op->forward[dev]) {
+    vt_forward_fn forward = vt_op_forward_fn(op, dev);
+    if (!forward) {
         vt_error(VT_ERR_DTYPE, "op %s has no %s kernel", op->name, vt_device_name(dev));
         return NULL;
     }
@@ -165,7 +209,7 @@ vt_tensor *vt_op_run(const vt_op *op, vt_tensor *const *in, int n_in, const void
         if (op->save_output) node_save(t, n, out);
     }
     int n_saved_before = n->n_saved;
-    vt_err e = op->forward[dev](n, in, out);
+    vt_err e = forward(n, in, out);
     if (e != VT_OK) {
         vt_error_context("op %s: ", op->name);
         node_free(recording ? t : NULL, n);
@@ -304,10 +348,11 @@ static vt_err backward_range(vt_tape *t, int hi, int lo) {
             } else {
                 vt_device dev = n->gout->device;
                 vt_tensor *gin[VT_MAX_INPUTS] = {0};
-                if (!n->op->backward[dev]) {
+                vt_backward_fn backward = vt_op_backward_fn(n->op, dev);
+                if (!backward) {
                     e = vt_error(VT_ERR_DTYPE, "op %s has no %s backward", n->op->name, vt_device_name(dev));
                 } else {
-                    e = n->op->backward[dev](n, n->gout, gin);
+                    e = backward(n, n->gout, gin);
                     t->st.n_backward_calls++;
                     if (e != VT_OK) vt_error_context("backward of op %s: ", n->op->name);
                 }

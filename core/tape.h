@@ -66,6 +66,14 @@ struct vt_node {
     unsigned char params[VT_PARAM_BYTES] __attribute__((aligned(16)));  // op-specific parameter struct
 };
 
+// Kernels for a device that the op's static entry leaves NULL (the CUDA backend registers
+// its kernels by op name at init, so core stays free of CUDA). Returns VT_ERR_ARG if the table
+// is full.
+vt_err vt_register_kernels(const char *op_name, vt_device dev, vt_forward_fn forward, vt_backward_fn backward);
+// The kernels that will run for op on dev (static entry first, then the registry), or NULL.
+vt_forward_fn vt_op_forward_fn(const vt_op *op, vt_device dev);
+vt_backward_fn vt_op_backward_fn(const vt_op *op, vt_device dev);
+
 // Runs op on device of in[0]: allocates the output (shape/dtype given), calls the forward and
 // records a node when a tape is active and some input requires grad. params (size bytes,
 // <= VT_PARAM_BYTES) is copied into the node. NULL inputs (after n_in) are allowed only where
