@@ -1,6 +1,7 @@
 // elementwise.c — add/sub/mul with numpy broadcasting, affine, axpby, clamp, abs, square,
 // sqrt, exp, log; and vt_accumulate (the tape's add-or-set). CPU reference kernels.
 #include "ops_internal.h"
+#include "params.h"
 #include <math.h>
 #include <string.h>
 
@@ -110,7 +111,7 @@ vt_tensor *vt_reduce_to_shape(const vt_tensor *g, int nd, const int64_t *s) {
 }
 
 // ---- add / sub / mul ---------------------------------------------------------------------
-typedef struct binary_params { int kind; } binary_params;  // 0 add, 1 sub, 2 mul
+typedef vt_binary_params binary_params;
 
 static vt_err binary_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const binary_params *p = (const binary_params *)n->params;
@@ -164,7 +165,7 @@ vt_tensor *vt_sub(vt_tensor *a, vt_tensor *b) { return binary(&op_sub, 1, a, b);
 vt_tensor *vt_mul(vt_tensor *a, vt_tensor *b) { return binary(&op_mul, 2, a, b); }
 
 // ---- axpby: a x + b y --------------------------------------------------------------------
-typedef struct axpby_params { float a, b; } axpby_params;
+typedef vt_axpby_params axpby_params;
 
 static vt_err axpby_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const axpby_params *p = (const axpby_params *)n->params;
@@ -206,31 +207,30 @@ vt_tensor *vt_axpby(float a, vt_tensor *x, float b, vt_tensor *y) {
 
 // ---- unary ops ---------------------------------------------------------------------------
 // One table-driven family: forward f(x), backward g * f'(x) from the saved input.
-typedef enum unary_kind { U_AFFINE, U_CLAMP, U_ABS, U_SQUARE, U_SQRT, U_EXP, U_LOG } unary_kind;
-typedef struct unary_params { int kind; float p0, p1; } unary_params;
+typedef vt_unary_params unary_params;
 
 static inline float unary_f(const unary_params *p, float x) {
     switch (p->kind) {
-    case U_AFFINE: return p->p0 * x + p->p1;
-    case U_CLAMP: return x < p->p0 ? p->p0 : x > p->p1 ? p->p1 : x;
-    case U_ABS: return fabsf(x);
-    case U_SQUARE: return x * x;
-    case U_SQRT: return sqrtf(x);
-    case U_EXP: return expf(x);
-    case U_LOG: return logf(x);
+    case VT_U_AFFINE: return p->p0 * x + p->p1;
+    case VT_U_CLAMP: return x < p->p0 ? p->p0 : x > p->p1 ? p->p1 : x;
+    case VT_U_ABS: return fabsf(x);
+    case VT_U_SQUARE: return x * x;
+    case VT_U_SQRT: return sqrtf(x);
+    case VT_U_EXP: return expf(x);
+    case VT_U_LOG: return logf(x);
     }
     return 0;
 }
 
 static inline float unary_df(const unary_params *p, float x) {
     switch (p->kind) {
-    case U_AFFINE: return p->p0;
-    case U_CLAMP: return (x >= p->p0 && x <= p->p1) ? 1.0f : 0.0f;  // torch: gradient 1 at the bounds
-    case U_ABS: return x > 0 ? 1.0f : x < 0 ? -1.0f : 0.0f;
-    case U_SQUARE: return 2 * x;
-    case U_SQRT: return 0.5f / sqrtf(x);
-    case U_EXP: return expf(x);
-    case U_LOG: return 1.0f / x;
+    case VT_U_AFFINE: return p->p0;
+    case VT_U_CLAMP: return (x >= p->p0 && x <= p->p1) ? 1.0f : 0.0f;  // torch: gradient 1 at the bounds
+    case VT_U_ABS: return x > 0 ? 1.0f : x < 0 ? -1.0f : 0.0f;
+    case VT_U_SQUARE: return 2 * x;
+    case VT_U_SQRT: return 0.5f / sqrtf(x);
+    case VT_U_EXP: return expf(x);
+    case VT_U_LOG: return 1.0f / x;
     }
     return 0;
 }
@@ -271,13 +271,13 @@ static vt_tensor *unary(const vt_op *op, int kind, float p0, float p1, vt_tensor
     return vt_op_run(op, &x, 1, &p, sizeof p, VT_F32, x->ndim, x->shape);
 }
 
-vt_tensor *vt_affine(vt_tensor *x, float alpha, float beta) { return unary(&op_affine, U_AFFINE, alpha, beta, x); }
-vt_tensor *vt_clamp(vt_tensor *x, float lo, float hi) { return unary(&op_clamp, U_CLAMP, lo, hi, x); }
-vt_tensor *vt_abs(vt_tensor *x) { return unary(&op_abs, U_ABS, 0, 0, x); }
-vt_tensor *vt_square(vt_tensor *x) { return unary(&op_square, U_SQUARE, 0, 0, x); }
-vt_tensor *vt_sqrt(vt_tensor *x) { return unary(&op_sqrt, U_SQRT, 0, 0, x); }
-vt_tensor *vt_exp(vt_tensor *x) { return unary(&op_exp, U_EXP, 0, 0, x); }
-vt_tensor *vt_log(vt_tensor *x) { return unary(&op_log, U_LOG, 0, 0, x); }
+vt_tensor *vt_affine(vt_tensor *x, float alpha, float beta) { return unary(&op_affine, VT_U_AFFINE, alpha, beta, x); }
+vt_tensor *vt_clamp(vt_tensor *x, float lo, float hi) { return unary(&op_clamp, VT_U_CLAMP, lo, hi, x); }
+vt_tensor *vt_abs(vt_tensor *x) { return unary(&op_abs, VT_U_ABS, 0, 0, x); }
+vt_tensor *vt_square(vt_tensor *x) { return unary(&op_square, VT_U_SQUARE, 0, 0, x); }
+vt_tensor *vt_sqrt(vt_tensor *x) { return unary(&op_sqrt, VT_U_SQRT, 0, 0, x); }
+vt_tensor *vt_exp(vt_tensor *x) { return unary(&op_exp, VT_U_EXP, 0, 0, x); }
+vt_tensor *vt_log(vt_tensor *x) { return unary(&op_log, VT_U_LOG, 0, 0, x); }
 
 // ---- accumulate --------------------------------------------------------------------------
 vt_err (*vt_cuda_accumulate_hook)(vt_tensor *dst, const vt_tensor *src) = NULL;

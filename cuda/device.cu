@@ -1,0 +1,68 @@
+// device.cu — CUDA device set-up: the allocator behind vt_storage (cached by core's
+// allocator), host<->device copies, gradient accumulation, kernel registration.
+#include "cuda/backend.h"
+#include "cuda/check.cuh"
+
+extern "C" {
+extern vt_err (*vt_device_copy_hook)(void *dst, vt_device ddev, const void *src, vt_device sdev, size_t n);
+extern vt_err (*vt_cuda_accumulate_hook)(vt_tensor *dst, const vt_tensor *src);
+vt_err vt_cuda_register_elementwise(void);
+}
+
+static void *cuda_alloc(size_t n) {
+    void *p = nullptr;
+    if (cudaMalloc(&p, n ? n : 256) != cudaSuccess) {
+        (void)cudaGetLastError();  // clear the sticky-free OOM error; core reports OOM
+        return nullptr;
+    }
+    return p;
+}
+
+static void cuda_free(void *p, size_t) { cudaFree(p); }
+
+static vt_err cuda_copy(void *dst, vt_device ddev, const void *src, vt_device sdev, size_t n) {
+    cudaMemcpyKind kind = ddev == VT_CUDA ? (sdev == VT_CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                          : (sdev == VT_CUDA ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+    VT_CUDA_CHECK(cudaMemcpy(dst, src, n, kind));
+    return VT_OK;
+}
+
+// dst += src (f32): the tape's add-or-set on the GPU.
+__global__ void accumulate_f32_kernel(float *dst, const float *src, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        dst[i] += src[i];
+}
+
+static vt_err cuda_accumulate(vt_tensor *dst, const vt_tensor *src) {
+    if (dst->dtype != VT_F32) return vt_error(VT_ERR_DTYPE, "accumulate: cuda gradients are f32 for now");
+    accumulate_f32_kernel<<<vt_grid_1d(dst->numel), 256>>>(vt_f32(dst), vt_f32(src), dst->numel);
+    VT_CUDA_CHECK_LAUNCH();
+    return VT_OK;
+}
+
+extern "C" int vt_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+extern "C" vt_err vt_cuda_init(int device) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0)
+        return vt_error(VT_ERR_DEVICE, "no CUDA device: %s", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    if (device < 0 || device >= n) return vt_error(VT_ERR_DEVICE, "CUDA device %d asked, %d present", device, n);
+    VT_CUDA_CHECK(cudaSetDevice(device));
+    vt_set_device_allocator(VT_CUDA, vt_allocator{cuda_alloc, cuda_free});
+    vt_device_copy_hook = cuda_copy;
+    vt_cuda_accumulate_hook = cuda_accumulate;
+    return vt_cuda_register_elementwise();
+}
+
+extern "C" vt_err vt_cuda_synchronize(void) {
+    VT_CUDA_CHECK(cudaDeviceSynchronize());
+    return VT_OK;
+}
