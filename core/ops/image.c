@@ -15,7 +15,7 @@ typedef struct normalize_params {
 static vt_err normalize_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const normalize_params *p = (const normalize_params *)n->params;
     const vt_tensor *x = in[0];
-    const int64_t N = x->shape[0], C = p->C, HW = N * C ? x->numel / (N * C) : 0;
+    const int64_t N = x->shape[0], C = p->C, HW = x->shape[2] * x->shape[3];
     const float *xs = vt_f32(x);
     float *y = vt_f32(out);
 #pragma omp parallel for collapse(2) if (x->numel > 65536)
@@ -34,7 +34,7 @@ static vt_err normalize_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tenso
     if (!n->need[0]) return VT_OK;
     gin[0] = vt_empty(VT_F32, VT_CPU, gout->ndim, gout->shape);
     if (!gin[0]) return vt_error_code();
-    const int64_t N = gout->shape[0], C = p->C, HW = N * C ? gout->numel / (N * C) : 0;
+    const int64_t N = gout->shape[0], C = p->C, HW = gout->shape[2] * gout->shape[3];
     const float *g = vt_f32(gout);
     float *d = vt_f32(gin[0]);
     for (int64_t b = 0; b < N; b++)
