@@ -75,7 +75,7 @@ TEST(Ddim, ScheduleClosedForms) {
     EXPECT_NEAR(s.alphas_cumprod[0], 1 - 0.00085, 1e-12);
     EXPECT_EQ(s.timesteps[0], 1);
     EXPECT_EQ(s.timesteps[24], 961);
-    EXPECT_DOUBLE_EQ(s.alphas_prev[0], s.alphas_cumprod[0]);
+    EXPECT_DOUBLE_EQ(s.alphas_prev[0], (double)(float)s.alphas_cumprod[0]);
     EXPECT_DOUBLE_EQ(s.scale_arr[0], 1.0);
     EXPECT_DOUBLE_EQ(s.scale_arr[399], 0.7);
     EXPECT_DOUBLE_EQ(s.scale_arr[999], 0.7);
@@ -101,4 +101,39 @@ TEST(Ddim, StepGradientsMatchFiniteDifferences) {
     for (int idx = 0; idx < 4; idx++)
         ExpectGradsMatch([&](auto &in) { return vt_ddim_step(&s, idx, in[0], in[1], in[2], nullptr); }, {x, e, nz});
     vt_ddim_free(&s);
+}
+
+#include "core/fixture.h"
+
+// The schedule arrays of the upstream oracle (lvdm DDIMSampler, VideoCrafter2 use_scale).
+TEST(Ddim, ScheduleMatchesVaderStepFixture) {
+    vt_fixture *f = vt_fixture_open(SharedPath("fixtures/vader_step_tiny").c_str());
+    ASSERT_NE(f, nullptr) << vt_error_message();
+    int64_t S = 0;
+    double eta = 0;
+    ASSERT_VT_OK(vt_fixture_json_int(f, "case.S", &S));
+    ASSERT_VT_OK(vt_fixture_json_double(f, "case.eta", &eta));
+    vt_ddim_options o = vt_ddim_default_options((int)S, eta);
+    vt_ddim_schedule s;
+    ASSERT_VT_OK(vt_ddim_init(&s, &o));
+    auto check = [&](const char *name, const double *ours, int n) {
+        vt_tensor *ref = vt_fixture_io(f, name);
+        ASSERT_NE(ref, nullptr) << vt_error_message();
+        ASSERT_EQ(ref->numel, n) << name;
+        for (int i = 0; i < n; i++) EXPECT_NEAR(ours[i], vt_f32(ref)[i], 1e-6 * std::fabs(vt_f32(ref)[i]) + 1e-9) << name << "[" << i << "]";
+        vt_release(ref);
+    };
+    check("schedule.alphas_cumprod", s.alphas_cumprod, VT_DDPM_STEPS);
+    check("schedule.scale_arr", s.scale_arr, VT_DDPM_STEPS);
+    check("ddim.alphas", s.alphas, (int)S);
+    check("ddim.alphas_prev", s.alphas_prev, (int)S);
+    check("ddim.sigmas", s.sigmas, (int)S);
+    check("ddim.scale_arr", s.scale, (int)S);
+    check("ddim.scale_arr_prev", s.scale_prev, (int)S);
+    vt_tensor *ts = vt_fixture_io_raw(f, "ddim.timesteps");
+    ASSERT_NE(ts, nullptr) << vt_error_message();
+    for (int i = 0; i < S; i++) EXPECT_EQ(vt_i64(ts)[i], s.timesteps[i]);
+    vt_release(ts);
+    vt_ddim_free(&s);
+    vt_fixture_free(f);
 }

@@ -49,9 +49,12 @@ vt_err vt_ddim_init(vt_ddim_schedule *s, const vt_ddim_options *o) {
     for (int i = 0; i < S; i++) {
         int64_t t = (int64_t)i * c + 1;  // lvdm's "uniform" discretisation adds one
         s->timesteps[i] = t;
-        s->alphas[i] = s->alphas_cumprod[t];
-        s->alphas_prev[i] = i ? s->alphas_cumprod[s->timesteps[i - 1]] : s->alphas_cumprod[0];
-        s->sigmas[i] = o->eta * sqrt((1 - s->alphas_prev[i]) / (1 - s->alphas[i]) * (1 - s->alphas[i] / s->alphas_prev[i]));
+        // lvdm registers alphas_cumprod as float32 and builds the DDIM arrays in numpy from
+        // those values ((1 - alphas) stays float32 there), so round the same way.
+        s->alphas[i] = (float)s->alphas_cumprod[t];
+        s->alphas_prev[i] = (float)(i ? s->alphas_cumprod[s->timesteps[i - 1]] : s->alphas_cumprod[0]);
+        double one_minus_a = (float)(1.0f - (float)s->alphas[i]);
+        s->sigmas[i] = o->eta * sqrt((1 - s->alphas_prev[i]) / one_minus_a * (1 - s->alphas[i] / s->alphas_prev[i]));
         s->scale[i] = s->scale_arr[t];
         s->scale_prev[i] = i ? s->scale_arr[s->timesteps[i - 1]] : s->scale_arr[0];
     }
