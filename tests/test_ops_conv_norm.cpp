@@ -27,7 +27,8 @@ vt_tensor *NaiveConv2d(const vt_tensor *x, const vt_tensor *w, const vt_tensor *
                             for (int64_t j = 0; j < kw; j++) {
                                 int64_t iy = oy * stride - pad + i, ix = ox * stride - pad + j;
                                 if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                                acc += (double)px[((n * C + c) * H + iy) * W + ix] * pw[((o * C + c) * kh + i) * kw + j];
+                                acc += (double)px[((n * C + c) * H + iy) * W + ix] *
+                                       pw[((o * C + c) * kh + i) * kw + j];
                             }
                     vt_f32(y)[((n * O + o) * OH + oy) * OW + ox] = (float)acc;
                 }
@@ -48,7 +49,8 @@ vt_tensor *NaiveConvTime(const vt_tensor *x, const vt_tensor *w, const vt_tensor
                         for (int64_t k = 0; k < kt; k++) {
                             int64_t ti = t + k - pad;
                             if (ti < 0 || ti >= Tn) continue;
-                            acc += (double)vt_f32(x)[((n * C + c) * Tn + ti) * HW + s] * vt_f32(w)[(o * C + c) * kt + k];
+                            acc += (double)vt_f32(x)[((n * C + c) * Tn + ti) * HW + s] *
+                                   vt_f32(w)[(o * C + c) * kt + k];
                         }
                     vt_f32(y)[((n * O + o) * To + t) * HW + s] = (float)acc;
                 }
@@ -206,7 +208,8 @@ TEST(Conv2d, ShapeErrorsNameOpAndShapes) {
     ExpectError(vt_conv2d(x, w, nullptr, 1, 1), "conv2d: input [1, 3, 8, 8] does not fit weight [4, 2, 3, 3]");
     ExpectError(vt_conv2d(x3, w3, nullptr, 1, 1), "conv2d: input [3, 8, 8] does not fit weight [4, 3, 3, 3]");
     ExpectError(vt_conv2d(x, w3, b, 1, 1), "conv2d: bias [5] does not fit weight [4, 3, 3, 3]");
-    ExpectError(vt_conv2d(x, big, nullptr, 1, 0), "conv2d: kernel of weight [4, 3, 9, 9] larger than input [1, 3, 8, 8]");
+    ExpectError(vt_conv2d(x, big, nullptr, 1, 0),
+                "conv2d: kernel of weight [4, 3, 9, 9] larger than input [1, 3, 8, 8]");
     ExpectError(vt_conv2d(x, w3, nullptr, 0, 1), "conv2d: stride 0");
     EXPECT_EQ(vt_conv2d(nullptr, w3, nullptr, 1, 1), nullptr);  // NULL propagates
     EXPECT_EQ(vt_conv2d(x, nullptr, nullptr, 1, 1), nullptr);
@@ -259,7 +262,8 @@ TEST(ConvTime, ShapeErrorsNameOpAndShapes) {
     vt_tensor *x = R(RandN({1, 3, 4, 2, 2}, 1)), *w = R(RandN({4, 3, 3, 3, 3}, 2)), *wc = R(RandN({4, 2, 3, 1, 1}, 3));
     vt_tensor *wl = R(RandN({4, 3, 7, 1, 1}, 4)), *b = R(RandN({3}, 5)), *w3 = R(RandN({4, 3, 3, 1, 1}, 6));
     ExpectError(vt_conv_time(x, w, nullptr, 1), "conv_time: input [1, 3, 4, 2, 2] does not fit weight [4, 3, 3, 3, 3]");
-    ExpectError(vt_conv_time(x, wc, nullptr, 1), "conv_time: input [1, 3, 4, 2, 2] does not fit weight [4, 2, 3, 1, 1]");
+    ExpectError(vt_conv_time(x, wc, nullptr, 1),
+                "conv_time: input [1, 3, 4, 2, 2] does not fit weight [4, 2, 3, 1, 1]");
     ExpectError(vt_conv_time(x, wl, nullptr, 1), "conv_time: kernel of weight [4, 3, 7, 1, 1] longer than 4 frames");
     ExpectError(vt_conv_time(x, w3, b, 1), "conv_time: bias [3] does not fit weight [4, 3, 3, 1, 1]");
     EXPECT_EQ(vt_conv_time(nullptr, w3, nullptr, 1), nullptr);
@@ -274,8 +278,8 @@ TEST(GroupNorm, ForwardMatchesNaiveLoop4dAnd5d) {
         int64_t C = k.shape[1];
         vt_tensor *x = R(RandN(k.shape, 1, 2.0f)), *w = R(RandN({C}, 2)), *b = R(RandN({C}, 3));
         ExpectClose(R(vt_group_norm(x, k.G, w, b, 1e-5f)), R(NaiveGroupNorm(x, k.G, w, b, 1e-5)), 1e-5, "affine");
-        ExpectClose(R(vt_group_norm(x, k.G, nullptr, nullptr, 1e-6f)), R(NaiveGroupNorm(x, k.G, nullptr, nullptr, 1e-6)),
-                    1e-5, "plain");
+        ExpectClose(R(vt_group_norm(x, k.G, nullptr, nullptr, 1e-6f)),
+                    R(NaiveGroupNorm(x, k.G, nullptr, nullptr, 1e-6)), 1e-5, "plain");
         ExpectClose(R(vt_group_norm(x, k.G, w, nullptr, 1e-2f)), R(NaiveGroupNorm(x, k.G, w, nullptr, 1e-2)), 1e-5,
                     "weight only, large eps");
     }
@@ -321,7 +325,8 @@ TEST(GroupNorm, OnlyInputGradient) {
 TEST(GroupNorm, ShapeErrorsNameOpAndShapes) {
     Releaser R;
     vt_tensor *x = R(RandN({2, 6, 3, 3}, 1)), *w = R(RandN({4}, 2)), *x1 = R(RandN({6}, 3));
-    ExpectError(vt_group_norm(x, 4, nullptr, nullptr, 1e-5f), "group_norm: input [2, 6, 3, 3] cannot be split into 4 groups");
+    ExpectError(vt_group_norm(x, 4, nullptr, nullptr, 1e-5f),
+                "group_norm: input [2, 6, 3, 3] cannot be split into 4 groups");
     ExpectError(vt_group_norm(x1, 1, nullptr, nullptr, 1e-5f), "group_norm: input [6] cannot be split into 1 groups");
     ExpectError(vt_group_norm(x, 3, w, nullptr, 1e-5f), "group_norm: weight [4] does not fit input [2, 6, 3, 3]");
     ExpectError(vt_group_norm(x, 3, nullptr, w, 1e-5f), "group_norm: bias [4] does not fit input [2, 6, 3, 3]");

@@ -70,8 +70,8 @@ vt_tensor *vt_softmax(vt_tensor *x) {
 // to sgemm through its leading dimension: no permute to [B, H, L, d] and back.
 typedef struct attention_params { int64_t B, Lq, Lk, H, d; float scale; int causal; } attention_params;
 
-// Score-matrix floats per row block: bounds the scratch of both passes (4 MiB).
-#define ATTN_BLOCK_FLOATS ((int64_t)1 << 20)
+// Score-matrix floats per row block: bounds the scratch of both passes (1 MiB, cache-sized).
+#define ATTN_BLOCK_FLOATS ((int64_t)1 << 18)
 
 static int64_t attn_block_rows(const attention_params *p) {
     int64_t r = ATTN_BLOCK_FLOATS / (p->Lk > 0 ? p->Lk : 1);
