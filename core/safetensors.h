@@ -21,25 +21,41 @@ typedef struct vt_st_entry {
 
 typedef struct vt_safetensors {
     char *path;
-    vt_mmap *map;
-    size_t data_start;   // 8 + header length
+    vt_mmap *map;          // NULL for vt_st_parse_buffer
+    size_t data_start;     // 8 + header length
     int n;
     vt_st_entry *entries;  // in file order
+    int *by_name;          // entry indices sorted by name (vt_st_find bisects it)
     char *metadata_json;   // the "__metadata__" object as JSON text, or NULL
+    int n_meta;            // "__metadata__" pairs, in file order
+    char **meta_keys, **meta_vals;
 } vt_safetensors;
 
-// Opens and validates PATH. NULL + error naming the path and the fault.
+// Opens and validates PATH: header length <= 100 MB and inside the file, a JSON object (only
+// whitespace after it), every entry with a supported dtype, <= 5 non-negative dims and
+// data_offsets inside the data section spanning exactly numel * dtype size bytes, unique
+// names, no two non-empty tensors overlapping, "__metadata__" a string -> string object.
+// NULL + error (VT_ERR_IO / VT_ERR_FORMAT / VT_ERR_DTYPE) naming the path, the tensor and the fault.
 vt_safetensors *vt_st_open(const char *path);
+// Validates a whole file image held in memory (label names it in errors). The result has no
+// mapping: entries, names and metadata only (vt_st_tensor refuses). For the fuzzer and tools.
+vt_safetensors *vt_st_parse_buffer(const void *data, size_t size, const char *label);
 void vt_st_close(vt_safetensors *f);
 // Entry by name, or NULL (no error set).
 const vt_st_entry *vt_st_find(const vt_safetensors *f, const char *name);
-// Zero-copy tensor of an entry (keeps the mapping alive).
+// Zero-copy tensor of an entry in its file dtype (keeps the mapping alive; the bytes are
+// read-only: never write into it). Data that is not aligned to its dtype is copied instead.
 vt_tensor *vt_st_tensor(vt_safetensors *f, const vt_st_entry *e);
+// vt_st_tensor of the entry called name; NULL + VT_ERR_KEY naming file and name if absent.
+vt_tensor *vt_st_get(vt_safetensors *f, const char *name);
 // Metadata value for key, or NULL.
 const char *vt_st_metadata(const vt_safetensors *f, const char *key);
 
 // Atomic write of n named tensors (cpu, any vt dtype) with optional string metadata pairs
-// (meta_keys/meta_vals, n_meta). Tensor names must be unique.
+// (meta_keys/meta_vals, n_meta). Tensor names (and metadata keys) must be unique. Header keys
+// keep the given order ("__metadata__" first); the header is space-padded so the data section
+// starts 8-byte aligned. On any failure the temp file is removed and an existing PATH is
+// left untouched.
 vt_err vt_st_write(const char *path, int n, const char *const *names, vt_tensor *const *tensors, int n_meta,
                    const char *const *meta_keys, const char *const *meta_vals);
 

@@ -1,0 +1,262 @@
+// norm.c — group norm, layer norm and L2 normalisation. CPU reference kernels.
+//
+// Group norm and layer norm share one kernel: x is seen as [N, C, S] with statistics per
+// (n, group) over (C/G channels, S) and the affine per channel. Group norm is [N, C, ...]
+// with S = the trailing dims; layer norm [..., C] is N = rows, G = 1, S = 1.
+// Statistics are accumulated in double (two passes: mean, then centred squares), so inputs
+// with a large mean relative to their spread keep full f32 accuracy; the variance is the
+// biased one (divide by the group size), as torch.nn.GroupNorm / LayerNorm.
+// The backward recomputes the statistics from the saved x instead of keeping them on the
+// tape: one more pass over x, nothing extra held, and exact in double.
+#include "ops_internal.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct norm_params {
+    int64_t N, C, S;
+    int G;
+    float eps;
+} norm_params;
+
+// Per (n, g): mean and 1 / sqrt(var + eps) of the Cg*S contiguous elements of the group.
+// x [N, C, S] -> mean, rstd [N*G]
+static void norm_stats(const norm_params *p, const float *x, double *mean, double *rstd) {
+    const int64_t M = p->C / p->G * p->S, NG = p->N * p->G;
+#pragma omp parallel for if (NG * M > 65536)
+    for (int64_t ng = 0; ng < NG; ng++) {
+        const float *xg = x + ng * M;
+        double s = 0;
+        for (int64_t i = 0; i < M; i++) s += xg[i];
+        const double mu = s / (double)M;
+        double ss = 0;
+        for (int64_t i = 0; i < M; i++) {
+            const double d = xg[i] - mu;
+            ss += d * d;
+        }
+        mean[ng] = mu;
+        rstd[ng] = 1.0 / sqrt(ss / (double)M + (double)p->eps);
+    }
+}
+
+// x [N, C, S], w, b [C] or NULL -> y [N, C, S] = (x - mean) * rstd * w[c] + b[c]
+static vt_err norm_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
+    const norm_params *p = (const norm_params *)n->params;
+    const int64_t NG = p->N * p->G, Cg = p->C / p->G, S = p->S;
+    const float *x = vt_f32(in[0]);
+    const float *w = in[1] ? vt_f32(in[1]) : NULL, *b = in[2] ? vt_f32(in[2]) : NULL;
+    float *y = vt_f32(out);
+    double *mean = malloc((size_t)(NG ? NG : 1) * 2 * sizeof(double));
+    if (!mean) return vt_error(VT_ERR_OOM, "out of host memory for norm statistics");
+    double *rstd = mean + NG;
+    norm_stats(p, x, mean, rstd);
+#pragma omp parallel for if (out->numel > 65536)
+    for (int64_t ng = 0; ng < NG; ng++) {
+        const int64_t c0 = ng % p->G * Cg;
+        for (int64_t cc = 0; cc < Cg; cc++) {
+            const int64_t c = c0 + cc, off = (ng * Cg + cc) * S;
+            const double a = rstd[ng] * (w ? w[c] : 1.0), sh = (b ? b[c] : 0.0) - mean[ng] * a;
+            for (int64_t s = 0; s < S; s++) y[off + s] = (float)(x[off + s] * a + sh);
+        }
+    }
+    free(mean);
+    return VT_OK;
+}
+
+// g [N, C, S]; saved x [N, C, S], w [C] or NULL. xh = (x - mean) rstd, gy = g w[c]; over a group
+// of M elements:  dx = rstd (gy - mean(gy) - xh mean(gy xh));  dw[c] = sum g xh;  db[c] = sum g
+static vt_err norm_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
+    const norm_params *p = (const norm_params *)n->params;
+    const int64_t NG = p->N * p->G, Cg = p->C / p->G, S = p->S, M = Cg * S, C = p->C;
+    const float *x = vt_f32(n->saved[0]), *g = vt_f32(gout);
+    const float *w = n->saved[1] ? vt_f32(n->saved[1]) : NULL;
+    double *mean = malloc((size_t)(NG ? NG : 1) * 2 * sizeof(double));
+    if (!mean) return vt_error(VT_ERR_OOM, "out of host memory for norm statistics");
+    double *rstd = mean + NG;
+    norm_stats(p, x, mean, rstd);
+    vt_err e = VT_OK;
+    if (n->need[0]) {
+        gin[0] = vt_empty(VT_F32, VT_CPU, n->in_ndim[0], n->in_shape[0]);
+        if (!gin[0]) { e = vt_error_code(); goto done; }
+        float *dx = vt_f32(gin[0]);
+#pragma omp parallel for if (NG * M > 65536)
+        for (int64_t ng = 0; ng < NG; ng++) {
+            const int64_t c0 = ng % p->G * Cg, base = ng * M;
+            const double mu = mean[ng], rs = rstd[ng];
+            double sg = 0, sgx = 0;
+            for (int64_t cc = 0; cc < Cg; cc++) {
+                const double wc = w ? w[c0 + cc] : 1.0;
+                const int64_t off = base + cc * S;
+                for (int64_t s = 0; s < S; s++) {
+                    const double gy = g[off + s] * wc;
+                    sg += gy;
+                    sgx += gy * (x[off + s] - mu) * rs;
+                }
+            }
+            sg /= (double)M;
+            sgx /= (double)M;
+            for (int64_t cc = 0; cc < Cg; cc++) {
+                const double wc = w ? w[c0 + cc] : 1.0;
+                const int64_t off = base + cc * S;
+                for (int64_t s = 0; s < S; s++) {
+                    const double xh = (x[off + s] - mu) * rs;
+                    dx[off + s] = (float)(rs * (g[off + s] * wc - sg - xh * sgx));
+                }
+            }
+        }
+    }
+    if (n->need[1] || n->need[2]) {
+        float *dw = NULL, *db = NULL;
+        if (n->need[1]) {
+            gin[1] = vt_empty(VT_F32, VT_CPU, 1, (int64_t[]){C});
+            if (!gin[1]) { e = vt_error_code(); goto done; }
+            dw = vt_f32(gin[1]);
+        }
+        if (n->need[2]) {
+            gin[2] = vt_empty(VT_F32, VT_CPU, 1, (int64_t[]){C});
+            if (!gin[2]) { e = vt_error_code(); goto done; }
+            db = vt_f32(gin[2]);
+        }
+        // Blocks of channels per thread: with S == 1 (layer norm) a row's block is contiguous.
+        enum { CB = 16 };
+        const int64_t nblk = (C + CB - 1) / CB;
+#pragma omp parallel for if (p->N * C * S > 65536)
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const int64_t c0 = blk * CB, c1 = c0 + CB < C ? c0 + CB : C;
+            double aw[CB] = {0}, ab[CB] = {0};
+            for (int64_t i = 0; i < p->N; i++) {
+                for (int64_t c = c0; c < c1; c++) {
+                    const int64_t ng = i * p->G + c / Cg, off = (i * C + c) * S;
+                    const double mu = mean[ng], rs = rstd[ng];
+                    double sw = 0, sb = 0;
+                    for (int64_t s = 0; s < S; s++) {
+                        sw += g[off + s] * (x[off + s] - mu) * rs;
+                        sb += g[off + s];
+                    }
+                    aw[c - c0] += sw;
+                    ab[c - c0] += sb;
+                }
+            }
+            for (int64_t c = c0; c < c1; c++) {
+                if (dw) dw[c] = (float)aw[c - c0];
+                if (db) db[c] = (float)ab[c - c0];
+            }
+        }
+    }
+done:
+    free(mean);
+    return e;
+}
+
+// Saves x and w (NULL when absent); the bias is not needed backward.
+static const vt_op op_group_norm = {"group_norm", {norm_forward_cpu, NULL}, {norm_backward_cpu, NULL}, 0x3, 0};
+static const vt_op op_layer_norm = {"layer_norm", {norm_forward_cpu, NULL}, {norm_backward_cpu, NULL}, 0x3, 0};
+
+// w, b must be f32 [C] or NULL.
+static int norm_check_affine(const char *name, const vt_tensor *x, const vt_tensor *t, const char *what, int64_t C) {
+    if (!t) return 0;
+    if (vt_check_f32(name, t)) return 1;
+    if (t->ndim != 1 || t->shape[0] != C) {
+        char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
+        vt_error(VT_ERR_SHAPE, "%s: %s %s does not fit input %s (expected [%lld])", name, what,
+                 vt_shape_str(t, s1, sizeof s1), vt_shape_str(x, s2, sizeof s2), (long long)C);
+        return 1;
+    }
+    return 0;
+}
+
+vt_tensor *vt_group_norm(vt_tensor *x, int groups, vt_tensor *w, vt_tensor *b, float eps) {
+    if (!x) return NULL;
+    if (vt_check_f32("group_norm", x)) return NULL;
+    char s1[VT_SHAPE_BUF];
+    if (x->ndim < 2 || groups < 1 || x->shape[1] % groups != 0) {
+        vt_error(VT_ERR_SHAPE, "group_norm: input %s cannot be split into %d groups (x [N, C, ...], C %% groups == 0)",
+                 vt_shape_str(x, s1, sizeof s1), groups);
+        return NULL;
+    }
+    const int64_t C = x->shape[1];
+    if (norm_check_affine("group_norm", x, w, "weight", C) || norm_check_affine("group_norm", x, b, "bias", C))
+        return NULL;
+    norm_params p = {x->shape[0], C, vt_dim_prod(x->ndim - 2, x->shape + 2), groups, eps};
+    vt_tensor *in[3] = {x, w, b};
+    return vt_op_run(&op_group_norm, in, 3, &p, sizeof p, VT_F32, x->ndim, x->shape);
+}
+
+vt_tensor *vt_layer_norm(vt_tensor *x, vt_tensor *w, vt_tensor *b, float eps) {
+    if (!x) return NULL;
+    if (vt_check_f32("layer_norm", x)) return NULL;
+    if (x->ndim < 1 || vt_dim(x, -1) < 1) {
+        char s1[VT_SHAPE_BUF];
+        vt_error(VT_ERR_SHAPE, "layer_norm: input %s has no feature dim", vt_shape_str(x, s1, sizeof s1));
+        return NULL;
+    }
+    const int64_t C = vt_dim(x, -1);
+    if (norm_check_affine("layer_norm", x, w, "weight", C) || norm_check_affine("layer_norm", x, b, "bias", C))
+        return NULL;
+    norm_params p = {x->numel / C, C, 1, 1, eps};
+    vt_tensor *in[3] = {x, w, b};
+    return vt_op_run(&op_layer_norm, in, 3, &p, sizeof p, VT_F32, x->ndim, x->shape);
+}
+
+// ---- L2 normalisation --------------------------------------------------------------------
+// x [M, C] (leading dims flattened) -> y = x / max(||x||, eps) per row (F.normalize, p = 2).
+typedef struct l2n_params { int64_t M, C; float eps; } l2n_params;
+
+static double row_norm(const float *x, int64_t C) {
+    double s = 0;
+    for (int64_t i = 0; i < C; i++) s += (double)x[i] * x[i];
+    return sqrt(s);
+}
+
+static vt_err l2n_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
+    const l2n_params *p = (const l2n_params *)n->params;
+    const float *x = vt_f32(in[0]);
+    float *y = vt_f32(out);
+#pragma omp parallel for if (out->numel > 65536)
+    for (int64_t r = 0; r < p->M; r++) {
+        const float *xr = x + r * p->C;
+        double nrm = row_norm(xr, p->C), d = nrm > p->eps ? nrm : (double)p->eps;
+        for (int64_t i = 0; i < p->C; i++) y[r * p->C + i] = (float)(xr[i] / d);
+    }
+    return VT_OK;
+}
+
+// g, saved x [M, C]. Where ||x|| >= eps: y = x / ||x||, dx = (g - y (g . y)) / ||x||.
+// Below eps the denominator is the constant eps: dx = g / eps (torch's clamp_min passes the
+// gradient at equality, so the boundary takes the first branch as there).
+static vt_err l2n_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
+    const l2n_params *p = (const l2n_params *)n->params;
+    if (!n->need[0]) return VT_OK;
+    gin[0] = vt_empty(VT_F32, VT_CPU, n->in_ndim[0], n->in_shape[0]);
+    if (!gin[0]) return vt_error_code();
+    const float *x = vt_f32(n->saved[0]), *g = vt_f32(gout);
+    float *dx = vt_f32(gin[0]);
+#pragma omp parallel for if (gout->numel > 65536)
+    for (int64_t r = 0; r < p->M; r++) {
+        const float *xr = x + r * p->C, *gr = g + r * p->C;
+        float *dr = dx + r * p->C;
+        const double nrm = row_norm(xr, p->C);
+        if (nrm >= p->eps) {
+            double dot = 0;
+            for (int64_t i = 0; i < p->C; i++) dot += gr[i] * (xr[i] / nrm);
+            for (int64_t i = 0; i < p->C; i++) dr[i] = (float)((gr[i] - xr[i] / nrm * dot) / nrm);
+        } else {
+            for (int64_t i = 0; i < p->C; i++) dr[i] = (float)(gr[i] / (double)p->eps);
+        }
+    }
+    return VT_OK;
+}
+
+static const vt_op op_l2_normalize = {"l2_normalize", {l2n_forward_cpu, NULL}, {l2n_backward_cpu, NULL}, 0x1, 0};
+
+vt_tensor *vt_l2_normalize(vt_tensor *x, float eps) {
+    if (!x) return NULL;
+    if (vt_check_f32("l2_normalize", x)) return NULL;
+    if (x->ndim < 1 || vt_dim(x, -1) < 1) {
+        char s1[VT_SHAPE_BUF];
+        vt_error(VT_ERR_SHAPE, "l2_normalize: input %s has no feature dim", vt_shape_str(x, s1, sizeof s1));
+        return NULL;
+    }
+    l2n_params p = {x->numel / vt_dim(x, -1), vt_dim(x, -1), eps};
+    return vt_op_run(&op_l2_normalize, &x, 1, &p, sizeof p, VT_F32, x->ndim, x->shape);
+}
