@@ -135,22 +135,22 @@ static vt_err st_parse_entry(vt_safetensors *f, const cJSON *j, vt_st_entry *e, 
         return vt_error(VT_ERR_FORMAT, "%s: tensor '%s': %d dims (vader supports at most %d)", p, name, nd, VT_MAX_DIMS);
     e->ndim = nd;
     uint64_t numel = 1;
-    int overflow = 0;
+    int overflow = 0, has_zero = 0;
     int d = 0;
     for (const cJSON *x = sh->child; x; x = x->next, d++) {
         uint64_t v;
         if (!st_json_uint(x, &v))
             return vt_error(VT_ERR_FORMAT, "%s: tensor '%s': shape entry %d is not a non-negative integer", p, name, d);
         e->shape[d] = (int64_t)v;
+        if (v == 0) has_zero = 1;
         if (__builtin_mul_overflow(numel, v, &numel)) overflow = 1;
     }
     uint64_t nbytes = 0;
-    if (numel == 0) overflow = 0;  // an empty dim makes the whole tensor empty
-    if (overflow || __builtin_mul_overflow(numel, (uint64_t)vt_dtype_size(e->dtype), &nbytes) || nbytes > data_size) {
+    if (has_zero) overflow = 0, numel = 0;  // an empty dim makes the whole tensor empty
+    if (overflow || __builtin_mul_overflow(numel, (uint64_t)vt_dtype_size(e->dtype), &nbytes)) {
         char b[VT_SHAPE_BUF];
-        return vt_error(VT_ERR_FORMAT, "%s: tensor '%s': shape %s %s needs more bytes than the data section holds (%llu)",
-                        p, name, vt_shape_str_raw(nd, e->shape, b, sizeof b), dt->valuestring,
-                        (unsigned long long)data_size);
+        return vt_error(VT_ERR_FORMAT, "%s: tensor '%s': shape %s is too large", p, name,
+                        vt_shape_str_raw(nd, e->shape, b, sizeof b));
     }
     uint64_t be[2];
     if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || !st_json_uint(off->child, &be[0]) ||
@@ -459,6 +459,27 @@ vt_err vt_st_write(const char *path, int n, const char *const *names, vt_tensor 
     vt_err err = st_write_check(path, n, names, tensors, n_meta, meta_keys, meta_vals);
     if (err != VT_OK) return err;
 
+    // Data goes in order of decreasing dtype size (i64, f32, then 16-bit types), each group in
+    // the given order: with the data section 8-byte aligned every tensor is then aligned for
+    // its dtype and zero-copy, with no holes (which other readers reject). Header keys keep
+    // the given order.
+    size_t *offs = calloc((size_t)n + 1, sizeof *offs);
+    int *order = calloc((size_t)n + 1, sizeof *order);
+    if (!offs || !order) {
+        free(offs);
+        free(order);
+        return vt_error(VT_ERR_OOM, "%s: out of memory", path);
+    }
+    size_t off = 0;
+    int k = 0;
+    for (size_t sz = 8; sz >= 1; sz /= 2)
+        for (int i = 0; i < n; i++)
+            if (vt_dtype_size(tensors[i]->dtype) == sz) {
+                order[k++] = i;
+                offs[i] = off;
+                off += vt_nbytes(tensors[i]);
+            }
+
     st_buf h = {0};
     sb_str(&h, "{");
     if (n_meta > 0) {
@@ -471,7 +492,6 @@ vt_err vt_st_write(const char *path, int n, const char *const *names, vt_tensor 
         }
         sb_str(&h, "}");
     }
-    size_t off = 0;
     for (int i = 0; i < n; i++) {
         const vt_tensor *t = tensors[i];
         if (i || n_meta > 0) sb_str(&h, ",");
@@ -480,15 +500,16 @@ vt_err vt_st_write(const char *path, int n, const char *const *names, vt_tensor 
         sb_str(&h, st_dtype_str(t->dtype));
         sb_str(&h, "\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) sb_fmt(&h, d ? ",%llu" : "%llu", (unsigned long long)t->shape[d]);
-        sb_fmt(&h, "],\"data_offsets\":[%llu,", off);
-        off += vt_nbytes(t);
-        sb_fmt(&h, "%llu]}", off);
+        sb_fmt(&h, "],\"data_offsets\":[%llu,", offs[i]);
+        sb_fmt(&h, "%llu]}", offs[i] + vt_nbytes(t));
     }
     sb_str(&h, "}");
     // Pad with spaces (JSON whitespace) so the data section starts 8-byte aligned.
     while (!h.oom && (8 + h.n) % 8 != 0) sb_str(&h, " ");
-    if (h.oom) {
+    free(offs);
+    if (h.oom || k != n) {
         free(h.p);
+        free(order);
         return vt_error(VT_ERR_OOM, "%s: out of memory for the header", path);
     }
 
@@ -496,6 +517,7 @@ vt_err vt_st_write(const char *path, int n, const char *const *names, vt_tensor 
     char *tmp = malloc(plen);
     if (!tmp) {
         free(h.p);
+        free(order);
         return vt_error(VT_ERR_OOM, "%s: out of memory", path);
     }
     snprintf(tmp, plen, "%s.tmp.%ld", path, (long)getpid());
@@ -508,14 +530,15 @@ vt_err vt_st_write(const char *path, int n, const char *const *names, vt_tensor 
         err = vt_error(VT_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
         free(tmp);
         free(h.p);
+        free(order);
         return err;
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
     int ok = fwrite(len8, 1, 8, fp) == 8 && fwrite(h.p, 1, h.n, fp) == h.n;
-    for (int i = 0; ok && i < n; i++) {
-        size_t k = vt_nbytes(tensors[i]);
-        if (k && fwrite(vt_data(tensors[i]), 1, k, fp) != k) ok = 0;
+    for (int j = 0; ok && j < n; j++) {
+        size_t nb = vt_nbytes(tensors[order[j]]);
+        if (nb && fwrite(vt_data(tensors[order[j]]), 1, nb, fp) != nb) ok = 0;
     }
     int saved = errno;
     if (ok && fflush(fp) != 0) ok = 0, saved = errno;
@@ -530,5 +553,6 @@ vt_err vt_st_write(const char *path, int n, const char *const *names, vt_tensor 
     }
     free(tmp);
     free(h.p);
+    free(order);
     return err;
 }
