@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fixture_checks.h"
+#include "../tokenizer.h"
 #include "openclip.h"
 
 typedef struct act_ctx {
@@ -17,6 +18,66 @@ static void compare_act(void *user, const char *name, vt_tensor *t) {
     char key[200];
     snprintf(key, sizeof key, "act.%s", name);
     if (vt_fixture_io_has(c->fx, key)) vt_fixture_compare(c->fx, c->opt, c->rep, key, t, c->opt->acts_checked);
+}
+
+// The CLIP BPE merges file: next to the fixtures (PREFIX/../../tokenizer), under $VADER_SHARED,
+// or in the shared folder the build was configured with. NULL when none is readable.
+static vt_tokenizer *open_tokenizer(const vt_fixture *fx) {
+    const char *rel = "tokenizer/bpe_simple_vocab_16e6.txt.gz";
+    char path[4096];
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", fx->prefix);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else snprintf(dir, sizeof dir, ".");
+    const char *env = getenv("VADER_SHARED");
+    const char *cands[3] = {dir, env, VADER_SHARED_DIR};
+    for (int i = 0; i < 3; i++) {
+        if (!cands[i]) continue;
+        snprintf(path, sizeof path, i == 0 ? "%s/../%s" : "%s/%s", cands[i], rel);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        fclose(f);
+        vt_tokenizer *t = vt_tokenizer_open(path);
+        if (t) return t;
+        vt_error_clear();
+    }
+    return NULL;
+}
+
+// tokens = tokenize(prompts): ids must agree exactly (a relative error would let an id that is
+// off by a few pass).
+static void check_tokens(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep, const vt_tensor *want) {
+    const cJSON *prompts = vt_fixture_json(fx, "prompts");
+    if (!cJSON_IsArray(prompts) || want->ndim != 2 || cJSON_GetArraySize(prompts) != want->shape[0]) return;
+    vt_tokenizer *tok = open_tokenizer(fx);
+    if (!tok) {
+        if (opt->verbose) fprintf(stderr, "open_clip: no tokenizer file found, tokens not re-computed\n");
+        return;
+    }
+    int64_t B = want->shape[0], L = want->shape[1];
+    vt_tensor *got = vt_zeros(VT_I64, VT_CPU, 2, want->shape);
+    int bad = got == NULL;
+    for (int64_t b = 0; b < B && !bad; b++) {
+        const cJSON *p = cJSON_GetArrayItem(prompts, (int)b);
+        if (!cJSON_IsString(p) || vt_tokenize(tok, p->valuestring, vt_i64(got) + b * L, (int)L)) bad = 1;
+    }
+    vt_tokenizer_free(tok);
+    if (bad) {
+        vt_fixture_report_fail(rep, "tokens", vt_error_code() ? vt_error_message() : "prompts are not strings");
+        vt_release(got);
+        return;
+    }
+    int64_t differ = 0;
+    for (int64_t i = 0; i < got->numel; i++) differ += vt_i64(got)[i] != vt_i64(want)[i];
+    if (differ) {
+        char note[96];
+        snprintf(note, sizeof note, "%lld token ids differ", (long long)differ);
+        vt_fixture_report_fail(rep, "tokens", note);
+    } else {
+        vt_fixture_report_add(rep, opt, "tokens", got, want, 1);
+    }
+    vt_release(got);
 }
 
 vt_err vt_fixture_check_openclip(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep) {
@@ -50,6 +111,7 @@ vt_err vt_fixture_check_openclip(vt_fixture *fx, const vt_fixture_opts *opt, vt_
     if (has_text) {
         tokens = vt_fixture_input(fx, "tokens");
         if (!tokens) goto fail;
+        check_tokens(fx, opt, rep, tokens);
         if (vt_fixture_io_has(fx, "cond_penultimate")) {
             vt_tensor *cond = vt_openclip_encode_text_penultimate(m, tokens);
             if (!cond) goto fail;
