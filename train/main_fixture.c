@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
     }
     vt_fixture_report rep = {0};
     vt_err e = vt_fixture_run(buf, &opt, &rep);
-    vt_fixture_report_print(&rep, &opt, stdout);
+    if (!e || rep.n) vt_fixture_report_print(&rep, &opt, stdout);
     int rc = rep.n_fail ? 1 : 0;
     if (e) {
         fprintf(stderr, "vader-fixture: %s: %s\n", vt_err_name(e), vt_error_message());
