@@ -1,0 +1,81 @@
+// vader-fixture — checks one PyTorch fixture case against vader's CPU reference:
+//
+//     vader-fixture PATH/NAME [--tol 1e-4] [--verbose] [--segments] [--acts-report-only]
+//
+// reads NAME.json, NAME.weights.safetensors and NAME.io.safetensors, detects the model from
+// the json's "model" string, runs the forward and the vector-Jacobian products the io file
+// holds, and prints one line per tensor: "name  rel_err  OK/FAIL" (rel_err = max|a-b| /
+// max|b|). Exit status 0 when every checked tensor is within tolerance, 1 when one is not,
+// 2 when the check could not run (the error names the file / key / shape).
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "core/models/fixture_checks.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: vader-fixture PATH/NAME [--tol T] [--verbose] [--segments] [--acts-report-only]\n"
+            "  PATH/NAME    fixture prefix: NAME.json, NAME.weights.safetensors, NAME.io.safetensors\n"
+            "  --tol T      relative error allowed, max|a-b|/max|b| (default 1e-4)\n"
+            "  --verbose    progress and model sizes on stderr\n"
+            "  --segments   run blocks as checkpoint segments (gradients must not change)\n"
+            "  --acts-report-only  act.* entries are printed but do not fail the run\n"
+            "known models:");
+    for (const vt_fixture_kind *k = vt_fixture_kinds; k->model_contains; k++)
+        fprintf(f, " \"%s\" (%s)", k->model_contains, k->name);
+    fprintf(f, "\n");
+}
+
+int main(int argc, char **argv) {
+    vt_fixture_opts opt = vt_fixture_opts_default();
+    const char *prefix = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--tol") && i + 1 < argc) {
+            char *end;
+            opt.tol = strtod(argv[++i], &end);
+            if (*end || !(opt.tol >= 0)) {
+                fprintf(stderr, "vader-fixture: bad --tol %s\n", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v")) {
+            opt.verbose = 1;
+        } else if (!strcmp(argv[i], "--segments")) {
+            opt.segments = 1;
+        } else if (!strcmp(argv[i], "--acts-report-only")) {
+            opt.acts_checked = 0;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (argv[i][0] == '-' || prefix) {
+            usage(stderr);
+            return 2;
+        } else {
+            prefix = argv[i];
+        }
+    }
+    if (!prefix) {
+        usage(stderr);
+        return 2;
+    }
+    // accept PATH/NAME.json (or .io/.weights.safetensors) as well as the bare prefix
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", prefix);
+    const char *suffixes[] = {".json", ".io.safetensors", ".weights.safetensors"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(buf), s = strlen(suffixes[i]);
+        if (n > s && !strcmp(buf + n - s, suffixes[i])) buf[n - s] = 0;
+    }
+    vt_fixture_report rep = {0};
+    vt_err e = vt_fixture_run(buf, &opt, &rep);
+    vt_fixture_report_print(&rep, &opt, stdout);
+    int rc = rep.n_fail ? 1 : 0;
+    if (e) {
+        fprintf(stderr, "vader-fixture: %s: %s\n", vt_err_name(e), vt_error_message());
+        rc = 2;
+    } else if (rep.n == 0) {
+        fprintf(stderr, "vader-fixture: %s: nothing was compared\n", buf);
+        rc = 2;
+    }
+    vt_fixture_report_free(&rep);
+    return rc;
+}
