@@ -10,6 +10,7 @@
 #pragma once
 #include <stdio.h>
 #include "../fixture.h"
+#include "../tape.h"
 
 #ifdef __cplusplus
 extern "C" {
