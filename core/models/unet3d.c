@@ -144,6 +144,21 @@ static vt_err check_config(const vt_unet3d_config *c) {
 }
 
 // ---- building -----------------------------------------------------------------------------
+// Random weights (benchmarks): matrices ~ N(0, 1/fan_in), 1-D weights (norm gains) 1, biases 0,
+// so activations keep their scale through the network.
+static vt_tensor *random_param(unet_builder *b, const char *name, int ndim, const int64_t *shape) {
+    size_t len = strlen(name);
+    int is_bias = len >= 5 && strcmp(name + len - 5, ".bias") == 0;
+    if (is_bias) return vt_zeros(VT_F32, VT_CPU, ndim, shape);
+    if (ndim == 1) return vt_full(VT_CPU, ndim, shape, 1.0f);
+    vt_tensor *t = vt_empty(VT_F32, VT_CPU, ndim, shape);
+    if (!t) return NULL;
+    vt_rng r;
+    vt_rng_seed(&r, vt_hash64(b->seed, (uint64_t)b->n_params));
+    vt_fill_normal(t, &r, 0.0f, (float)(1.0 / sqrt((double)(t->numel / shape[0]))));
+    return t;
+}
+
 vt_tensor *unet_get(unet_builder *b, int ndim, const int64_t *shape, const char *fmt, ...) {
     char name[400], key[512];
     va_list ap;
@@ -153,7 +168,7 @@ vt_tensor *unet_get(unet_builder *b, int ndim, const int64_t *shape, const char 
     if (b->failed) return NULL;
     snprintf(key, sizeof key, "%s%s", b->prefix, name);
     // collect mode: a missing / mis-shaped key is recorded and zeros come back
-    vt_tensor *t = vt_weights_get(b->w, key, ndim, shape);
+    vt_tensor *t = b->w ? vt_weights_get(b->w, key, ndim, shape) : random_param(b, name, ndim, shape);
     if (!t) {
         b->failed = 1;
         return NULL;
@@ -327,9 +342,9 @@ void vt_unet3d_free(vt_unet3d *u) {
 }
 
 static vt_unet3d *build(vt_weights *w, const char *prefix, const vt_unet3d_config *cfg, int shape_only,
-                        int64_t *n_values) {
-    if (!w || !cfg) {
-        vt_error(VT_ERR_ARG, "unet3d build: NULL weights or config");
+                        int64_t *n_values, uint64_t seed) {
+    if (!cfg) {
+        vt_error(VT_ERR_ARG, "unet3d build: NULL config");
         return NULL;
     }
     if (check_config(cfg)) return NULL;
@@ -344,17 +359,17 @@ static vt_unet3d *build(vt_weights *w, const char *prefix, const vt_unet3d_confi
     if (u->cfg.init_attn_heads <= 0) u->cfg.init_attn_heads = 8;
     u->emb_dim = 4 * cfg->model_channels;
     u->checkpoint = cfg->use_checkpoint;
-    unet_builder b = {.w = w, .prefix = prefix, .shape_only = shape_only};
-    vt_weights_collect_errors(w, 1);
+    unet_builder b = {.w = w, .prefix = prefix, .shape_only = shape_only, .seed = seed};
+    if (w) vt_weights_collect_errors(w, 1);
     build_model(&b, u);
-    vt_weights_collect_errors(w, 0);
+    if (w) vt_weights_collect_errors(w, 0);
     u->params = b.params;
     u->n_params = b.n_params;
     u->n_values = b.n_values;
     if (n_values) *n_values = b.n_values;
     vt_err e = b.failed ? vt_error_code() : VT_OK;
     // always finish: it clears the record (and lists unused keys under the prefix)
-    vt_err ef = vt_weights_finish(w, prefix);
+    vt_err ef = w ? vt_weights_finish(w, prefix) : VT_OK;
     if (e == VT_OK) e = ef;
     if (e != VT_OK) {
         vt_error_context("unet3d (prefix \"%s\"): ", prefix);
@@ -365,11 +380,20 @@ static vt_unet3d *build(vt_weights *w, const char *prefix, const vt_unet3d_confi
 }
 
 vt_unet3d *vt_unet3d_build(vt_weights *w, const char *prefix, const vt_unet3d_config *cfg) {
-    return build(w, prefix, cfg, 0, NULL);
+    if (!w) {
+        vt_error(VT_ERR_ARG, "unet3d build: NULL weights");
+        return NULL;
+    }
+    return build(w, prefix, cfg, 0, NULL, 0);
+}
+
+vt_unet3d *vt_unet3d_build_random(const vt_unet3d_config *cfg, uint64_t seed) {
+    return build(NULL, "model.diffusion_model.", cfg, 0, NULL, seed);
 }
 
 vt_err vt_unet3d_check_weights(vt_weights *w, const char *prefix, const vt_unet3d_config *cfg, int64_t *n_params) {
-    vt_unet3d *u = build(w, prefix, cfg, 1, n_params);
+    if (!w) return vt_error(VT_ERR_ARG, "unet3d check: NULL weights");
+    vt_unet3d *u = build(w, prefix, cfg, 1, n_params, 0);
     if (!u) return vt_error_code();
     vt_unet3d_free(u);
     return VT_OK;
@@ -721,4 +745,91 @@ vt_err vt_unet3d_lora_load(vt_unet3d *u, vt_weights *store) {
         vt_release(src);
     }
     return e;
+}
+
+// ---- FLOP count (benchmarks) --------------------------------------------------------------
+typedef struct flop_acc {
+    double total, attn;
+} flop_acc;
+
+// One Spatial (seq = H*W per frame, cross on L text tokens) or Temporal (seq = T per pixel,
+// self only) transformer over ntok = B*T*H*W tokens of `ch` channels.
+static void flops_transformer(flop_acc *a, const vt_unet3d_config *c, int temporal, double ntok, double ch, double heads,
+                              double seq, double nctx, double lctx) {
+    double inner = heads * c->num_head_channels;
+    a->total += 2 * 2 * ntok * ch * inner;  // proj_in, proj_out
+    for (int d = 0; d < c->transformer_depth; d++) {
+        a->total += 2 * ntok * inner * inner * 4;  // attn1 q k v out
+        double at1 = 4 * ntok * seq * inner;       // q k^T and p v
+        double at2;
+        if (temporal) {
+            a->total += 2 * ntok * inner * inner * 4;
+            at2 = 4 * ntok * seq * inner;
+        } else {
+            a->total += 2 * ntok * inner * inner * 2 + 2 * nctx * c->context_dim * inner * 2;
+            at2 = 4 * ntok * lctx * inner;
+        }
+        a->total += at1 + at2;
+        a->attn += at1 + at2;
+        a->total += 2 * ntok * inner * 8 * inner + 2 * ntok * 4 * inner * inner;  // GEGLU ff
+    }
+}
+
+static void flops_res(flop_acc *a, const vt_unet3d_config *c, double npix, double in, double out, double nframes) {
+    a->total += 2 * npix * out * in * 9 + 2 * npix * out * out * 9 + 2 * nframes * 4 * c->model_channels * out;
+    if (in != out) a->total += 2 * npix * out * in;
+    if (c->temporal_conv) a->total += 4 * 2 * npix * out * out * 3;
+}
+
+static void flops_attn(flop_acc *a, const vt_unet3d_config *c, double npix, double ch, double hw, double T, double nf,
+                       double L) {
+    flops_transformer(a, c, 0, npix, ch, ch / c->num_head_channels, hw, nf * L, L);
+    if (c->temporal_attention) flops_transformer(a, c, 1, npix, ch, ch / c->num_head_channels, T, 0, 0);
+}
+
+double vt_unet3d_flops(const vt_unet3d_config *c, int64_t B, int64_t T, int64_t H, int64_t W, int64_t L, double *attn) {
+    flop_acc a = {0, 0};
+    double mc = c->model_channels, E = 4 * mc, nf = (double)(B * T), hw = (double)(H * W);
+    a.total += 2 * B * (mc * E + E * E) * (c->fps_cond ? 2 : 1);
+    a.total += 2 * nf * hw * mc * c->in_channels * 9;
+    if (c->addition_attention) flops_transformer(&a, c, 1, nf * hw, mc, c->init_attn_heads, (double)T, 0, 0);
+    double chans[UNET_MAX_BLOCKS];
+    int n = 0;
+    chans[n++] = mc;
+    double ch = mc;
+    int ds = 1;
+    for (int level = 0; level < c->n_levels; level++) {
+        for (int i = 0; i < c->num_res_blocks; i++) {
+            double out = c->channel_mult[level] * mc;
+            flops_res(&a, c, nf * hw, ch, out, nf);
+            ch = out;
+            if (in_attention(c, ds)) flops_attn(&a, c, nf * hw, ch, hw, (double)T, nf, (double)L);
+            chans[n++] = ch;
+        }
+        if (level != c->n_levels - 1) {
+            hw /= 4;
+            a.total += 2 * nf * hw * ch * ch * 9;
+            chans[n++] = ch;
+            ds *= 2;
+        }
+    }
+    flops_res(&a, c, nf * hw, ch, ch, nf);
+    flops_attn(&a, c, nf * hw, ch, hw, (double)T, nf, (double)L);
+    flops_res(&a, c, nf * hw, ch, ch, nf);
+    for (int level = c->n_levels - 1; level >= 0; level--) {
+        for (int i = 0; i <= c->num_res_blocks; i++) {
+            double out = c->channel_mult[level] * mc;
+            flops_res(&a, c, nf * hw, ch + chans[--n], out, nf);
+            ch = out;
+            if (in_attention(c, ds)) flops_attn(&a, c, nf * hw, ch, hw, (double)T, nf, (double)L);
+            if (level && i == c->num_res_blocks) {
+                hw *= 4;
+                a.total += 2 * nf * hw * ch * ch * 9;
+                ds /= 2;
+            }
+        }
+    }
+    a.total += 2 * nf * hw * c->out_channels * ch * 9;
+    if (attn) *attn = a.attn;
+    return a.total;
 }

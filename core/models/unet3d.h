@@ -77,7 +77,15 @@ vt_unet3d *vt_unet3d_build(vt_weights *w, const char *prefix, const vt_unet3d_co
 // is checked: a full-size shape-only manifest store is checked in little memory); *n_params
 // gets the parameter count. Same errors as vt_unet3d_build.
 vt_err vt_unet3d_check_weights(vt_weights *w, const char *prefix, const vt_unet3d_config *cfg, int64_t *n_params);
+// Random weights in the real layout (benchmarks, memory plans): matrices ~ N(0, 1/fan_in),
+// norm gains 1, biases 0; names as under "model.diffusion_model.".
+vt_unet3d *vt_unet3d_build_random(const vt_unet3d_config *cfg, uint64_t seed);
 void vt_unet3d_free(vt_unet3d *u);
+// Multiply-add FLOPs (2 per MAC) of one forward on x [B, C, T, H, W] with a context of L
+// tokens: GEMM-like work only (linears, convolutions, attention scores and values);
+// *attn gets the attention part (its backward costs twice its forward, the rest once: frozen
+// weights get no weight-gradient GEMMs). Norms and elementwise ops are not counted.
+double vt_unet3d_flops(const vt_unet3d_config *c, int64_t B, int64_t T, int64_t H, int64_t W, int64_t L, double *attn);
 const vt_unet3d_config *vt_unet3d_get_config(const vt_unet3d *u);
 int64_t vt_unet3d_n_params(const vt_unet3d *u);  // frozen weights (LoRA not counted)
 // The weight for a state-dict key without the prefix ("out.2.weight"), borrowed, or NULL.

@@ -21,6 +21,7 @@ typedef struct unet_builder {
     int n_params, cap_params;
     int64_t n_values;
     int n_sites;  // dropout sites handed out so far
+    uint64_t seed;  // w == NULL: random weights from this seed (benchmarks)
 } unet_builder;
 
 vt_tensor *unet_get(unet_builder *b, int ndim, const int64_t *shape, const char *fmt, ...)
