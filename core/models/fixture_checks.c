@@ -8,6 +8,7 @@
 const vt_fixture_kind vt_fixture_kinds[] = {
     {"AutoencoderKL", "vae_decoder", vt_fixture_check_vae},
     {"open_clip", "openclip", vt_fixture_check_openclip},
+    {"UNetModel", "unet3d", vt_fixture_check_unet},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,382 @@
+// unet3d_blocks.c — the UNet3D's modules (lvdm openaimodel3d.py / attention.py /
+// modules/networks/ae_modules): Linear(+LoRA), CrossAttention, BasicTransformerBlock,
+// SpatialTransformer, TemporalTransformer, TemporalConvBlock and ResBlock; building from the
+// weight store and forward on the tape (backward is the ops' own).
+#include "unet3d_internal.h"
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Temporaries of one forward function, released together at its end (NULL-safe, so ops can
+// be chained and the result checked once).
+#define SCOPE_MAX 40
+typedef struct scope {
+    vt_tensor *t[SCOPE_MAX];
+    int n;
+} scope;
+static vt_tensor *keep(scope *s, vt_tensor *t) {
+    if (s->n < SCOPE_MAX) s->t[s->n++] = t;
+    else vt_error(VT_ERR_INTERNAL, "unet3d: scope overflow");  // a bug: visible in tests
+    return t;
+}
+static void scope_end(scope *s) {
+    for (int i = 0; i < s->n; i++) vt_release(s->t[i]);
+    s->n = 0;
+}
+
+// ---- building ---------------------------------------------------------------------------------
+// Module paths: vsnprintf so that a long path is cut rather than warned about (keys are short).
+static void path_fmt(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void path_fmt(char *out, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, n, fmt, ap);
+    va_end(ap);
+}
+
+static char *dup_path(unet_builder *b, const char *path) {
+    char *p = strdup(path);
+    if (!p) {
+        b->failed = 1;
+        vt_error(VT_ERR_OOM, "unet3d build: out of host memory");
+    }
+    return p;
+}
+
+// kernel_dims: 0 nn.Linear [out, in]; 1 Conv1d kernel 1 [out, in, 1]; 2 Conv2d 1x1 [out, in, 1, 1].
+// The weight is kept as an [out, in] view (the map is the same).
+int unet_build_linear(unet_builder *b, unet_linear *l, int in, int out, int bias, int kernel_dims, const char *path) {
+    memset(l, 0, sizeof *l);
+    l->in = in;
+    l->out = out;
+    int64_t shape[4] = {out, in, 1, 1};
+    l->w = unet_get(b, 2 + kernel_dims, shape, "%s.weight", path);
+    if (l->w && kernel_dims) {
+        // replace the registered tensor by its matrix view (the registry owns one reference)
+        vt_tensor *v = vt_view(l->w, 2, shape);
+        if (!v) {
+            b->failed = 1;
+            return 0;
+        }
+        b->params[b->n_params - 1].t = v;
+        vt_release(l->w);
+        l->w = v;
+    }
+    if (bias) l->b = unet_get(b, 1, (int64_t[]){out}, "%s.bias", path);
+    l->path = dup_path(b, path);
+    l->site = b->n_sites++;
+    return !b->failed;
+}
+
+static void build_norm(unet_builder *b, unet_norm *n, int ch, const char *path) {
+    n->w = unet_get(b, 1, (int64_t[]){ch}, "%s.weight", path);
+    n->b = unet_get(b, 1, (int64_t[]){ch}, "%s.bias", path);
+}
+
+static void build_attention(unet_builder *b, unet_attention *a, int query_dim, int context_dim, int heads, int d_head,
+                            const char *path) {
+    char p[400];
+    int inner = heads * d_head;
+    a->heads = heads;
+    a->d_head = d_head;
+    path_fmt(p, sizeof p, "%s.to_q", path);
+    unet_build_linear(b, &a->to_q, query_dim, inner, 0, 0, p);
+    path_fmt(p, sizeof p, "%s.to_k", path);
+    unet_build_linear(b, &a->to_k, context_dim, inner, 0, 0, p);
+    path_fmt(p, sizeof p, "%s.to_v", path);
+    unet_build_linear(b, &a->to_v, context_dim, inner, 0, 0, p);
+    path_fmt(p, sizeof p, "%s.to_out.0", path);
+    unet_build_linear(b, &a->to_out, inner, query_dim, 1, 0, p);
+}
+
+static void build_tblock(unet_builder *b, unet_tblock *t, int dim, int heads, int d_head, int context_dim,
+                         const char *path) {
+    char p[400];
+    path_fmt(p, sizeof p, "%s.norm1", path);
+    build_norm(b, &t->norm1, dim, p);
+    path_fmt(p, sizeof p, "%s.norm2", path);
+    build_norm(b, &t->norm2, dim, p);
+    path_fmt(p, sizeof p, "%s.norm3", path);
+    build_norm(b, &t->norm3, dim, p);
+    path_fmt(p, sizeof p, "%s.attn1", path);
+    build_attention(b, &t->attn1, dim, dim, heads, d_head, p);
+    t->cross = context_dim > 0;
+    path_fmt(p, sizeof p, "%s.attn2", path);
+    build_attention(b, &t->attn2, dim, t->cross ? context_dim : dim, heads, d_head, p);
+    path_fmt(p, sizeof p, "%s.ff.net.0.proj", path);
+    unet_build_linear(b, &t->ff_proj, dim, 8 * dim, 1, 0, p);  // GEGLU: 2 x (4 dim)
+    path_fmt(p, sizeof p, "%s.ff.net.2", path);
+    unet_build_linear(b, &t->ff_out, 4 * dim, dim, 1, 0, p);
+}
+
+// context_dim 0: attn2 is self-attention (TemporalTransformer with only_self_att).
+int unet_build_transformer(unet_builder *b, unet_transformer *t, int temporal, int channels, int heads, int d_head,
+                           int depth, int context_dim, int use_linear, const char *path) {
+    char p[400];
+    memset(t, 0, sizeof *t);
+    t->temporal = temporal;
+    t->channels = channels;
+    t->inner = heads * d_head;
+    t->depth = depth;
+    path_fmt(p, sizeof p, "%s.norm", path);
+    build_norm(b, &t->norm, channels, p);
+    // not use_linear: Conv1d (temporal) / Conv2d 1x1 (spatial) kernel-1 projections
+    int kd = use_linear ? 0 : (temporal ? 1 : 2);
+    path_fmt(p, sizeof p, "%s.proj_in", path);
+    unet_build_linear(b, &t->proj_in, channels, t->inner, 1, kd, p);
+    t->blocks = calloc((size_t)depth, sizeof *t->blocks);
+    if (!t->blocks) {
+        b->failed = 1;
+        return 0;
+    }
+    for (int i = 0; i < depth; i++) {
+        path_fmt(p, sizeof p, "%s.transformer_blocks.%d", path, i);
+        build_tblock(b, &t->blocks[i], t->inner, heads, d_head, context_dim, p);
+    }
+    path_fmt(p, sizeof p, "%s.proj_out", path);
+    unet_build_linear(b, &t->proj_out, t->inner, channels, 1, kd, p);
+    return !b->failed;
+}
+
+int unet_build_resblock(unet_builder *b, unet_resblock *r, int in_ch, int out_ch, int emb_dim, int tconv,
+                        const char *path) {
+    char p[400];
+    memset(r, 0, sizeof *r);
+    r->in_ch = in_ch;
+    r->out_ch = out_ch;
+    path_fmt(p, sizeof p, "%s.in_layers.0", path);
+    build_norm(b, &r->in_norm, in_ch, p);
+    r->in_conv.w = unet_get(b, 4, (int64_t[]){out_ch, in_ch, 3, 3}, "%s.in_layers.2.weight", path);
+    r->in_conv.b = unet_get(b, 1, (int64_t[]){out_ch}, "%s.in_layers.2.bias", path);
+    path_fmt(p, sizeof p, "%s.emb_layers.1", path);
+    unet_build_linear(b, &r->emb, emb_dim, out_ch, 1, 0, p);
+    path_fmt(p, sizeof p, "%s.out_layers.0", path);
+    build_norm(b, &r->out_norm, out_ch, p);
+    r->out_conv.w = unet_get(b, 4, (int64_t[]){out_ch, out_ch, 3, 3}, "%s.out_layers.3.weight", path);
+    r->out_conv.b = unet_get(b, 1, (int64_t[]){out_ch}, "%s.out_layers.3.bias", path);
+    if (in_ch != out_ch) {
+        r->skip.w = unet_get(b, 4, (int64_t[]){out_ch, in_ch, 1, 1}, "%s.skip_connection.weight", path);
+        r->skip.b = unet_get(b, 1, (int64_t[]){out_ch}, "%s.skip_connection.bias", path);
+    }
+    r->has_tconv = tconv;
+    if (tconv) {
+        for (int k = 0; k < 4; k++) {
+            path_fmt(p, sizeof p, "%s.temopral_conv.conv%d.0", path, k + 1);  // sic: upstream spelling
+            build_norm(b, &r->tconv.norm[k], out_ch, p);
+            int ci = k == 0 ? 2 : 3;  // conv1 has no Dropout before its conv
+            r->tconv.conv[k].w = unet_get(b, 5, (int64_t[]){out_ch, out_ch, 3, 1, 1},
+                                          "%s.temopral_conv.conv%d.%d.weight", path, k + 1, ci);
+            r->tconv.conv[k].b = unet_get(b, 1, (int64_t[]){out_ch}, "%s.temopral_conv.conv%d.%d.bias", path, k + 1, ci);
+            r->tconv.site[k] = b->n_sites++;
+        }
+    }
+    return !b->failed;
+}
+
+// Tensors are owned by the builder's registry; modules only free what they allocated.
+void unet_free_linear(unet_linear *l) {
+    free(l->path);
+    vt_release(l->lora_A);
+    vt_release(l->lora_B);
+    l->path = NULL;
+    l->lora_A = l->lora_B = NULL;
+}
+
+static void free_attention(unet_attention *a) {
+    unet_free_linear(&a->to_q);
+    unet_free_linear(&a->to_k);
+    unet_free_linear(&a->to_v);
+    unet_free_linear(&a->to_out);
+}
+
+void unet_free_transformer(unet_transformer *t) {
+    unet_free_linear(&t->proj_in);
+    unet_free_linear(&t->proj_out);
+    for (int i = 0; t->blocks && i < t->depth; i++) {
+        free_attention(&t->blocks[i].attn1);
+        free_attention(&t->blocks[i].attn2);
+        unet_free_linear(&t->blocks[i].ff_proj);
+        unet_free_linear(&t->blocks[i].ff_out);
+    }
+    free(t->blocks);
+    t->blocks = NULL;
+}
+
+void unet_free_resblock(unet_resblock *r) { unet_free_linear(&r->emb); }
+
+// ---- layout -------------------------------------------------------------------------------
+// [(B*T), C, H, W] (row b*T + t) -> [B, C, T, H, W]
+vt_tensor *unet_unfold(vt_tensor *x, int B) {
+    if (!x) return NULL;
+    int64_t BT = x->shape[0], T = BT / B;
+    vt_tensor *r = vt_reshape(x, 5, (int64_t[]){B, T, x->shape[1], x->shape[2], x->shape[3]});
+    vt_tensor *p = vt_permute(r, 5, (int[]){0, 2, 1, 3, 4});
+    vt_release(r);
+    return p;
+}
+
+// [B, C, T, H, W] -> [(B*T), C, H, W]
+vt_tensor *unet_fold(vt_tensor *x) {
+    if (!x) return NULL;
+    vt_tensor *p = vt_permute(x, 5, (int[]){0, 2, 1, 3, 4});
+    vt_tensor *r = p ? vt_reshape(p, 4, (int64_t[]){x->shape[0] * x->shape[2], x->shape[1], x->shape[3], x->shape[4]})
+                     : NULL;
+    vt_release(p);
+    return r;
+}
+
+// ---- Linear + LoRA ------------------------------------------------------------------------
+// x [..., in] -> [..., out]. Without LoRA dropout the fused vt_linear_lora; with it peft's
+// base(x) + scale * B(A(dropout(x))).
+vt_tensor *unet_linear_forward(const unet_frame *f, const unet_linear *l, vt_tensor *x) {
+    if (!l->lora_A) return vt_linear(x, l->w, l->b);
+    if (f->p_lora <= 0.0f) return vt_linear_lora(x, l->w, l->b, l->lora_A, l->lora_B, l->lora_scale);
+    scope s = {0};
+    vt_tensor *y = keep(&s, vt_linear(x, l->w, l->b));
+    vt_tensor *xd = keep(&s, vt_dropout(x, f->p_lora, vt_hash64(f->seed, (uint64_t)l->site)));
+    vt_tensor *xa = keep(&s, vt_linear(xd, l->lora_A, NULL));
+    vt_tensor *xab = keep(&s, vt_linear(xa, l->lora_B, NULL));
+    vt_tensor *out = y && xab ? vt_axpby(l->lora_scale, xab, 1.0f, y) : NULL;
+    scope_end(&s);
+    return out;
+}
+
+// ---- CrossAttention -----------------------------------------------------------------------
+// x [N, Lq, Cq], ctx [N, Lk, Ck] -> [N, Lq, Cq]; softmax(q k^T d_head^-0.5) v per head.
+static vt_tensor *attention_forward(const unet_frame *f, const unet_attention *a, vt_tensor *x, vt_tensor *ctx) {
+    scope s = {0};
+    vt_tensor *q = keep(&s, unet_linear_forward(f, &a->to_q, x));
+    vt_tensor *k = keep(&s, unet_linear_forward(f, &a->to_k, ctx));
+    vt_tensor *v = keep(&s, unet_linear_forward(f, &a->to_v, ctx));
+    float scale = (float)(1.0 / sqrt((double)a->d_head));
+    vt_tensor *o = keep(&s, q && k && v ? vt_attention(q, k, v, a->heads, scale, 0) : NULL);
+    vt_tensor *out = o ? unet_linear_forward(f, &a->to_out, o) : NULL;
+    scope_end(&s);
+    return out;
+}
+
+// ---- BasicTransformerBlock ----------------------------------------------------------------
+// x [N, L, C], ctx [N, Lc, Dc] (cross) -> [N, L, C]
+static vt_tensor *tblock_forward(const unet_frame *f, const unet_tblock *t, vt_tensor *x, vt_tensor *ctx) {
+    scope s = {0};
+    vt_tensor *h = keep(&s, vt_layer_norm(x, t->norm1.w, t->norm1.b, 1e-5f));
+    vt_tensor *a = keep(&s, h ? attention_forward(f, &t->attn1, h, h) : NULL);
+    vt_tensor *x1 = keep(&s, vt_add(a, x));
+    h = keep(&s, vt_layer_norm(x1, t->norm2.w, t->norm2.b, 1e-5f));
+    a = keep(&s, h ? attention_forward(f, &t->attn2, h, t->cross ? ctx : h) : NULL);
+    vt_tensor *x2 = keep(&s, vt_add(a, x1));
+    h = keep(&s, vt_layer_norm(x2, t->norm3.w, t->norm3.b, 1e-5f));
+    vt_tensor *p = keep(&s, h ? unet_linear_forward(f, &t->ff_proj, h) : NULL);
+    vt_tensor *g = keep(&s, vt_geglu(p));
+    vt_tensor *o = keep(&s, g ? unet_linear_forward(f, &t->ff_out, g) : NULL);
+    vt_tensor *out = vt_add(o, x2);
+    scope_end(&s);
+    return out;
+}
+
+static vt_tensor *tblock_segment_fn(void *ctx, vt_tensor *const *in, int n_in) {
+    const unet_seg *sg = ctx;
+    return tblock_forward(sg->f, sg->module, in[0], n_in > 1 ? in[1] : NULL);
+}
+
+static vt_tensor *tblock_run(const unet_frame *f, const unet_tblock *t, vt_tensor *x, vt_tensor *ctx) {
+    if (!x || (t->cross && !ctx)) return NULL;
+    if (!f->checkpoint) return tblock_forward(f, t, x, ctx);
+    unet_seg *sg = unet_keep(f->u, malloc(sizeof *sg));
+    if (!sg) return NULL;
+    sg->f = f;
+    sg->module = t;
+    vt_tensor *in[2] = {x, ctx};
+    return vt_segment(tblock_segment_fn, sg, in, t->cross ? 2 : 1);
+}
+
+// ---- Spatial / Temporal transformer -------------------------------------------------------
+// Spatial: x [(B*T), C, H, W] -> GroupNorm -> tokens [(B*T), H*W, C] (token y*W + x).
+// Temporal: x unfolded to [B, C, T, H, W] -> GroupNorm over (C/32, T, H, W) per sample ->
+// tokens [(B*H*W), T, C] (row b*H*W + y*W + x). Both: proj_in, blocks, proj_out, + x.
+vt_tensor *unet_transformer_forward(const unet_frame *f, const unet_transformer *t, vt_tensor *x, vt_tensor *context) {
+    if (!x) return NULL;
+    scope s = {0};
+    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t B = f->B, T = N / B;
+    vt_tensor *tok;
+    if (!t->temporal) {
+        vt_tensor *h = keep(&s, vt_group_norm(x, 32, t->norm.w, t->norm.b, 1e-6f));
+        vt_tensor *p = keep(&s, vt_permute(h, 4, (int[]){0, 2, 3, 1}));
+        tok = keep(&s, vt_reshape(p, 3, (int64_t[]){N, H * W, C}));
+    } else {
+        vt_tensor *x5 = keep(&s, unet_unfold(x, f->B));
+        vt_tensor *h = keep(&s, vt_group_norm(x5, 32, t->norm.w, t->norm.b, 1e-6f));
+        vt_tensor *p = keep(&s, vt_permute(h, 5, (int[]){0, 3, 4, 2, 1}));
+        tok = keep(&s, vt_reshape(p, 3, (int64_t[]){B * H * W, T, C}));
+    }
+    vt_tensor *h = tok ? unet_linear_forward(f, &t->proj_in, tok) : NULL;
+    for (int i = 0; h && i < t->depth; i++) {
+        vt_tensor *nh = tblock_run(f, &t->blocks[i], h, t->temporal ? NULL : context);
+        vt_release(h);
+        h = nh;
+    }
+    keep(&s, h);
+    vt_tensor *o = keep(&s, h ? unet_linear_forward(f, &t->proj_out, h) : NULL);
+    vt_tensor *back;
+    if (!t->temporal) {
+        vt_tensor *r = keep(&s, vt_reshape(o, 4, (int64_t[]){N, H, W, C}));
+        back = keep(&s, vt_permute(r, 4, (int[]){0, 3, 1, 2}));
+    } else {
+        vt_tensor *r = keep(&s, vt_reshape(o, 5, (int64_t[]){B, H, W, T, C}));
+        vt_tensor *p = keep(&s, vt_permute(r, 5, (int[]){0, 3, 4, 1, 2}));  // [B, T, C, H, W]
+        back = keep(&s, vt_reshape(p, 4, (int64_t[]){N, C, H, W}));
+    }
+    vt_tensor *out = vt_add(back, x);
+    scope_end(&s);
+    return out;
+}
+
+// ---- TemporalConvBlock --------------------------------------------------------------------
+// x [B, C, T, H, W] -> x + conv4(conv3(conv2(conv1(x)))), conv_k = Conv3d(3,1,1) pad (1,0,0)
+// of SiLU(GroupNorm(32, eps 1e-5)), Dropout(p) before conv2..4.
+static vt_tensor *tconv_forward(const unet_frame *f, const unet_tconv *c, vt_tensor *x) {
+    scope s = {0};
+    vt_tensor *y = x;
+    for (int k = 0; y && k < 4; k++) {
+        vt_tensor *h = keep(&s, vt_group_norm(y, 32, c->norm[k].w, c->norm[k].b, 1e-5f));
+        h = keep(&s, vt_silu(h));
+        if (k > 0 && f->p_tconv > 0.0f) h = keep(&s, vt_dropout(h, f->p_tconv, vt_hash64(f->seed, (uint64_t)c->site[k])));
+        y = keep(&s, h ? vt_conv_time(h, c->conv[k].w, c->conv[k].b, 1) : NULL);
+    }
+    vt_tensor *out = y ? vt_add(x, y) : NULL;
+    scope_end(&s);
+    return out;
+}
+
+// ---- ResBlock -----------------------------------------------------------------------------
+// x [(B*T), Cin, H, W], emb [(B*T), E] -> [(B*T), Cout, H, W]:
+// h = conv(SiLU(GN(x))) + Linear(SiLU(emb)); h = conv(SiLU(GN(h))); h = skip(x) + h;
+// then the temporal conv on the unfolded [B, C, T, H, W].
+vt_tensor *unet_resblock_forward(const unet_frame *f, const unet_resblock *r, vt_tensor *x, vt_tensor *emb) {
+    if (!x || !emb) return NULL;
+    scope s = {0};
+    int64_t N = x->shape[0];
+    vt_tensor *h = keep(&s, vt_group_norm(x, 32, r->in_norm.w, r->in_norm.b, 1e-5f));
+    h = keep(&s, vt_silu(h));
+    h = keep(&s, h ? vt_conv2d(h, r->in_conv.w, r->in_conv.b, 1, 1) : NULL);
+    vt_tensor *e = keep(&s, vt_silu(emb));
+    e = keep(&s, e ? unet_linear_forward(f, &r->emb, e) : NULL);
+    e = keep(&s, vt_reshape(e, 4, (int64_t[]){N, r->out_ch, 1, 1}));
+    h = keep(&s, vt_add(h, e));
+    h = keep(&s, vt_group_norm(h, 32, r->out_norm.w, r->out_norm.b, 1e-5f));
+    h = keep(&s, vt_silu(h));  // out_layers.2 Dropout(0): identity
+    h = keep(&s, h ? vt_conv2d(h, r->out_conv.w, r->out_conv.b, 1, 1) : NULL);
+    vt_tensor *sk = r->skip.w ? keep(&s, vt_conv2d(x, r->skip.w, r->skip.b, 1, 0)) : x;
+    vt_tensor *out = sk ? vt_add(sk, h) : NULL;
+    if (out && r->has_tconv) {
+        keep(&s, out);
+        vt_tensor *u5 = keep(&s, unet_unfold(out, f->B));
+        vt_tensor *t5 = keep(&s, u5 ? tconv_forward(f, &r->tconv, u5) : NULL);
+        out = unet_fold(t5);
+    }
+    scope_end(&s);
+    return out;
+}

@@ -1,0 +1,320 @@
+// test_models_unet.cpp — the lvdm UNet3D (VideoCrafter2): the vc2_unet_tiny fixture (out and
+// every grad.*), checkpoint segments bit-identical to the plain tape (dropout on), LoRA
+// gradients against finite differences, LoRA names / load, the full-size build from the
+// shape-only manifest, and the error messages for bad keys and bad latent sizes.
+#include "testutil.h"
+#include <cmath>
+#include <cstring>
+#include <string>
+#include "core/fixture.h"
+#include "core/models/fixture_checks.h"
+#include "core/models/unet3d.h"
+
+static const char *kPrefix = "model.diffusion_model.";
+
+// The tiny fixture's weights and config.
+struct TinyUnet {
+    vt_fixture *fx = nullptr;
+    vt_unet3d *u = nullptr;
+    vt_unet3d_config cfg{};
+    TinyUnet() {
+        fx = vt_fixture_open(SharedPath("fixtures/vc2_unet_tiny").c_str());
+        if (!fx) return;
+        cfg = vt_unet3d_config_videocrafter2();
+        if (vt_unet3d_config_from_json(vt_fixture_json(fx, "config"), &cfg) != VT_OK) return;
+        u = vt_unet3d_build(fx->weights, kPrefix, &cfg);
+    }
+    ~TinyUnet() {
+        vt_unet3d_free(u);
+        vt_fixture_free(fx);
+    }
+};
+
+static vt_tensor *I64(std::vector<int64_t> v) {
+    const int64_t n[1] = {(int64_t)v.size()};
+    vt_tensor *t = vt_empty(VT_I64, VT_CPU, 1, n);
+    for (size_t i = 0; i < v.size(); i++) vt_i64(t)[i] = v[i];
+    return t;
+}
+
+TEST(Unet3d, FixtureMatches) {
+    for (int segments = 0; segments <= 1; segments++) {
+        vt_fixture_opts opt = vt_fixture_opts_default();
+        opt.segments = segments;
+        vt_fixture_report rep{};
+        ASSERT_VT_OK(vt_fixture_run(SharedPath("fixtures/vc2_unet_tiny").c_str(), &opt, &rep));
+        int n_grad = 0, n_out = 0;
+        for (int i = 0; i < rep.n; i++) {
+            const vt_fixture_result &r = rep.r[i];
+            EXPECT_TRUE(r.ok) << r.name << " rel err " << r.rel_err << " " << r.note;
+            EXPECT_LE(r.rel_err, 1e-4) << r.name;
+            n_grad += std::strncmp(r.name, "grad.", 5) == 0;
+            n_out += std::strcmp(r.name, "out") == 0;
+        }
+        EXPECT_EQ(n_out, 1);
+        EXPECT_EQ(n_grad, 2 + 120);  // x, context, 15 attention modules x 2 attns x 4 projections
+        EXPECT_EQ(rep.n_fail, 0);
+        EXPECT_STREQ(rep.model, "unet3d");
+        vt_fixture_report_free(&rep);
+    }
+}
+
+// Forward + backward of sum(out * R); returns every gradient (x, context, LoRA A/B) as bytes.
+static std::vector<std::vector<float>> RunGrads(vt_unet3d *u, int checkpoint, vt_tensor *x, vt_tensor *ts,
+                                                vt_tensor *ctx, vt_tensor *fps, vt_tensor *R, size_t *saved) {
+    std::vector<std::vector<float>> g;
+    vt_unet3d_set_checkpoint(u, checkpoint);
+    vt_tape *t = vt_tape_begin();
+    vt_tensor *out = vt_unet3d_forward(u, x, ts, ctx, fps, 1234);
+    vt_tape_end(t);
+    EXPECT_NE(out, nullptr) << vt_error_message();
+    if (!out) return g;
+    *saved = vt_tape_stats_get(t).saved_bytes;
+    EXPECT_EQ(vt_backward(t, out, R), VT_OK) << vt_error_message();
+    vt_release(out);
+    vt_tape_free(t);
+    vt_unet3d_release_segments(u);
+    std::vector<vt_tensor *> ts_;
+    ts_.push_back(x);
+    ts_.push_back(ctx);
+    for (int i = 0; i < vt_unet3d_n_lora(u); i++) ts_.push_back(vt_unet3d_lora_param(u, i, nullptr));
+    for (vt_tensor *p : ts_) {
+        EXPECT_NE(p->grad, nullptr);
+        if (!p->grad) continue;
+        g.emplace_back(vt_f32(p->grad), vt_f32(p->grad) + p->grad->numel);
+        vt_zero_grad(p);
+    }
+    return g;
+}
+
+TEST(Unet3d, CheckpointSegmentsAreBitIdentical) {
+    TinyUnet m;
+    ASSERT_VT(m.u);
+    vt_unet3d_lora_config lc = {4, 4.0f, VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V | VT_LORA_TO_OUT, 5};
+    ASSERT_VT_OK(vt_unet3d_add_lora(m.u, &lc));
+    // non-zero B so that every LoRA A gets a gradient too
+    vt_rng rng;
+    vt_rng_seed(&rng, 9);
+    for (int i = 1; i < vt_unet3d_n_lora(m.u); i += 2) vt_fill_normal(vt_unet3d_lora_param(m.u, i, nullptr), &rng, 0, 0.05f);
+    vt_unet3d_set_dropout(m.u, 0.1f, 0.01f);  // training mode: masks must be reproduced by the recompute
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 4, 4, 8, 8}, 1)), *ctx = R(RandN({2, 5, 24}, 2)), *cot = R(RandN({2, 4, 4, 8, 8}, 3));
+    vt_tensor *ts = R(I64({10, 900})), *fps = R(I64({24, 24}));
+    vt_requires_grad(x, 1);
+    vt_requires_grad(ctx, 1);
+    size_t saved_plain = 0, saved_seg = 0;
+    auto g0 = RunGrads(m.u, 0, x, ts, ctx, fps, cot, &saved_plain);
+    auto g1 = RunGrads(m.u, 1, x, ts, ctx, fps, cot, &saved_seg);
+    ASSERT_EQ(g0.size(), g1.size());
+    ASSERT_EQ(g0.size(), 2u + (size_t)vt_unet3d_n_lora(m.u));
+    for (size_t i = 0; i < g0.size(); i++) {
+        ASSERT_EQ(g0[i].size(), g1[i].size());
+        EXPECT_EQ(0, std::memcmp(g0[i].data(), g1[i].data(), g0[i].size() * sizeof(float))) << "gradient " << i;
+    }
+    EXPECT_LT(saved_seg * 2, saved_plain);  // segments keep only their inputs
+    // dropout is really on: another seed gives another output
+    vt_tensor *o1 = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 1));
+    vt_tensor *o2 = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 2));
+    ASSERT_VT(o1);
+    ASSERT_VT(o2);
+    EXPECT_GT(vt_rel_err(o1, o2), 1e-4);
+}
+
+TEST(Unet3d, LoraGradientsMatchFiniteDifferences) {
+    TinyUnet m;
+    ASSERT_VT(m.u);
+    vt_unet3d_lora_config lc = {2, 2.0f, VT_LORA_TO_Q | VT_LORA_TO_V, 11};
+    ASSERT_VT_OK(vt_unet3d_add_lora(m.u, &lc));
+    Releaser R;
+    // small input: 1 sample, 2 frames, 4x4 latent
+    vt_tensor *x = R(RandN({1, 4, 2, 4, 4}, 1)), *ctx = R(RandN({1, 3, 24}, 2));
+    vt_tensor *ts = R(I64({500})), *fps = R(I64({24}));
+    // B = 0 at init: the output equals the base model's
+    vt_tensor *base = nullptr;
+    {
+        vt_unet3d *plain = vt_unet3d_build(m.fx->weights, kPrefix, &m.cfg);
+        ASSERT_VT(plain);
+        base = R(vt_unet3d_forward(plain, x, ts, ctx, fps, 0));
+        vt_unet3d_free(plain);
+    }
+    vt_tensor *withlora = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 0));
+    ASSERT_VT(base);
+    ASSERT_VT(withlora);
+    EXPECT_EQ(0.0, vt_rel_err(withlora, base));
+    // one projection in a spatial block (cross-attention to_v) and one in a temporal block
+    std::vector<vt_tensor *> params;
+    for (int i = 0; i < vt_unet3d_n_lora(m.u); i++) {
+        const char *name;
+        vt_tensor *p = vt_unet3d_lora_param(m.u, i, &name);
+        std::string n(name);
+        if (n.find("input_blocks.1.1.transformer_blocks.0.attn2.to_v") != std::string::npos ||
+            n.find("middle_block.2.transformer_blocks.0.attn1.to_q") != std::string::npos)
+            params.push_back(p);
+    }
+    ASSERT_EQ(params.size(), 4u);
+    // the objective is a sum over a whole UNet in fp32: a larger step keeps the fp32 noise of
+    // f(+) - f(-) small next to the signal (the response to B is close to linear)
+    GradCheckOptions o;
+    o.eps = 5e-2;
+    o.max_elems = 6;
+    o.rtol = 2e-2;
+    o.atol = 1e-4;
+    ExpectGradsMatch([&](const std::vector<vt_tensor *> &) { return vt_unet3d_forward(m.u, x, ts, ctx, fps, 0); },
+                     params, o);
+    // with B = 0 the gradient of A is exactly zero, the one of B is not
+    vt_tape *t = vt_tape_begin();
+    vt_tensor *out = vt_unet3d_forward(m.u, x, ts, ctx, fps, 0);
+    vt_tape_end(t);
+    ASSERT_VT(out);
+    vt_tensor *cot = R(RandN({1, 4, 2, 4, 4}, 5));
+    ASSERT_VT_OK(vt_backward(t, out, cot));
+    vt_release(out);
+    vt_tape_free(t);
+    double amax = 0, bmax = 0;
+    for (int k = 0; k < params[0]->numel; k++) amax = std::max(amax, (double)std::fabs(vt_f32(params[0]->grad)[k]));
+    for (int k = 0; k < params[1]->numel; k++) bmax = std::max(bmax, (double)std::fabs(vt_f32(params[1]->grad)[k]));
+    EXPECT_EQ(amax, 0.0);
+    EXPECT_GT(bmax, 0.0);
+    for (vt_tensor *p : params) vt_zero_grad(p);
+}
+
+TEST(Unet3d, LoraNamesAndLoad) {
+    TinyUnet m;
+    ASSERT_VT(m.u);
+    vt_unet3d_lora_config lc = {4, 4.0f, VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V, 3};
+    ASSERT_VT_OK(vt_unet3d_add_lora(m.u, &lc));
+    // 15 attention modules (init_attn, 4 + 2 + 6 block transformers... ) x 2 attns x 3 targets x (A, B)
+    EXPECT_EQ(vt_unet3d_n_lora(m.u), 15 * 2 * 3 * 2);
+    const char *name;
+    vt_tensor *a0 = vt_unet3d_lora_param(m.u, 0, &name);
+    EXPECT_STREQ(name, "base_model.model.model.diffusion_model.init_attn.0.transformer_blocks.0.attn1.to_q.lora_A.weight");
+    EXPECT_EQ(a0->shape[0], 4);
+    EXPECT_EQ(a0->shape[1], 128);
+    float bound = 1.0f / std::sqrt(128.0f), amax = 0;
+    for (int64_t i = 0; i < a0->numel; i++) amax = std::max(amax, std::fabs(vt_f32(a0)[i]));
+    EXPECT_LE(amax, bound);
+    EXPECT_GT(amax, 0.8f * bound);
+    vt_unet3d_lora_param(m.u, 1, &name);
+    EXPECT_STREQ(name, "base_model.model.model.diffusion_model.init_attn.0.transformer_blocks.0.attn1.to_q.lora_B.weight");
+    EXPECT_TRUE(vt_unet3d_lora_param(m.u, 0, nullptr)->requires_grad);
+    // save with the names, load into a second model
+    std::vector<const char *> names;
+    std::vector<vt_tensor *> ts;
+    vt_rng rng;
+    vt_rng_seed(&rng, 4);
+    for (int i = 0; i < vt_unet3d_n_lora(m.u); i++) {
+        vt_tensor *p = vt_unet3d_lora_param(m.u, i, &name);
+        if (i % 2) vt_fill_normal(p, &rng, 0, 0.1f);
+        names.push_back(name);
+        ts.push_back(p);
+    }
+    std::string path = TempDir() + "/lora.safetensors";
+    ASSERT_VT_OK(vt_st_write(path.c_str(), (int)ts.size(), names.data(), ts.data(), 0, nullptr, nullptr));
+    vt_unet3d *u2 = vt_unet3d_build(m.fx->weights, kPrefix, &m.cfg);
+    ASSERT_VT(u2);
+    lc.seed = 99;
+    ASSERT_VT_OK(vt_unet3d_add_lora(u2, &lc));
+    vt_weights *store = vt_weights_open1(path.c_str());
+    ASSERT_VT(store);
+    ASSERT_VT_OK(vt_unet3d_lora_load(u2, store));
+    for (int i = 0; i < vt_unet3d_n_lora(m.u); i++)
+        EXPECT_EQ(0, std::memcmp(vt_data(ts[i]), vt_data(vt_unet3d_lora_param(u2, i, nullptr)), vt_nbytes(ts[i])));
+    vt_weights_free(store);
+    // a store without them: error naming the key
+    EXPECT_NE(vt_unet3d_lora_load(u2, m.fx->weights), VT_OK);
+    EXPECT_NE(std::strstr(vt_error_message(), "init_attn.0.transformer_blocks.0.attn1.to_q.lora_A.weight"), nullptr)
+        << vt_error_message();
+    vt_unet3d_free(u2);
+}
+
+TEST(Unet3d, FullSizeBuildsFromManifest) {
+    vt_weights *w = vt_weights_from_manifest(SharedPath("manifests/videocrafter2_unet.txt").c_str(), 0, 0);
+    ASSERT_VT(w);
+    vt_unet3d_config cfg = vt_unet3d_config_videocrafter2();
+    int64_t n = 0;
+    ASSERT_VT_OK(vt_unet3d_check_weights(w, kPrefix, &cfg, &n));  // fails on any unused key
+    EXPECT_EQ(n, 1413284420LL);
+    EXPECT_EQ(n, vt_weights_count_params(w, kPrefix));  // = every key used exactly once
+    vt_weights_free(w);
+}
+
+// (on the tiny fixture's weights: a full-size store costs seconds per build)
+TEST(Unet3d, WeightErrorsNameTheKeys) {
+    std::string path = SharedPath("fixtures/vc2_unet_tiny.weights.safetensors");
+    TinyUnet m;
+    ASSERT_VT(m.u);
+    {
+        vt_weights *w = vt_weights_open1(path.c_str());
+        ASSERT_VT(w);
+        vt_unet3d_config cfg = m.cfg;
+        cfg.context_dim = 16;  // mis-shaped cross-attention keys
+        EXPECT_EQ(vt_unet3d_build(w, kPrefix, &cfg), nullptr);
+        EXPECT_EQ(vt_error_code(), VT_ERR_KEY);
+        EXPECT_NE(std::strstr(vt_error_message(),
+                              "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"),
+                  nullptr)
+            << vt_error_message();
+        vt_weights_free(w);
+    }
+    {
+        vt_weights *w = vt_weights_open1(path.c_str());  // fresh store: nothing marked used yet
+        ASSERT_VT(w);
+        vt_unet3d_config cfg = m.cfg;
+        cfg.temporal_conv = 0;  // the temopral_conv keys are then never used
+        int64_t n = 0;
+        EXPECT_NE(vt_unet3d_check_weights(w, kPrefix, &cfg, &n), VT_OK);
+        EXPECT_NE(std::strstr(vt_error_message(), "input_blocks.1.0.temopral_conv.conv1.0.weight"), nullptr)
+            << vt_error_message();
+        vt_weights_free(w);
+    }
+    {
+        vt_weights *w = vt_weights_open1(path.c_str());
+        ASSERT_VT(w);
+        vt_unet3d_config cfg = m.cfg;
+        cfg.num_res_blocks = 2;  // keys that do not exist
+        EXPECT_EQ(vt_unet3d_build(w, kPrefix, &cfg), nullptr);
+        EXPECT_NE(std::strstr(vt_error_message(), "missing key model.diffusion_model.input_blocks.2.0.in_layers.0.weight"), nullptr)
+            << vt_error_message();
+        vt_weights_free(w);
+    }
+}
+
+TEST(Unet3d, BadLatentSizeListsAllowedSizes) {
+    TinyUnet m;
+    ASSERT_VT(m.u);
+    Releaser R;
+    vt_tensor *x = R(RandN({1, 4, 2, 5, 8}, 1)), *ctx = R(RandN({1, 3, 24}, 2));
+    vt_tensor *ts = R(I64({500}));
+    EXPECT_EQ(vt_unet3d_forward(m.u, x, ts, ctx, nullptr, 0), nullptr);
+    EXPECT_EQ(vt_error_code(), VT_ERR_SHAPE);
+    EXPECT_NE(std::strstr(vt_error_message(), "latent size 5x8"), nullptr) << vt_error_message();
+    EXPECT_NE(std::strstr(vt_error_message(), "multiples of 2"), nullptr) << vt_error_message();
+    EXPECT_NE(std::strstr(vt_error_message(), "nearest: 4 or 6"), nullptr) << vt_error_message();
+    // full size: 8x downsampling
+    vt_unet3d_config c = vt_unet3d_config_videocrafter2();
+    EXPECT_EQ(vt_unet3d_downsampling(&c), 8);
+    // wrong channel count / context width
+    vt_tensor *x3 = R(RandN({1, 3, 2, 4, 4}, 1));
+    EXPECT_EQ(vt_unet3d_forward(m.u, x3, ts, ctx, nullptr, 0), nullptr);
+    EXPECT_NE(std::strstr(vt_error_message(), "must be f32 [B, 4, T, H, W]"), nullptr) << vt_error_message();
+    vt_tensor *x4 = R(RandN({1, 4, 2, 4, 4}, 1)), *ctx2 = R(RandN({1, 3, 16}, 2));
+    EXPECT_EQ(vt_unet3d_forward(m.u, x4, ts, ctx2, nullptr, 0), nullptr);
+    EXPECT_NE(std::strstr(vt_error_message(), "context [1, 3, 16] must be [1, L, 24]"), nullptr) << vt_error_message();
+}
+
+TEST(Unet3d, ConfigFromJsonRejectsMissingFeatures) {
+    cJSON *o = cJSON_Parse("{\"model_channels\": 64, \"channel_mult\": [1, 2, 3], \"use_relative_position\": true}");
+    ASSERT_NE(o, nullptr);
+    vt_unet3d_config c = vt_unet3d_config_videocrafter2();
+    EXPECT_NE(vt_unet3d_config_from_json(o, &c), VT_OK);
+    EXPECT_NE(std::strstr(vt_error_message(), "use_relative_position"), nullptr) << vt_error_message();
+    cJSON_Delete(o);
+    o = cJSON_Parse("{\"model_channels\": 64, \"channel_mult\": [1, 2, 3]}");
+    c = vt_unet3d_config_videocrafter2();
+    ASSERT_VT_OK(vt_unet3d_config_from_json(o, &c));
+    EXPECT_EQ(c.model_channels, 64);
+    EXPECT_EQ(c.n_levels, 3);
+    EXPECT_EQ(c.channel_mult[2], 3);
+    EXPECT_EQ(c.context_dim, 1024);  // kept
+    cJSON_Delete(o);
+}
