@@ -67,10 +67,15 @@ def main():
       f"regex {regex.__version__}, ftfy data.\n")
     w("#pragma once\n#include <stdint.h>\n\n")
 
-    pL = regex.compile(r"\p{L}")
-    pN = regex.compile(r"\p{N}")
+    # The pre-split classes exactly as open_clip compiles them (re.IGNORECASE): a character
+    # whose case variants fall in another class can match none of them (U+0345 does: it folds
+    # to iota, so [^\s\p{L}\p{N}] rejects it while [\p{L}] does not take it) and is skipped.
+    pL = regex.compile(r"[\p{L}]", regex.IGNORECASE)
+    pN = regex.compile(r"[\p{N}]", regex.IGNORECASE)
+    pP = regex.compile(r"[^\s\p{L}\p{N}]", regex.IGNORECASE)
     emit_ranges("tk_letter", ranges(lambda c: pL.match(chr(c)) is not None), w)
     emit_ranges("tk_number", ranges(lambda c: pN.match(chr(c)) is not None), w)
+    emit_ranges("tk_split_skip", ranges(lambda c: not (pL.match(chr(c)) or pN.match(chr(c)) or pP.match(chr(c)))), w)
     emit_ranges("tk_space", ranges(lambda c: chr(c).isspace()), w)
 
     # str.lower(): single-code-point mappings; the only longer one is U+0130 (handled in C).

@@ -92,6 +92,7 @@ PROMPTS = [
     "Ǆemal ǅ ﬀ ﬃ Ĳssel",
     "мама мыла раму, Ελλάδα, עברית, العربية, हिन्दी, ไทย, 한국어",
     "ſtart 'ſ <ſtart_of_text>",
+    "ypogegrammeni a\u0345b \u0345 \u1fb3 \u1fbc \u03b1\u0345",
     "x" * 300,
     LONG,
     "word " * 80,
