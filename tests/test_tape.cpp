@@ -269,3 +269,26 @@ TEST(Ops, ReductionGradients) {
     EXPECT_NEAR(vt_f32(m)[0], (vt_f32(a)[0] + vt_f32(a)[4] + vt_f32(a)[8]) / 3, 1e-6);
     EXPECT_EQ(vt_sum_dim(a, 3, 0), nullptr);
 }
+
+// Out of memory inside an op is an error naming the op and the shape, not a crash.
+static void *failing_alloc(size_t) { return nullptr; }
+static void failing_free(void *, size_t) {}
+
+TEST(Ops, OutOfMemoryNamesOpAndShape) {
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 3, 4, 4}, 1)), *w = R(RandN({5, 3, 3, 3}, 2));
+    vt_mem_trim(VT_CPU);  // no cached block may satisfy the request
+    vt_set_device_allocator(VT_CPU, vt_allocator{failing_alloc, failing_free});
+    vt_tensor *y = vt_conv2d(x, w, nullptr, 1, 1);
+    vt_err code = vt_error_code();
+    std::string msg = vt_error_message();
+    vt_set_device_allocator(VT_CPU, vt_allocator{[](size_t n) -> void * {
+                                                     void *p = nullptr;
+                                                     return posix_memalign(&p, 64, n ? n : 64) ? nullptr : p;
+                                                 },
+                                                 [](void *p, size_t) { free(p); }});
+    EXPECT_EQ(y, nullptr);
+    EXPECT_EQ(code, VT_ERR_OOM);
+    EXPECT_NE(msg.find("op conv2d"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("[2, 5, 4, 4]"), std::string::npos) << msg;
+}
