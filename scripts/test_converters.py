@@ -168,6 +168,16 @@ class TestCommon(Base):
         with self.assertRaises(C.ConversionError):
             C.state_dict_of({"epoch": 1})
 
+    def test_legacy_pickle_format(self):
+        # pre-zip torch.save files cannot be mmap'd: loaded whole instead
+        w = torch.randn(2, 3)
+        torch.save({"layers.0.weight": w}, self.p("legacy.pth"), _use_new_zipfile_serialization=False)
+        m = write_manifest(self.p("m.txt"), [("layers.0.weight", (2, 3))])
+        rc, _, err = run(convert_aesthetic, [self.p("legacy.pth"), "--out", self.p("l.safetensors"), "--manifest", m,
+                                             "--reference", "none"])
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(torch.equal(load_file(self.p("l.safetensors"))["layers.0.weight"], w))
+
     def test_untrusted_pickle(self):
         import argparse
         torch.save({"state_dict": {"a": torch.ones(1)}, "hparams": argparse.Namespace(x=1)}, self.p("h.ckpt"))
