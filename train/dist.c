@@ -745,8 +745,8 @@ vt_err vt_dist_check_batch(int batch, int accum, int world, int *micro) {
     list_valid(accums, sizeof accums, batch, world);
     return vt_error(VT_ERR_CONFIG,
                     "batch size %d cannot be split over %d rank%s x %d accumulation step%s (%d / (%d x %d) is not a "
-                    "whole number >= 1): with %d accumulation step%s the world size must be one of %s; with %d "
-                    "rank%s the accumulation steps must be one of %s",
+                    "whole number >= 1); world sizes that work with %d accumulation step%s: %s; accumulation steps "
+                    "that work with %d rank%s: %s",
                     batch, world, world == 1 ? "" : "s", accum, accum == 1 ? "" : "s", batch, world, accum, accum,
                     accum == 1 ? "" : "s", worlds, world, world == 1 ? "" : "s", accums);
 }
