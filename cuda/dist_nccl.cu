@@ -8,7 +8,7 @@
 #include "cuda/dist_nccl.h"
 
 static_assert(VT_NCCL_ID_BYTES == NCCL_UNIQUE_ID_BYTES, "ncclUniqueId size changed");
-static_assert(NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0), "ncclAvg needs NCCL >= 2.10");
+static_assert(NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0), "ncclAvg and ncclInProgress need NCCL >= 2.14");
 
 struct vt_nccl {
     ncclComm_t comm;  // NULL once aborted
