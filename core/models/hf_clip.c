@@ -120,7 +120,11 @@ static vt_err infer_tower(vt_weights *w, const char *prefix, const char *tower, 
         if (!t->hidden_size) t->hidden_size = (int)s[1];
     }
     if (shape_of(w, prefix, proj_key, s) == 2 && !*proj_dim) *proj_dim = (int)s[0];
-    if (!t->num_attention_heads && t->hidden_size) t->num_attention_heads = t->hidden_size >= 64 ? t->hidden_size / 64 : 1;
+    if (!t->num_attention_heads && t->hidden_size) {
+        // the released CLIP widths: ViT-H / bigG use 80 / 104 wide heads, the rest 64
+        if (t->hidden_size == 1280 || t->hidden_size == 1664) t->num_attention_heads = 16;
+        else t->num_attention_heads = t->hidden_size >= 64 ? t->hidden_size / 64 : 1;
+    }
     if (t->quick_gelu < 0) t->quick_gelu = 1;
     if (!(t->layer_norm_eps > 0)) t->layer_norm_eps = 1e-5f;
     if (t->hidden_size <= 0 || t->num_hidden_layers <= 0 || t->intermediate_size <= 0 || t->num_attention_heads <= 0 ||

@@ -31,7 +31,8 @@ extern "C" {
 // One tower's config (CLIPVisionConfig / CLIPTextConfig fields). Zero fields are inferred from
 // the weight shapes: hidden_size, intermediate_size, num_hidden_layers, image_size,
 // patch_size, vocab_size, max_position_embeddings; num_attention_heads defaults to
-// hidden_size / 64; layer_norm_eps to 1e-5; hidden_act to quick_gelu (transformers' default).
+// hidden_size / 64 (16 for the 1280 / 1664 widths of ViT-H / bigG, whose heads are 80 / 104 wide);
+// layer_norm_eps to 1e-5; hidden_act to quick_gelu (transformers' default).
 typedef struct vt_hf_clip_tower_config {
     int hidden_size, num_attention_heads, intermediate_size, num_hidden_layers;
     int quick_gelu;  // -1: not set (quick_gelu); 0: gelu; 1: quick_gelu
