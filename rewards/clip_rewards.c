@@ -310,6 +310,16 @@ vt_reward *vt_reward_new_hps(vt_weights *w, const vt_reward_options *o) {
     // (text 16 heads, vision head width 80) when the widths are ViT-H-14's, shapes fill in the rest
     vt_openclip_config cfg;
     memset(&cfg, 0, sizeof cfg);
+    const char *anchors[2] = {"token_embedding.weight", "visual.conv1.weight"};
+    for (int i = 0; i < 2; i++) {
+        char key[512];
+        snprintf(key, sizeof key, "%s%s", prefix, anchors[i]);
+        if (!vt_weights_has(w, key)) {
+            vt_error(VT_ERR_KEY, "missing key %s (not an open_clip / HPSv2 checkpoint under prefix \"%s\"?)", key,
+                     prefix);
+            goto fail;
+        }
+    }
     if (o && o->config) {
         if (vt_openclip_config_from_json(o->config, &cfg)) goto fail;
     } else {

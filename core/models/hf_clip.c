@@ -137,8 +137,21 @@ static vt_err infer_tower(vt_weights *w, const char *prefix, const char *tower, 
     return VT_OK;
 }
 
+// A tower whose embedding table is absent is another architecture: name the key.
+static vt_err need_key(vt_weights *w, const char *prefix, const char *name) {
+    char key[512];
+    snprintf(key, sizeof key, "%s%s", prefix, name);
+    if (vt_weights_has(w, key)) return VT_OK;
+    return vt_error(VT_ERR_KEY, "missing key %s (not a transformers CLIPModel checkpoint under prefix \"%s\"?)", key,
+                    prefix);
+}
+
 static vt_err infer_config(vt_weights *w, const char *prefix, vt_hf_clip_config *c, int towers) {
     int64_t s[VT_MAX_DIMS];
+    if ((towers & VT_HF_CLIP_VISION) && need_key(w, prefix, "vision_model.embeddings.patch_embedding.weight"))
+        return vt_error_code();
+    if ((towers & VT_HF_CLIP_TEXT) && need_key(w, prefix, "text_model.embeddings.token_embedding.weight"))
+        return vt_error_code();
     if (towers & VT_HF_CLIP_VISION) {
         vt_hf_clip_tower_config *v = &c->vision;
         if (shape_of(w, prefix, "vision_model.embeddings.patch_embedding.weight", s) == 4) {
