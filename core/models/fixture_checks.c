@@ -7,6 +7,7 @@
 // One line per model family; the first whose substring occurs in the json's "model" wins.
 const vt_fixture_kind vt_fixture_kinds[] = {
     {"AutoencoderKL", "vae_decoder", vt_fixture_check_vae},
+    {"vader reward", "reward", vt_fixture_check_reward},  // rewards/fixture_rewards.c (library vader)
     {"open_clip", "openclip", vt_fixture_check_openclip},
     {"UNetModel", "unet3d", vt_fixture_check_unet},
     {NULL, NULL, NULL},
