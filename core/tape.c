@@ -85,6 +85,20 @@ static vt_err tape_push(vt_tape *t, vt_node *n, int *index) {
     return VT_OK;
 }
 
+// Records n on t with out as its result (out then needs gradient); on failure frees both.
+static vt_tensor *tape_push_output(vt_tape *t, vt_node *n, vt_tensor *out) {
+    int idx = -1;
+    if (tape_push(t, n, &idx) != VT_OK) {
+        node_free(t, n);
+        vt_release(out);
+        return NULL;
+    }
+    out->requires_grad = 1;
+    out->tape_id = t->id;
+    out->node = idx;
+    return out;
+}
+
 static void node_save(vt_tape *t, vt_node *n, vt_tensor *x) {
     n->saved[n->n_saved++] = vt_retain(x);
     if (t && x) t->st.saved_bytes += vt_nbytes(x);
@@ -222,16 +236,7 @@ vt_tensor *vt_op_run(const vt_op *op, vt_tensor *const *in, int n_in, const void
     }
     for (int i = n_saved_before; i < n->n_saved; i++)  // extras the forward kept
         if (n->saved[i]) t->st.saved_bytes += vt_nbytes(n->saved[i]);
-    int idx;
-    if (tape_push(t, n, &idx) != VT_OK) {
-        node_free(t, n);
-        vt_release(out);
-        return NULL;
-    }
-    out->requires_grad = 1;
-    out->tape_id = t->id;
-    out->node = idx;
-    return out;
+    return tape_push_output(t, n, out);
 }
 
 // ---- gradient accumulation ---------------------------------------------------------------
@@ -292,18 +297,9 @@ vt_tensor *vt_segment(vt_segment_fn fn, void *ctx, vt_tensor *const *in, int n_i
         node_link_input(t, n, i, in[i]);
         node_save(t, n, in[i]);
     }
-    int idx;
-    if (tape_push(t, n, &idx) != VT_OK) {
-        node_free(t, n);
-        vt_release(out);
-        return NULL;
-    }
     // The result is treated as needing gradient: parameters inside fn (LoRA) may want one
     // even when no input does.
-    out->requires_grad = 1;
-    out->tape_id = t->id;
-    out->node = idx;
-    return out;
+    return tape_push_output(t, n, out);
 }
 
 // ---- backward ----------------------------------------------------------------------------

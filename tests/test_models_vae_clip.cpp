@@ -170,6 +170,29 @@ TEST(OpenClip, InfersConfigFromWeights) {
     vt_fixture_free(fx);
 }
 
+// The activation hook names every block after its checkpoint module, in order.
+TEST(OpenClip, HookNamesBlocksByCheckpointKey) {
+    vt_fixture *fx = vt_fixture_open(SharedPath("fixtures/openclip_tiny").c_str());
+    ASSERT_NE(fx, nullptr) << vt_error_message();
+    vt_openclip *m = vt_openclip_build(fx->weights, "", nullptr, VT_OPENCLIP_TEXT | VT_OPENCLIP_VISION);
+    ASSERT_NE(m, nullptr) << vt_error_message();
+    std::vector<std::string> names;
+    m->hook = [](void *u, const char *name, vt_tensor *) { ((std::vector<std::string> *)u)->push_back(name); };
+    m->hook_user = &names;
+    const int64_t ts[2] = {1, 4}, is[4] = {1, 3, 32, 32};
+    vt_tensor *tokens = vt_zeros(VT_I64, VT_CPU, 2, ts);
+    vt_tensor *image = vt_zeros(VT_F32, VT_CPU, 4, is);
+    vt_release(vt_openclip_encode_text(m, tokens));
+    vt_release(vt_openclip_encode_image(m, image));
+    std::vector<std::string> want = {"transformer.resblocks.0", "transformer.resblocks.1", "transformer.resblocks.2",
+                                     "visual.transformer.resblocks.0", "visual.transformer.resblocks.1"};
+    EXPECT_EQ(names, want);
+    vt_release(tokens);
+    vt_release(image);
+    vt_openclip_free(m);
+    vt_fixture_free(fx);
+}
+
 // A weight of the wrong shape fails the build with an error naming the key.
 TEST(VaeDecoder, MisShapedKeyIsNamed) {
     vt_safetensors *st = vt_st_open(SharedPath("fixtures/vc2_vae_decoder_tiny.weights.safetensors").c_str());

@@ -9,6 +9,21 @@ namespace {
 
 vt_tensor *T(std::vector<int64_t> s) { return vt_new_f32((int)s.size(), s.data()); }
 
+// Backward of y = op() (cotangent ones) on a fresh tape: the tensors in `with` get a gradient,
+// the ones in `without` (not requiring one) get none. The gradients are left for the caller.
+void ExpectGradientsOnlyFor(const std::function<vt_tensor *()> &op, std::initializer_list<vt_tensor *> with,
+                            std::initializer_list<vt_tensor *> without) {
+    vt_tape *t = vt_tape_begin();
+    vt_tensor *y = op();
+    vt_tape_end(t);
+    vt_err e = y ? vt_backward(t, y, nullptr) : vt_error_code();
+    vt_tape_free(t);
+    vt_release(y);
+    ASSERT_EQ(e, VT_OK) << vt_error_message();
+    for (vt_tensor *x : with) EXPECT_NE(x->grad, nullptr);
+    for (vt_tensor *x : without) EXPECT_EQ(x->grad, nullptr);
+}
+
 // ---- naive references --------------------------------------------------------------------
 // x [N, C, H, W], w [O, C, kh, kw], b [O] or null -> [N, O, OH, OW]
 vt_tensor *NaiveConv2d(const vt_tensor *x, const vt_tensor *w, const vt_tensor *b, int stride, int pad) {
@@ -170,15 +185,8 @@ TEST(Conv2d, OnlyRequestedGradientsAreComputed) {
     Releaser R;
     vt_tensor *x = R(RandN({1, 2, 5, 5}, 1)), *w = R(RandN({3, 2, 3, 3}, 2)), *b = R(RandN({3}, 3));
     vt_requires_grad(x, 1);
-    vt_tape *t = vt_tape_begin();
-    vt_tensor *y = R(vt_conv2d(x, w, b, 1, 1));
-    vt_tape_end(t);
-    ASSERT_VT(y);
-    ASSERT_VT_OK(vt_backward(t, y, nullptr));
-    vt_tape_free(t);
-    EXPECT_NE(x->grad, nullptr);
-    EXPECT_EQ(w->grad, nullptr);
-    EXPECT_EQ(b->grad, nullptr);
+    ExpectGradientsOnlyFor([&] { return vt_conv2d(x, w, b, 1, 1); }, {x}, {w, b});
+    ASSERT_NE(x->grad, nullptr);
     // dx with g = ones: each input pixel gets the sum of the weights of the taps that read it
     // (centre pixel: all 9 taps of every (o, c) pair)
     double centre = 0;
@@ -190,14 +198,7 @@ TEST(Conv2d, OnlyRequestedGradientsAreComputed) {
     // only the weight: no input gradient, and the bias (frozen) gets none either
     vt_requires_grad(x, 0);
     vt_requires_grad(w, 1);
-    t = vt_tape_begin();
-    vt_tensor *y2 = R(vt_conv2d(x, w, b, 1, 1));
-    vt_tape_end(t);
-    ASSERT_VT_OK(vt_backward(t, y2, nullptr));
-    vt_tape_free(t);
-    EXPECT_EQ(x->grad, nullptr);
-    EXPECT_NE(w->grad, nullptr);
-    EXPECT_EQ(b->grad, nullptr);
+    ExpectGradientsOnlyFor([&] { return vt_conv2d(x, w, b, 1, 1); }, {w}, {x, b});
     vt_zero_grad(w);
 }
 
@@ -245,15 +246,7 @@ TEST(ConvTime, OnlyInputGradient) {
     Releaser R;
     vt_tensor *x = R(RandN({1, 2, 4, 2, 2}, 1)), *w = R(RandN({3, 2, 3, 1, 1}, 2)), *b = R(RandN({3}, 3));
     vt_requires_grad(x, 1);
-    vt_tape *t = vt_tape_begin();
-    vt_tensor *y = R(vt_conv_time(x, w, b, 1));
-    vt_tape_end(t);
-    ASSERT_VT(y);
-    ASSERT_VT_OK(vt_backward(t, y, nullptr));
-    vt_tape_free(t);
-    EXPECT_NE(x->grad, nullptr);
-    EXPECT_EQ(w->grad, nullptr);
-    EXPECT_EQ(b->grad, nullptr);
+    ExpectGradientsOnlyFor([&] { return vt_conv_time(x, w, b, 1); }, {x}, {w, b});
     vt_zero_grad(x);
 }
 
@@ -310,15 +303,7 @@ TEST(GroupNorm, OnlyInputGradient) {
     Releaser R;
     vt_tensor *x = R(RandN({2, 4, 3, 3}, 1)), *w = R(RandN({4}, 2)), *b = R(RandN({4}, 3));
     vt_requires_grad(x, 1);
-    vt_tape *t = vt_tape_begin();
-    vt_tensor *y = R(vt_group_norm(x, 2, w, b, 1e-5f));
-    vt_tape_end(t);
-    ASSERT_VT(y);
-    ASSERT_VT_OK(vt_backward(t, y, nullptr));
-    vt_tape_free(t);
-    ASSERT_NE(x->grad, nullptr);
-    EXPECT_EQ(w->grad, nullptr);
-    EXPECT_EQ(b->grad, nullptr);
+    ExpectGradientsOnlyFor([&] { return vt_group_norm(x, 2, w, b, 1e-5f); }, {x}, {w, b});
     vt_zero_grad(x);
 }
 
@@ -371,14 +356,7 @@ TEST(LayerNorm, OnlyInputGradientAndErrors) {
     Releaser R;
     vt_tensor *x = R(RandN({4, 6}, 1)), *w = R(RandN({6}, 2)), *b = R(RandN({6}, 3)), *w5 = R(RandN({5}, 4));
     vt_requires_grad(x, 1);
-    vt_tape *t = vt_tape_begin();
-    vt_tensor *y = R(vt_layer_norm(x, w, b, 1e-5f));
-    vt_tape_end(t);
-    ASSERT_VT_OK(vt_backward(t, y, nullptr));
-    vt_tape_free(t);
-    EXPECT_NE(x->grad, nullptr);
-    EXPECT_EQ(w->grad, nullptr);
-    EXPECT_EQ(b->grad, nullptr);
+    ExpectGradientsOnlyFor([&] { return vt_layer_norm(x, w, b, 1e-5f); }, {x}, {w, b});
     vt_zero_grad(x);
     ExpectError(vt_layer_norm(x, w5, nullptr, 1e-5f), "layer_norm: weight [5] does not fit input [4, 6]");
     ExpectError(vt_layer_norm(x, nullptr, w5, 1e-5f), "layer_norm: bias [5] does not fit input [4, 6]");

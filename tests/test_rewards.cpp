@@ -250,7 +250,7 @@ TEST(Reward, ClipViTL14VisionBuildsFromManifest) {
     vt_hf_clip *m2 = vt_hf_clip_build(w2, "", nullptr, VT_HF_CLIP_VISION);
     ASSERT_VT(m2);
     EXPECT_EQ(m2->vision->encoder.heads, 16);
-    EXPECT_EQ(m2->vision->encoder.layer[0].quick_gelu, 1);
+    EXPECT_EQ(m2->vision->encoder.quick_gelu, 1);
     vt_hf_clip_free(m2);
     vt_mem_trim(VT_CPU);
     vt_weights_free(w2);
@@ -266,7 +266,7 @@ TEST(Reward, PickScoreClipHBuildsFromManifest) {
     ASSERT_VT(t);
     EXPECT_EQ(t->text->encoder.layers, 24);
     EXPECT_EQ(t->text->encoder.heads, 16);
-    EXPECT_EQ(t->text->encoder.layer[0].quick_gelu, 0);
+    EXPECT_EQ(t->text->encoder.quick_gelu, 0);
     EXPECT_NE(t->logit_scale, nullptr);
     n += t->n_params;
     vt_hf_clip_free(t);

@@ -107,6 +107,15 @@ static vt_tensor *Block(void *ctx, vt_tensor *const *in, int) {
     return o;
 }
 
+// A block of width 8 (hidden 16, LoRA rank 4) whose LoRA factors A, B want gradients.
+static BlockCtx MakeBlock(Releaser &R) {
+    BlockCtx c = {R(RandN({16, 8}, 1, 0.3f)), R(RandN({16}, 2)), R(RandN({4, 8}, 3, 0.3f)), R(RandN({16, 4}, 4, 0.3f)),
+                  R(RandN({8, 16}, 5, 0.3f))};
+    vt_requires_grad(c.A, 1);
+    vt_requires_grad(c.B, 1);
+    return c;
+}
+
 static void RunChain(BlockCtx *c, vt_tensor *x, int segments, std::vector<float> &gx, std::vector<float> &gA,
                      std::vector<float> &gB, size_t *saved) {
     vt_tape *t = vt_tape_begin();
@@ -134,10 +143,7 @@ static void RunChain(BlockCtx *c, vt_tensor *x, int segments, std::vector<float>
 
 TEST(Tape, SegmentsGiveBitIdenticalGradients) {
     Releaser R;
-    BlockCtx c = {R(RandN({16, 8}, 1, 0.3f)), R(RandN({16}, 2)), R(RandN({4, 8}, 3, 0.3f)), R(RandN({16, 4}, 4, 0.3f)),
-                  R(RandN({8, 16}, 5, 0.3f))};
-    vt_requires_grad(c.A, 1);
-    vt_requires_grad(c.B, 1);
+    BlockCtx c = MakeBlock(R);
     vt_tensor *x = R(RandN({6, 8}, 6));
     vt_requires_grad(x, 1);
     std::vector<float> gx0, gA0, gB0, gx1, gA1, gB1;
@@ -154,10 +160,7 @@ TEST(Tape, SegmentsGiveBitIdenticalGradients) {
 TEST(Tape, SegmentWithConstantInputStillTrainsItsParameters) {
     // As in truncated backprop: x is a constant, only the LoRA weights inside want gradients.
     Releaser R;
-    BlockCtx c = {R(RandN({16, 8}, 1, 0.3f)), R(RandN({16}, 2)), R(RandN({4, 8}, 3, 0.3f)), R(RandN({16, 4}, 4, 0.3f)),
-                  R(RandN({8, 16}, 5, 0.3f))};
-    vt_requires_grad(c.A, 1);
-    vt_requires_grad(c.B, 1);
+    BlockCtx c = MakeBlock(R);
     vt_tensor *x = R(RandN({6, 8}, 6));
     OpFn plain = [&](const std::vector<vt_tensor *> &in) { return Block(&c, &in[0], 1); };
     OpFn seg = [&](const std::vector<vt_tensor *> &in) { return vt_segment(Block, &c, &in[0], 1); };

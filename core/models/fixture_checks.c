@@ -162,3 +162,10 @@ vt_err vt_fixture_run(const char *prefix, const vt_fixture_opts *opt, vt_fixture
     vt_fixture_free(fx);
     return e;
 }
+
+void vt_fixture_compare_act(void *act_ctx, const char *name, vt_tensor *t) {
+    vt_fixture_act_ctx *c = act_ctx;
+    char key[200];
+    snprintf(key, sizeof key, "act.%s", name);
+    if (vt_fixture_io_has(c->fx, key)) vt_fixture_compare(c->fx, c->opt, c->rep, key, t, c->opt->acts_checked);
+}

@@ -66,6 +66,16 @@ vt_tensor *vt_fixture_input(vt_fixture *fx, const char *name);
 // check could not run (bad config, missing weights, ...); numerical failures are in rep.
 typedef vt_err (*vt_fixture_check_fn)(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep);
 
+// The context of an activation hook (vt_act_hook) comparing every submodule output NAME with
+// the io entry "act.NAME" when the fixture recorded it: hook = vt_fixture_compare_act,
+// hook_user = &(vt_fixture_act_ctx){fx, opt, rep}.
+typedef struct vt_fixture_act_ctx {
+    vt_fixture *fx;
+    const vt_fixture_opts *opt;
+    vt_fixture_report *rep;
+} vt_fixture_act_ctx;
+void vt_fixture_compare_act(void *act_ctx, const char *name, vt_tensor *t);
+
 vt_err vt_fixture_check_vae(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep);
 vt_err vt_fixture_check_openclip(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep);
 // rewards/fixture_rewards.c: "vader reward: NAME" cases (scripts/make_reward_fixtures.py)

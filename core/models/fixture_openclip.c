@@ -7,19 +7,6 @@
 #include "../tokenizer.h"
 #include "openclip.h"
 
-typedef struct act_ctx {
-    vt_fixture *fx;
-    const vt_fixture_opts *opt;
-    vt_fixture_report *rep;
-} act_ctx;
-
-static void compare_act(void *user, const char *name, vt_tensor *t) {
-    act_ctx *c = user;
-    char key[200];
-    snprintf(key, sizeof key, "act.%s", name);
-    if (vt_fixture_io_has(c->fx, key)) vt_fixture_compare(c->fx, c->opt, c->rep, key, t, c->opt->acts_checked);
-}
-
 // The CLIP BPE merges file: next to the fixtures (PREFIX/../../tokenizer), under $VADER_SHARED,
 // or in the shared folder the build was configured with. NULL when none is readable.
 static vt_tokenizer *open_tokenizer(const vt_fixture *fx) {
@@ -99,8 +86,8 @@ vt_err vt_fixture_check_openclip(vt_fixture *fx, const vt_fixture_opts *opt, vt_
         fprintf(stderr, "open_clip: %lld parameters (text %lld, vision %lld)\n", (long long)m->n_params,
                 (long long)m->n_params_text, (long long)m->n_params_visual);
     m->segments = opt->segments;
-    act_ctx ac = {fx, opt, rep};
-    m->hook = compare_act;
+    vt_fixture_act_ctx ac = {fx, opt, rep};
+    m->hook = vt_fixture_compare_act;
     m->hook_user = &ac;
 
     vt_tensor *tokens = NULL, *image = NULL, *gout = NULL, *ie = NULL, *te = NULL, *fi = NULL, *ft = NULL,

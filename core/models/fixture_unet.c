@@ -7,19 +7,6 @@
 #include "fixture_checks.h"
 #include "unet3d.h"
 
-typedef struct unet_act_ctx {
-    vt_fixture *fx;
-    const vt_fixture_opts *opt;
-    vt_fixture_report *rep;
-} unet_act_ctx;
-
-static void unet_compare_act(void *user, const char *name, vt_tensor *t) {
-    unet_act_ctx *c = user;
-    char key[200];
-    snprintf(key, sizeof key, "act.%s", name);
-    if (vt_fixture_io_has(c->fx, key)) vt_fixture_compare(c->fx, c->opt, c->rep, key, t, c->opt->acts_checked);
-}
-
 vt_err vt_fixture_check_unet(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep) {
     vt_unet3d_config cfg = vt_unet3d_config_videocrafter2();
     const cJSON *jc = vt_fixture_json(fx, "config");
@@ -60,8 +47,8 @@ vt_err vt_fixture_check_unet(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixt
         gtargets[i] = t;
         handled[n_handled++] = gnames[i];
     }
-    unet_act_ctx ac = {fx, opt, rep};
-    vt_unet3d_set_act_hook(u, unet_compare_act, &ac);
+    vt_fixture_act_ctx ac = {fx, opt, rep};
+    vt_unet3d_set_act_hook(u, vt_fixture_compare_act, &ac);
     tape = vt_tape_begin();
     out = vt_unet3d_forward(u, x, ts, ctx, fps, 0);
     vt_tape_end(tape);

@@ -6,20 +6,6 @@
 #include "fixture_checks.h"
 #include "vae_decoder.h"
 
-typedef struct act_ctx {
-    vt_fixture *fx;
-    const vt_fixture_opts *opt;
-    vt_fixture_report *rep;
-} act_ctx;
-
-// Compares a submodule output with io "act.NAME" when the fixture recorded it.
-static void compare_act(void *user, const char *name, vt_tensor *t) {
-    act_ctx *c = user;
-    char key[200];
-    snprintf(key, sizeof key, "act.%s", name);
-    if (vt_fixture_io_has(c->fx, key)) vt_fixture_compare(c->fx, c->opt, c->rep, key, t, c->opt->acts_checked);
-}
-
 vt_err vt_fixture_check_vae(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep) {
     vt_vae_config cfg = vt_vae_config_videocrafter2();
     const cJSON *jc = vt_fixture_json(fx, "config");
@@ -43,8 +29,8 @@ vt_err vt_fixture_check_vae(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixtu
     if (opt->verbose)
         fprintf(stderr, "vae decoder: %lld parameters, %d levels, ch %d\n", (long long)d->n_params, cfg.n_levels, cfg.ch);
     d->segments = opt->segments;
-    act_ctx ac = {fx, opt, rep};
-    d->hook = compare_act;
+    vt_fixture_act_ctx ac = {fx, opt, rep};
+    d->hook = vt_fixture_compare_act;
     d->hook_user = &ac;
 
     vt_tensor *z = vt_fixture_input(fx, "z");

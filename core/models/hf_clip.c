@@ -186,46 +186,25 @@ static vt_err infer_config(vt_weights *w, const char *prefix, vt_hf_clip_config 
 }
 
 // ---- building --------------------------------------------------------------------------------
-static void get_ln(vt_param_list *pl, vt_clip_ln *ln, const char *name, int64_t W) {
-    ln->w = vt_param_getf(pl, 1, (int64_t[]){W}, "%s.weight", name);
-    ln->b = vt_param_getf(pl, 1, (int64_t[]){W}, "%s.bias", name);
-}
+static const vt_vit_block_keys hf_clip_layer_keys = {
+    .ln_1 = "layer_norm1",
+    .ln_2 = "layer_norm2",
+    .q = "self_attn.q_proj",
+    .k = "self_attn.k_proj",
+    .v = "self_attn.v_proj",
+    .out_proj = "self_attn.out_proj",
+    .fc = "mlp.fc1",
+    .proj = "mlp.fc2",
+};
 
-static void get_linear(vt_param_list *pl, vt_clip_linear *l, const char *name, int64_t out, int64_t in) {
-    l->w = vt_param_getf(pl, 2, (int64_t[]){out, in}, "%s.weight", name);
-    l->b = vt_param_getf(pl, 1, (int64_t[]){out}, "%s.bias", name);
-}
-
-static void get_encoder(vt_param_list *pl, vt_hf_clip_encoder *enc, const char *tower,
-                        const vt_hf_clip_tower_config *t, int causal) {
-    int64_t W = t->hidden_size, I = t->intermediate_size;
-    enc->hidden = t->hidden_size;
-    enc->heads = t->num_attention_heads;
-    enc->layers = t->num_hidden_layers;
-    enc->layer = calloc((size_t)enc->layers, sizeof *enc->layer);
-    if (!enc->layer) {
-        vt_error(VT_ERR_OOM, "CLIP build: out of host memory");
-        pl->failed = 1;
-        return;
-    }
-    char k[256];
-    for (int i = 0; i < enc->layers && !pl->failed; i++) {
-        vt_hf_clip_layer *L = &enc->layer[i];
-        L->heads = t->num_attention_heads;
-        L->causal = causal;
-        L->quick_gelu = t->quick_gelu;
-        L->eps = t->layer_norm_eps;
-#define LKEY(s) (snprintf(k, sizeof k, "%s.encoder.layers.%d." s, tower, i), k)
-        get_ln(pl, &L->layer_norm1, LKEY("layer_norm1"), W);
-        get_linear(pl, &L->q_proj, LKEY("self_attn.q_proj"), W, W);
-        get_linear(pl, &L->k_proj, LKEY("self_attn.k_proj"), W, W);
-        get_linear(pl, &L->v_proj, LKEY("self_attn.v_proj"), W, W);
-        get_linear(pl, &L->out_proj, LKEY("self_attn.out_proj"), W, W);
-        get_ln(pl, &L->layer_norm2, LKEY("layer_norm2"), W);
-        get_linear(pl, &L->fc1, LKEY("mlp.fc1"), I, W);
-        get_linear(pl, &L->fc2, LKEY("mlp.fc2"), W, I);
-#undef LKEY
-    }
+// tower "vision_model" or "text_model": its encoder.layers.N.*
+static void get_encoder(vt_param_list *pl, vt_vit_stack *enc, const char *tower, const vt_hf_clip_tower_config *t,
+                        int causal) {
+    char block_prefix[64];
+    snprintf(block_prefix, sizeof block_prefix, "%s.encoder.layers.", tower);
+    *enc = (vt_vit_stack){t->hidden_size, t->num_attention_heads, t->num_hidden_layers, causal, t->quick_gelu,
+                          t->layer_norm_eps, NULL};
+    vt_vit_stack_get(pl, enc, block_prefix, &hf_clip_layer_keys, t->intermediate_size);
 }
 
 // The position_ids buffers older transformers saved with the weights: accepted, not used.
@@ -272,9 +251,9 @@ vt_hf_clip *vt_hf_clip_build(vt_weights *w, const char *prefix, const vt_hf_clip
             v->class_embedding = vt_param_get(&pl, "vision_model.embeddings.class_embedding", 1, (int64_t[]){W});
             v->position_embedding = vt_param_get(&pl, "vision_model.embeddings.position_embedding.weight", 2,
                                                  (int64_t[]){(int64_t)v->grid * v->grid + 1, W});
-            get_ln(&pl, &v->pre_layrnorm, "vision_model.pre_layrnorm", W);
+            vt_vit_get_ln(&pl, &v->pre_layrnorm, "vision_model.pre_layrnorm", W);
             get_encoder(&pl, &v->encoder, "vision_model", t, 0);
-            get_ln(&pl, &v->post_layernorm, "vision_model.post_layernorm", W);
+            vt_vit_get_ln(&pl, &v->post_layernorm, "vision_model.post_layernorm", W);
             v->visual_projection = vt_param_get(&pl, "visual_projection.weight", 2, (int64_t[]){E, W});
             ignore_position_ids(w, prefix, "vision_model");
         }
@@ -297,7 +276,7 @@ vt_hf_clip *vt_hf_clip_build(vt_weights *w, const char *prefix, const vt_hf_clip
             x->position_embedding = vt_param_get(&pl, "text_model.embeddings.position_embedding.weight", 2,
                                                  (int64_t[]){t->max_position_embeddings, W});
             get_encoder(&pl, &x->encoder, "text_model", t, 1);
-            get_ln(&pl, &x->final_layer_norm, "text_model.final_layer_norm", W);
+            vt_vit_get_ln(&pl, &x->final_layer_norm, "text_model.final_layer_norm", W);
             x->text_projection = vt_param_get(&pl, "text_projection.weight", 2, (int64_t[]){E, W});
             ignore_position_ids(w, prefix, "text_model");
         }
@@ -322,8 +301,8 @@ vt_hf_clip *vt_hf_clip_build(vt_weights *w, const char *prefix, const vt_hf_clip
 
 void vt_hf_clip_free(vt_hf_clip *m) {
     if (!m) return;
-    if (m->vision) free(m->vision->encoder.layer);
-    if (m->text) free(m->text->encoder.layer);
+    if (m->vision) vt_vit_stack_free(&m->vision->encoder);
+    if (m->text) vt_vit_stack_free(&m->text->encoder);
     free(m->vision);
     free(m->text);
     vt_param_list_free(m->tensors, m->n_tensors);
@@ -331,55 +310,11 @@ void vt_hf_clip_free(vt_hf_clip *m) {
 }
 
 // ---- forward ---------------------------------------------------------------------------------
-// x [B, L, W] -> x + out_proj(attn(layer_norm1(x))) -> + fc2(act(fc1(layer_norm2(.))))
-static vt_tensor *layer_forward(const vt_hf_clip_layer *L, vt_tensor *x) {
-    if (!x) return NULL;
-    int64_t W = vt_dim(x, -1);
-    vt_tensor *h = vt_layer_norm(x, L->layer_norm1.w, L->layer_norm1.b, L->eps);
-    vt_tensor *q = vt_linear(h, L->q_proj.w, L->q_proj.b);
-    vt_tensor *k = vt_linear(h, L->k_proj.w, L->k_proj.b);
-    vt_tensor *v = vt_linear(h, L->v_proj.w, L->v_proj.b);
-    vt_release(h);
-    vt_tensor *a = vt_attention(q, k, v, L->heads, 1.0f / sqrtf((float)(W / L->heads)), L->causal);
-    vt_release(q);
-    vt_release(k);
-    vt_release(v);
-    vt_tensor *o = vt_linear(a, L->out_proj.w, L->out_proj.b);
-    vt_release(a);
-    vt_tensor *x1 = vt_add(x, o);
-    vt_release(o);
-    h = vt_layer_norm(x1, L->layer_norm2.w, L->layer_norm2.b, L->eps);
-    vt_tensor *f = vt_linear(h, L->fc1.w, L->fc1.b);
-    vt_release(h);
-    vt_tensor *g = L->quick_gelu ? vt_quick_gelu(f) : vt_gelu(f);
-    vt_release(f);
-    vt_tensor *p = vt_linear(g, L->fc2.w, L->fc2.b);
-    vt_release(g);
-    vt_tensor *y = vt_add(x1, p);
-    vt_release(x1);
-    vt_release(p);
-    return y;
-}
-
-static vt_tensor *layer_segment(void *ctx, vt_tensor *const *in, int n_in) {
-    (void)n_in;
-    return layer_forward((const vt_hf_clip_layer *)ctx, in[0]);
-}
-
-// Runs every layer of enc on x (released).
-static vt_tensor *encoder_forward(vt_hf_clip *m, const vt_hf_clip_encoder *enc, const char *tower, vt_tensor *x) {
-    char name[128];
-    for (int i = 0; i < enc->layers && x; i++) {
-        const vt_hf_clip_layer *L = &enc->layer[i];
-        vt_tensor *y = m->segments ? vt_segment(layer_segment, (void *)L, &x, 1) : layer_forward(L, x);
-        vt_release(x);
-        x = y;
-        if (m->hook && x) {
-            snprintf(name, sizeof name, "%s.encoder.layers.%d", tower, i);
-            m->hook(m->hook_user, name, x);
-        }
-    }
-    return x;
+// Runs every layer of enc on x (released); tower "vision_model" or "text_model" names the hook's layers.
+static vt_tensor *encoder_forward(vt_hf_clip *m, const vt_vit_stack *enc, const char *tower, vt_tensor *x) {
+    char hook_prefix[64];
+    snprintf(hook_prefix, sizeof hook_prefix, "%s.encoder.layers.", tower);
+    return vt_vit_stack_forward(enc, x, enc->layers, m->segments, m->hook, m->hook_user, hook_prefix);
 }
 
 vt_tensor *vt_hf_clip_encode_image(vt_hf_clip *m, vt_tensor *pixel_values) {
@@ -396,30 +331,14 @@ vt_tensor *vt_hf_clip_encode_image(vt_hf_clip *m, vt_tensor *pixel_values) {
                  vt_shape_str(pixel_values, s, sizeof s), v->image_size, v->image_size);
         return NULL;
     }
-    int64_t B = pixel_values->shape[0], W = v->hidden, G2 = (int64_t)v->grid * v->grid;
-    vt_tensor *p = vt_conv2d(pixel_values, v->patch_embedding, NULL, v->patch_size, 0);  // [B, W, g, g]
-    vt_tensor *pr = vt_reshape(p, 3, (int64_t[]){B, W, G2});
-    vt_release(p);
-    vt_tensor *pt = vt_permute(pr, 3, (const int[]){0, 2, 1});  // [B, g*g, W] (flatten(2).transpose(1, 2))
-    vt_release(pr);
-    vt_tensor *ce = vt_view(v->class_embedding, 3, (int64_t[]){1, 1, W});
-    vt_tensor *cls = vt_repeat_interleave(ce, 0, B);  // [B, 1, W]
-    vt_release(ce);
-    vt_tensor *parts[2] = {cls, pt};
-    vt_tensor *x = cls && pt ? vt_concat(parts, 2, 1) : NULL;
-    vt_release(cls);
-    vt_release(pt);
-    vt_tensor *xp = vt_add(x, v->position_embedding);
-    vt_release(x);
-    x = vt_layer_norm(xp, v->pre_layrnorm.w, v->pre_layrnorm.b, v->eps);
+    vt_tensor *xp = vt_vit_patch_embed(pixel_values, v->patch_embedding, v->class_embedding, v->position_embedding,
+                                       v->patch_size, v->grid);
+    vt_tensor *x = vt_layer_norm(xp, v->pre_layrnorm.w, v->pre_layrnorm.b, v->eps);
     vt_release(xp);
     x = encoder_forward(m, &v->encoder, "vision_model", x);
-    vt_tensor *x0 = vt_slice(x, 1, 0, 1);  // pooled = last_hidden_state[:, 0]
-    vt_release(x);
-    vt_tensor *x0r = vt_reshape(x0, 2, (int64_t[]){B, W});
+    vt_tensor *x0 = vt_vit_class_token(x);  // pooled = last_hidden_state[:, 0]
+    vt_tensor *pooled = vt_layer_norm(x0, v->post_layernorm.w, v->post_layernorm.b, v->eps);
     vt_release(x0);
-    vt_tensor *pooled = vt_layer_norm(x0r, v->post_layernorm.w, v->post_layernorm.b, v->eps);
-    vt_release(x0r);
     vt_tensor *y = vt_linear(pooled, v->visual_projection, NULL);
     vt_release(pooled);
     if (!y) vt_error_context("CLIP encode_image: ");
@@ -467,8 +386,7 @@ vt_tensor *vt_hf_clip_encode_text(vt_hf_clip *m, const vt_tensor *ids) {
     vt_tensor *e = vt_embedding(t->token_embedding, ids);
     vt_tensor *pos = L == t->max_positions
                          ? vt_retain(t->position_embedding)
-                         : vt_view_storage(t->position_embedding->storage, t->position_embedding->offset,
-                                           t->position_embedding->dtype, 2, (int64_t[]){L, t->hidden});
+                         : vt_vit_row_view(t->position_embedding, 0, L);
     vt_tensor *x = vt_add(e, pos);
     vt_release(e);
     vt_release(pos);

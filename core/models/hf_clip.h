@@ -7,7 +7,7 @@
 //          vision_model.encoder.layers.N.*, vision_model.post_layernorm, visual_projection.weight
 //  text:   text_model.embeddings.{token_embedding, position_embedding}.weight,
 //          text_model.encoder.layers.N.*, text_model.final_layer_norm, text_projection.weight
-//  layer:  x += self_attn.out_proj(MHA(layer_norm1(x)) with self_attn.{q,k,v}_proj);
+//  layer:  (vit_block.h) x += self_attn.out_proj(MHA(layer_norm1(x)) with self_attn.{q,k,v}_proj);
 //          x += mlp.fc2(act(mlp.fc1(layer_norm2(x)))); act = hidden_act of the tower config
 //          ("quick_gelu" in openai CLIP, "gelu" (exact erf) in the laion CLIP-H of PickScore).
 //  logit_scale [] is taken when present. Older checkpoints carry the non-persistent buffers
@@ -21,8 +21,7 @@
 // attention mask is taken.
 #pragma once
 #include "../weights.h"
-#include "openclip.h"  // vt_clip_ln, vt_clip_linear
-#include "vae_decoder.h"  // vt_act_hook
+#include "vit_block.h"  // vt_vit_stack, vt_clip_ln, vt_act_hook
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,19 +59,6 @@ vt_hf_clip_config vt_hf_clip_config_vit_h_14(void);
 struct cJSON;
 vt_err vt_hf_clip_config_from_json(const struct cJSON *config, vt_hf_clip_config *c);
 
-typedef struct vt_hf_clip_layer {
-    int heads, causal, quick_gelu;
-    float eps;
-    vt_clip_ln layer_norm1, layer_norm2;
-    vt_clip_linear q_proj, k_proj, v_proj, out_proj;
-    vt_clip_linear fc1, fc2;
-} vt_hf_clip_layer;
-
-typedef struct vt_hf_clip_encoder {
-    int hidden, heads, layers;
-    vt_hf_clip_layer *layer;
-} vt_hf_clip_encoder;
-
 typedef struct vt_hf_clip_vision {
     int image_size, patch_size, grid, hidden;
     float eps;
@@ -80,7 +66,7 @@ typedef struct vt_hf_clip_vision {
     vt_tensor *class_embedding;     // [W]
     vt_tensor *position_embedding;  // [grid^2 + 1, W]
     vt_clip_ln pre_layrnorm, post_layernorm;
-    vt_hf_clip_encoder encoder;
+    vt_vit_stack encoder;  // encoder.layers.N.*
     vt_tensor *visual_projection;   // [E, W] (Linear without bias)
 } vt_hf_clip_vision;
 
@@ -89,7 +75,7 @@ typedef struct vt_hf_clip_text {
     float eps;
     vt_tensor *token_embedding;     // [V, W]
     vt_tensor *position_embedding;  // [P, W]
-    vt_hf_clip_encoder encoder;
+    vt_vit_stack encoder;  // encoder.layers.N.*
     vt_clip_ln final_layer_norm;
     vt_tensor *text_projection;     // [E, W]
 } vt_hf_clip_text;

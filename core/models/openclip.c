@@ -125,83 +125,24 @@ static vt_err infer_config(vt_weights *w, const char *prefix, vt_openclip_config
 }
 
 // ---- building ----------------------------------------------------------------------------
-static void get_ln(vt_param_list *pl, vt_clip_ln *ln, const char *name, int64_t W) {
-    ln->w = vt_param_getf(pl, 1, (int64_t[]){W}, "%s.weight", name);
-    ln->b = vt_param_getf(pl, 1, (int64_t[]){W}, "%s.bias", name);
-}
+// nn.MultiheadAttention's packed in_proj, mlp c_fc / c_proj
+static const vt_vit_block_keys openclip_block_keys = {
+    .ln_1 = "ln_1",
+    .ln_2 = "ln_2",
+    .in_proj_weight = "attn.in_proj_weight",
+    .in_proj_bias = "attn.in_proj_bias",
+    .out_proj = "attn.out_proj",
+    .fc = "mlp.c_fc",
+    .proj = "mlp.c_proj",
+};
 
-static void get_linear(vt_param_list *pl, vt_clip_linear *l, const char *name, int64_t out, int64_t in) {
-    l->w = vt_param_getf(pl, 2, (int64_t[]){out, in}, "%s.weight", name);
-    l->b = vt_param_getf(pl, 1, (int64_t[]){out}, "%s.bias", name);
-}
-
-// Zero-copy view of rows [r0, r0 + n) of a row-major [R, C] (or [R]) tensor.
-static vt_tensor *row_view(vt_tensor *t, int64_t r0, int64_t n) {
-    if (!t) return NULL;
-    int64_t cols = t->ndim == 2 ? t->shape[1] : 1;
-    size_t off = t->offset + (size_t)(r0 * cols) * vt_dtype_size(t->dtype);
-    if (t->ndim == 2) return vt_view_storage(t->storage, off, t->dtype, 2, (int64_t[]){n, cols});
-    return vt_view_storage(t->storage, off, t->dtype, 1, (int64_t[]){n});
-}
-
-static void block_release_views(vt_clip_block *b) {
-    vt_clip_linear *l[3] = {&b->q, &b->k, &b->v};
-    for (int i = 0; i < 3; i++) {
-        vt_clear(&l[i]->w);
-        vt_clear(&l[i]->b);
-    }
-}
-
-static int get_transformer(vt_param_list *pl, vt_clip_transformer *tr, const char *tower, int W, int heads,
-                           int layers, int causal, int quick_gelu) {
-    tr->width = W;
-    tr->heads = heads;
-    tr->layers = layers;
-    tr->causal = causal;
-    tr->quick_gelu = quick_gelu;
-    tr->resblocks = calloc((size_t)layers, sizeof *tr->resblocks);
-    if (!tr->resblocks) {
-        vt_error(VT_ERR_OOM, "open_clip build: out of host memory");
-        return pl->failed = 1;
-    }
-    char k[256];
-    for (int i = 0; i < layers && !pl->failed; i++) {
-        vt_clip_block *b = &tr->resblocks[i];
-        b->heads = heads;
-        b->causal = causal;
-        b->quick_gelu = quick_gelu;
-        snprintf(k, sizeof k, "%stransformer.resblocks.%d.ln_1", tower, i);
-        get_ln(pl, &b->ln_1, k, W);
-        snprintf(k, sizeof k, "%stransformer.resblocks.%d.attn.in_proj_weight", tower, i);
-        b->in_proj_weight = vt_param_get(pl, k, 2, (int64_t[]){3 * (int64_t)W, W});
-        snprintf(k, sizeof k, "%stransformer.resblocks.%d.attn.in_proj_bias", tower, i);
-        b->in_proj_bias = vt_param_get(pl, k, 1, (int64_t[]){3 * (int64_t)W});
-        if (!pl->failed) {
-            // nn.MultiheadAttention packs q, k, v as consecutive row blocks of in_proj
-            vt_clip_linear *qkv[3] = {&b->q, &b->k, &b->v};
-            for (int j = 0; j < 3; j++) {
-                qkv[j]->w = row_view(b->in_proj_weight, (int64_t)j * W, W);
-                qkv[j]->b = row_view(b->in_proj_bias, (int64_t)j * W, W);
-                if (!qkv[j]->w || !qkv[j]->b) pl->failed = 1;
-            }
-        }
-        snprintf(k, sizeof k, "%stransformer.resblocks.%d.attn.out_proj", tower, i);
-        get_linear(pl, &b->out_proj, k, W, W);
-        snprintf(k, sizeof k, "%stransformer.resblocks.%d.ln_2", tower, i);
-        get_ln(pl, &b->ln_2, k, W);
-        snprintf(k, sizeof k, "%stransformer.resblocks.%d.mlp.c_fc", tower, i);
-        get_linear(pl, &b->c_fc, k, 4 * (int64_t)W, W);
-        snprintf(k, sizeof k, "%stransformer.resblocks.%d.mlp.c_proj", tower, i);
-        get_linear(pl, &b->c_proj, k, W, 4 * (int64_t)W);
-    }
-    return pl->failed;
-}
-
-static void free_transformer(vt_clip_transformer *tr) {
-    if (!tr->resblocks) return;
-    for (int i = 0; i < tr->layers; i++) block_release_views(&tr->resblocks[i]);
-    free(tr->resblocks);
-    tr->resblocks = NULL;
+// tower "" or "visual.": its transformer.resblocks.N.*
+static void get_transformer(vt_param_list *pl, vt_vit_stack *tr, const char *tower, int W, int heads, int layers,
+                            int causal, int quick_gelu) {
+    char block_prefix[64];
+    snprintf(block_prefix, sizeof block_prefix, "%stransformer.resblocks.", tower);
+    *tr = (vt_vit_stack){W, heads, layers, causal, quick_gelu, CLIP_LN_EPS, NULL};
+    vt_vit_stack_get(pl, tr, block_prefix, &openclip_block_keys, 4 * (int64_t)W);
 }
 
 vt_openclip *vt_openclip_build(vt_weights *w, const char *prefix, const vt_openclip_config *cfg, int towers) {
@@ -237,7 +178,7 @@ vt_openclip *vt_openclip_build(vt_weights *w, const char *prefix, const vt_openc
             t->positional_embedding =
                 vt_param_get(&pl, "positional_embedding", 2, (int64_t[]){c->text.context_length, W});
             get_transformer(&pl, &t->transformer, "", c->text.width, c->text.heads, c->text.layers, 1, c->quick_gelu);
-            get_ln(&pl, &t->ln_final, "ln_final", W);
+            vt_vit_get_ln(&pl, &t->ln_final, "ln_final", W);
             t->text_projection = vt_param_get(&pl, "text_projection", 2, (int64_t[]){W, E});
         }
         m->n_params_text = m->n_params;
@@ -257,10 +198,10 @@ vt_openclip *vt_openclip_build(vt_weights *w, const char *prefix, const vt_openc
             v->class_embedding = vt_param_get(&pl, "visual.class_embedding", 1, (int64_t[]){W});
             v->positional_embedding = vt_param_get(&pl, "visual.positional_embedding", 2,
                                                    (int64_t[]){(int64_t)v->grid * v->grid + 1, W});
-            get_ln(&pl, &v->ln_pre, "visual.ln_pre", W);
+            vt_vit_get_ln(&pl, &v->ln_pre, "visual.ln_pre", W);
             get_transformer(&pl, &v->transformer, "visual.", c->vision.width, c->vision.width / c->vision.head_width,
                             c->vision.layers, 0, c->quick_gelu);
-            get_ln(&pl, &v->ln_post, "visual.ln_post", W);
+            vt_vit_get_ln(&pl, &v->ln_post, "visual.ln_post", W);
             v->proj = vt_param_get(&pl, "visual.proj", 2, (int64_t[]){W, E});
         }
         m->n_params_visual = m->n_params - m->n_params_text;
@@ -278,8 +219,8 @@ vt_openclip *vt_openclip_build(vt_weights *w, const char *prefix, const vt_openc
 
 void vt_openclip_free(vt_openclip *m) {
     if (!m) return;
-    if (m->text) free_transformer(&m->text->transformer);
-    if (m->visual) free_transformer(&m->visual->transformer);
+    if (m->text) vt_vit_stack_free(&m->text->transformer);
+    if (m->visual) vt_vit_stack_free(&m->visual->transformer);
     free(m->text);
     free(m->visual);
     vt_param_list_free(m->tensors, m->n_tensors);
@@ -289,56 +230,12 @@ void vt_openclip_free(vt_openclip *m) {
 // ---- forward -----------------------------------------------------------------------------
 static vt_tensor *ln(const vt_clip_ln *l, vt_tensor *x) { return vt_layer_norm(x, l->w, l->b, CLIP_LN_EPS); }
 
-// x [B, L, W] -> x + attn(ln_1(x)) -> + mlp(ln_2(.))
-static vt_tensor *block_forward(const vt_clip_block *b, vt_tensor *x) {
-    if (!x) return NULL;
-    int64_t W = vt_dim(x, -1);
-    vt_tensor *h = ln(&b->ln_1, x);
-    vt_tensor *q = vt_linear(h, b->q.w, b->q.b);
-    vt_tensor *k = vt_linear(h, b->k.w, b->k.b);
-    vt_tensor *v = vt_linear(h, b->v.w, b->v.b);
-    vt_release(h);
-    vt_tensor *a = vt_attention(q, k, v, b->heads, 1.0f / sqrtf((float)(W / b->heads)), b->causal);
-    vt_release(q);
-    vt_release(k);
-    vt_release(v);
-    vt_tensor *o = vt_linear(a, b->out_proj.w, b->out_proj.b);
-    vt_release(a);
-    vt_tensor *x1 = vt_add(x, o);
-    vt_release(o);
-    h = ln(&b->ln_2, x1);
-    vt_tensor *f = vt_linear(h, b->c_fc.w, b->c_fc.b);
-    vt_release(h);
-    vt_tensor *g = b->quick_gelu ? vt_quick_gelu(f) : vt_gelu(f);
-    vt_release(f);
-    vt_tensor *p = vt_linear(g, b->c_proj.w, b->c_proj.b);
-    vt_release(g);
-    vt_tensor *y = vt_add(x1, p);
-    vt_release(x1);
-    vt_release(p);
-    return y;
-}
-
-static vt_tensor *block_segment(void *ctx, vt_tensor *const *in, int n_in) {
-    (void)n_in;
-    return block_forward((const vt_clip_block *)ctx, in[0]);
-}
-
-// Runs blocks [0, n) of tr on x (released).
-static vt_tensor *transformer_forward(vt_openclip *m, const vt_clip_transformer *tr, const char *tower,
-                                      vt_tensor *x, int n) {
-    char name[128];
-    for (int i = 0; i < n && x; i++) {
-        const vt_clip_block *b = &tr->resblocks[i];
-        vt_tensor *y = m->segments ? vt_segment(block_segment, (void *)b, &x, 1) : block_forward(b, x);
-        vt_release(x);
-        x = y;
-        if (m->hook && x) {
-            snprintf(name, sizeof name, "%stransformer.resblocks.%d", tower, i);
-            m->hook(m->hook_user, name, x);
-        }
-    }
-    return x;
+// Runs blocks [0, n) of tr on x (released); tower "" or "visual." names the hook's blocks.
+static vt_tensor *transformer_forward(vt_openclip *m, const vt_vit_stack *tr, const char *tower, vt_tensor *x,
+                                      int n) {
+    char hook_prefix[64];
+    snprintf(hook_prefix, sizeof hook_prefix, "%stransformer.resblocks.", tower);
+    return vt_vit_stack_forward(tr, x, n, m->segments, m->hook, m->hook_user, hook_prefix);
 }
 
 static int check_tokens(const vt_openclip *m, const vt_tensor *tokens, const char *fn) {
@@ -370,7 +267,7 @@ static vt_tensor *text_forward(vt_openclip *m, const vt_tensor *tokens, int n_bl
     int64_t L = tokens->shape[1];
     vt_tensor *e = vt_embedding(t->token_embedding, tokens);
     vt_tensor *pos = L == t->context_length ? vt_retain(t->positional_embedding)
-                                            : row_view(t->positional_embedding, 0, L);
+                                            : vt_vit_row_view(t->positional_embedding, 0, L);
     vt_tensor *x = vt_add(e, pos);
     vt_release(e);
     vt_release(pos);
@@ -424,31 +321,15 @@ vt_tensor *vt_openclip_encode_image(vt_openclip *m, vt_tensor *image) {
                  vt_shape_str(image, s, sizeof s), v->image_size, v->image_size);
         return NULL;
     }
-    int64_t B = image->shape[0], W = v->width, G2 = (int64_t)v->grid * v->grid;
-    vt_tensor *p = vt_conv2d(image, v->conv1, NULL, v->patch_size, 0);  // [B, W, g, g]
-    vt_tensor *pr = vt_reshape(p, 3, (int64_t[]){B, W, G2});
-    vt_release(p);
-    vt_tensor *pt = vt_permute(pr, 3, (const int[]){0, 2, 1});  // [B, g*g, W], row-major patches
-    vt_release(pr);
-    vt_tensor *ce = vt_view(v->class_embedding, 3, (int64_t[]){1, 1, W});
-    vt_tensor *cls = vt_repeat_interleave(ce, 0, B);  // [B, 1, W]
-    vt_release(ce);
-    vt_tensor *parts[2] = {cls, pt};
-    vt_tensor *x = cls && pt ? vt_concat(parts, 2, 1) : NULL;  // [B, 1 + g*g, W]
-    vt_release(cls);
-    vt_release(pt);
-    vt_tensor *xp = vt_add(x, v->positional_embedding);
-    vt_release(x);
-    x = ln(&v->ln_pre, xp);
+    vt_tensor *xp = vt_vit_patch_embed(image, v->conv1, v->class_embedding, v->positional_embedding,
+                                       v->patch_size, v->grid);
+    vt_tensor *x = ln(&v->ln_pre, xp);
     vt_release(xp);
     x = transformer_forward(m, &v->transformer, "visual.", x, v->transformer.layers);
     // ln_post is per token, so pooling token 0 first gives the same result for less work
-    vt_tensor *x0 = vt_slice(x, 1, 0, 1);
-    vt_release(x);
-    vt_tensor *x0r = vt_reshape(x0, 2, (int64_t[]){B, W});
+    vt_tensor *x0 = vt_vit_class_token(x);
+    vt_tensor *pooled = ln(&v->ln_post, x0);
     vt_release(x0);
-    vt_tensor *pooled = ln(&v->ln_post, x0r);
-    vt_release(x0r);
     vt_tensor *y = vt_matmul(pooled, v->proj);
     vt_release(pooled);
     if (!y) vt_error_context("open_clip encode_image: ");

@@ -6,8 +6,8 @@
 //  vision: visual.conv1.weight, visual.class_embedding, visual.positional_embedding,
 //          visual.ln_pre, visual.transformer.resblocks.N.*, visual.ln_post, visual.proj
 //
-// A residual block: x += out_proj(MHA(ln_1(x))); x += c_proj(GELU(c_fc(ln_2(x)))), with
-// in_proj_weight [3W, W] rows q, k, v split by zero-copy views into three linears. Text
+// A residual block (vit_block.h): x += out_proj(MHA(ln_1(x))); x += c_proj(GELU(c_fc(ln_2(x)))),
+// with in_proj_weight [3W, W] rows q, k, v split by zero-copy views into three linears. Text
 // attention is causal, vision attention is not. LayerNorm eps 1e-5; GELU exact (erf) unless
 // the config says quick_gelu.
 //
@@ -15,7 +15,7 @@
 // "cond_stage_model.model." for the VideoCrafter2 checkpoint (text tower only, no visual.*).
 #pragma once
 #include "../weights.h"
-#include "vae_decoder.h"  // vt_act_hook
+#include "vit_block.h"  // vt_vit_stack, vt_clip_ln, vt_act_hook
 
 #ifdef __cplusplus
 extern "C" {
@@ -43,28 +43,11 @@ vt_err vt_openclip_config_from_json(const struct cJSON *config, vt_openclip_conf
 // head width 80, 32 layers.
 vt_openclip_config vt_openclip_config_vit_h_14(void);
 
-typedef struct vt_clip_ln { vt_tensor *w, *b; } vt_clip_ln;      // LayerNorm [W]
-typedef struct vt_clip_linear { vt_tensor *w, *b; } vt_clip_linear;  // [out, in], [out]
-
-typedef struct vt_clip_block {
-    int heads, causal, quick_gelu;  // copied from the transformer (a segment's whole context)
-    vt_clip_ln ln_1, ln_2;
-    vt_tensor *in_proj_weight, *in_proj_bias;  // [3W, W], [3W] (owned by the model)
-    vt_clip_linear q, k, v;                    // views of in_proj rows 0..W-1, W..2W-1, 2W..3W-1
-    vt_clip_linear out_proj;
-    vt_clip_linear c_fc, c_proj;               // mlp
-} vt_clip_block;
-
-typedef struct vt_clip_transformer {
-    int width, heads, layers, causal, quick_gelu;
-    vt_clip_block *resblocks;
-} vt_clip_transformer;
-
 typedef struct vt_openclip_text {
     int context_length, vocab_size, width;
     vt_tensor *token_embedding;       // [V, W]
     vt_tensor *positional_embedding;  // [L, W]
-    vt_clip_transformer transformer;
+    vt_vit_stack transformer;  // transformer.resblocks.N.*
     vt_clip_ln ln_final;
     vt_tensor *text_projection;       // [W, E]
 } vt_openclip_text;
@@ -75,7 +58,7 @@ typedef struct vt_openclip_vision {
     vt_tensor *class_embedding;       // [W]
     vt_tensor *positional_embedding;  // [grid^2 + 1, W]
     vt_clip_ln ln_pre, ln_post;
-    vt_clip_transformer transformer;
+    vt_vit_stack transformer;  // transformer.resblocks.N.*
     vt_tensor *proj;                  // [W, E]
 } vt_openclip_vision;
 

@@ -83,6 +83,19 @@ vt_tensor *vt_normalize_channels(vt_tensor *x, const float *mean, const float *s
 //   da = g (b / (na nb) - cos / na * a / ||a||),  db symmetric.
 typedef struct cosine_params { float eps; } cosine_params;
 
+// <x, x>, <y, y>, <x, y> of two rows of D floats, accumulated in double.
+static void row_dots(const float *x, const float *y, int64_t D, double *xx, double *yy, double *xy) {
+    double sxx = 0, syy = 0, sxy = 0;
+    for (int64_t i = 0; i < D; i++) {
+        sxx += (double)x[i] * x[i];
+        syy += (double)y[i] * y[i];
+        sxy += (double)x[i] * y[i];
+    }
+    *xx = sxx;
+    *yy = syy;
+    *xy = sxy;
+}
+
 static vt_err cosine_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const cosine_params *p = (const cosine_params *)n->params;
     const vt_tensor *a = in[0], *b = in[1];
@@ -92,12 +105,8 @@ static vt_err cosine_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *ou
 #pragma omp parallel for if (a->numel > 65536)
     for (int64_t m = 0; m < M; m++) {
         const float *x = pa + m * D, *y = pb + m * D;
-        double xx = 0, yy = 0, xy = 0;
-        for (int64_t i = 0; i < D; i++) {
-            xx += (double)x[i] * x[i];
-            yy += (double)y[i] * y[i];
-            xy += (double)x[i] * y[i];
-        }
+        double xx, yy, xy;
+        row_dots(x, y, D, &xx, &yy, &xy);
         double na = fmax(sqrt(xx), (double)p->eps), nb = fmax(sqrt(yy), (double)p->eps);
         o[m] = (float)(xy / (na * nb));
     }
@@ -117,12 +126,8 @@ static vt_err cosine_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor *
     float *da = gin[0] ? vt_f32(gin[0]) : NULL, *db = gin[1] ? vt_f32(gin[1]) : NULL;
     for (int64_t m = 0; m < M; m++) {
         const float *x = pa + m * D, *y = pb + m * D;
-        double xx = 0, yy = 0, xy = 0;
-        for (int64_t i = 0; i < D; i++) {
-            xx += (double)x[i] * x[i];
-            yy += (double)y[i] * y[i];
-            xy += (double)x[i] * y[i];
-        }
+        double xx, yy, xy;
+        row_dots(x, y, D, &xx, &yy, &xy);
         const double ra = sqrt(xx), rb = sqrt(yy);
         const double na = fmax(ra, (double)p->eps), nb = fmax(rb, (double)p->eps);
         const double cs = xy / (na * nb), gm = g[m];

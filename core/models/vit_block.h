@@ -1,0 +1,77 @@
+// vit_block.h — the pre-LN transformer block of the CLIP towers, shared by open_clip
+// (openclip.h) and transformers' CLIPModel (hf_clip.h):
+//
+//   x += out_proj(MHA(ln_1(x)))          q, k, v from three linears (HF) or one packed in_proj
+//   x += proj(act(fc(ln_2(x))))          act = exact GELU or quick_gelu (x * sigmoid(1.702 x))
+//
+// Each model keeps its checkpoint's key names: it describes them in a vt_vit_block_keys and
+// the stack is built from those, so the fields here are layout-neutral.
+#pragma once
+#include "../weights.h"
+#include "vae_decoder.h"  // vt_act_hook
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vt_clip_ln { vt_tensor *w, *b; } vt_clip_ln;          // LayerNorm [W]
+typedef struct vt_clip_linear { vt_tensor *w, *b; } vt_clip_linear;  // [out, in], [out]
+
+typedef struct vt_vit_block {
+    int heads, causal, quick_gelu;  // copied from the stack (a checkpoint segment's whole context)
+    float eps;
+    vt_clip_ln ln_1, ln_2;
+    vt_tensor *in_proj_weight, *in_proj_bias;  // [3W, W], [3W] when packed (owned by the model)
+    vt_clip_linear q, k, v;                    // packed: views of in_proj rows 0..W-1, W..2W-1, 2W..
+    vt_clip_linear out_proj;
+    vt_clip_linear fc, proj;  // mlp: [I, W], [W, I]
+    int packed;               // q, k, v are views owned by the block (released by vt_vit_stack_free)
+} vt_vit_block;
+
+// A tower's stack of blocks; heads, causal mask, activation and eps are the same for all.
+typedef struct vt_vit_stack {
+    int width, heads, layers, causal, quick_gelu;
+    float eps;  // LayerNorm eps
+    vt_vit_block *blocks;
+} vt_vit_stack;
+
+// Key names of one block, relative to "TOWER_PREFIX + index + .": a LayerNorm or Linear stem
+// gets ".weight" / ".bias" appended. in_proj_weight / in_proj_bias are full names (open_clip's
+// nn.MultiheadAttention); when they are NULL, q / k / v name three linears instead.
+typedef struct vt_vit_block_keys {
+    const char *ln_1, *ln_2;
+    const char *in_proj_weight, *in_proj_bias;
+    const char *q, *k, *v;
+    const char *out_proj, *fc, *proj;
+} vt_vit_block_keys;
+
+struct vt_param_list;
+// LayerNorm NAME.weight / NAME.bias [W]; Linear NAME.weight [out, in] / NAME.bias [out].
+void vt_vit_get_ln(struct vt_param_list *pl, vt_clip_ln *ln, const char *name, int64_t W);
+void vt_vit_get_linear(struct vt_param_list *pl, vt_clip_linear *l, const char *name, int64_t out, int64_t in);
+
+// Fills s->blocks[0..s->layers) (width, heads, layers, causal, quick_gelu, eps already set in
+// *s) from the keys "block_prefix N . keys->*", mlp width `mlp`. Sets pl->failed on error.
+void vt_vit_stack_get(struct vt_param_list *pl, vt_vit_stack *s, const char *block_prefix,
+                      const vt_vit_block_keys *keys, int64_t mlp);
+// Frees the blocks array and the q / k / v views (the weights belong to the param list).
+void vt_vit_stack_free(vt_vit_stack *s);
+
+// Runs blocks [0, n) on x [B, L, W] (released), each as a checkpoint segment when `segments`;
+// hook (optional) sees every block output as "hook_prefix N".
+vt_tensor *vt_vit_stack_forward(const vt_vit_stack *s, vt_tensor *x, int n, int segments, vt_act_hook hook,
+                                void *hook_user, const char *hook_prefix);
+
+// Zero-copy view of rows [r0, r0 + n) of a row-major [R, C] (or [R]) tensor.
+vt_tensor *vt_vit_row_view(vt_tensor *t, int64_t r0, int64_t n);
+
+// image [B, 3, g*p, g*p] -> [class_embedding; conv(image, patch_w, stride p) patches] +
+// positional_embedding: [B, 1 + g*g, W] (patches row-major, as flatten(2).transpose(1, 2)).
+vt_tensor *vt_vit_patch_embed(vt_tensor *image, vt_tensor *patch_w, vt_tensor *class_embedding,
+                              vt_tensor *positional_embedding, int patch_size, int grid);
+// x [B, L, W] (released) -> x[:, 0] [B, W]: the class token both towers pool.
+vt_tensor *vt_vit_class_token(vt_tensor *x);
+
+#ifdef __cplusplus
+}
+#endif
