@@ -6,6 +6,7 @@
 
 // One line per model family; the first whose substring occurs in the json's "model" wins.
 const vt_fixture_kind vt_fixture_kinds[] = {
+    {"VADER training step", "vader_step", vt_fixture_check_vader_step},
     {"AutoencoderKL", "vae_decoder", vt_fixture_check_vae},
     {"open_clip", "openclip", vt_fixture_check_openclip},
     {"UNetModel", "unet3d", vt_fixture_check_unet},
