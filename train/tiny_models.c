@@ -25,7 +25,7 @@ vt_unet3d_config vt_tiny_unet_config(void) {
 
 vt_vae_config vt_tiny_vae_config(void) {
     vt_vae_config c = vt_vae_config_videocrafter2();
-    c.ch = 32;
+    c.ch = 64;
     c.n_levels = 4;
     c.ch_mult[0] = 1;
     c.ch_mult[1] = 1;

@@ -171,9 +171,9 @@ static vt_err check_args(const vt_vader_step_args *a) {
     int S = a->sched->steps;
     if (a->K < 0 || a->K > S) return vt_error(VT_ERR_CONFIG, "sampler.backprop_steps: K = %d must be in 0..%d (sampler.steps)", a->K, S);
     if (a->K > 0 && a->backprop_mode == VT_CFG_BACKPROP_SPECIFIC &&
-        (a->backprop_step < a->K - 1 || a->backprop_step > S - 1))
-        return vt_error(VT_ERR_CONFIG, "sampler.backprop_step: %d must be in %d..%d (K - 1 .. steps - 1)",
-                        a->backprop_step, a->K - 1, S - 1);
+        (a->backprop_step < 0 || a->backprop_step + a->K > S))
+        return vt_error(VT_ERR_CONFIG, "sampler.backprop_step: %d must be in 0..%d (the taped steps are "
+                        "backprop_step .. backprop_step + K - 1 of %d)", a->backprop_step, S - a->K, S);
     if (!a->noise && !a->rng) return vt_error(VT_ERR_ARG, "vader step: neither noise nor an rng given");
     if (a->start_step < 0 || a->start_step >= S)
         return vt_error(VT_ERR_ARG, "vader step: start_step %d out of 0..%d", a->start_step, S - 1);
@@ -196,7 +196,7 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
         end = K - 1 + (int)(vt_rng_uniform(a->rng) * (float)(S - K + 1));
         if (end > S - 1) end = S - 1;
     } else if (K > 0 && a->backprop_mode == VT_CFG_BACKPROP_SPECIFIC) {
-        end = a->backprop_step;
+        end = a->backprop_step + K - 1;
     }
     int start = K > 0 ? end - K + 1 : S;
     r->window_start = K > 0 ? start : -1;

@@ -7,7 +7,7 @@
 // sampling steps 0..S-1, index = S-1-i is the schedule index):
 //   last:     end = S-1
 //   rand:     end uniform in K-1..S-1 (drawn from the step's rng)
-//   specific: end = backprop_step
+//   specific: start = backprop_step (as the config's validation reads it)
 // Steps before start run in no-grad mode (nothing recorded, buffers reused): x entering step
 // start is a constant. Steps in the window run on the tape with the LoRA parameters requiring
 // grad. Steps after the window (rand / specific with end < S-1) also run on the tape, so the
@@ -60,7 +60,7 @@ typedef struct vt_vader_step_args {
     int batch_cfg;              // cond and uncond as one UNet call of batch 2B
     int K;                      // steps in the taped window, 0 = no gradient at all
     vt_cfg_backprop backprop_mode;
-    int backprop_step;          // end of the window for specific
+    int backprop_step;          // first step of the window for specific
     vt_cfg_decode decode;
     int decode_index;           // for VT_CFG_DECODE_INDEX
     int checkpointing;          // UNet and VAE blocks as checkpoint segments
