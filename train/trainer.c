@@ -280,10 +280,23 @@ static vt_tensor *i64_tensor(int n, const int64_t *v) {
     return t;
 }
 
+// Hash of the config without output.dir (a run copied elsewhere is the same run), as hex.
+static void config_hash_hex(const vt_config *c, char *out, size_t n) {
+    vt_config tmp;
+    uint64_t h = 0;
+    if (vt_config_copy(&tmp, c) == VT_OK) {
+        free(tmp.output.dir);
+        tmp.output.dir = NULL;
+        h = vt_config_hash(&tmp);
+        vt_config_free(&tmp);
+    }
+    snprintf(out, n, "%016llx", (unsigned long long)h);
+}
+
 static vt_err save_checkpoint(vt_trainer *t) {
     const vt_config *c = &t->cfg;
     char path[4200], hash[32];
-    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)vt_config_hash(c));
+    config_hash_hex(c, hash, sizeof hash);
     const char *ek[1] = {"config_hash"}, *ev[1] = {hash};
     snprintf(path, sizeof path, "%s/lora-%06lld.safetensors", c->output.dir, (long long)t->step);
     if (vt_lora_save(t->unet, path, c->lora.rank, c->lora.alpha, c->lora.targets, c->lora.n_targets, t->step, 1, ek, ev))
@@ -396,7 +409,7 @@ static vt_err load_state(vt_trainer *t, const char *path) {
     vt_release(cnt);
     vt_release(rng);
     char hash[32];
-    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)vt_config_hash(&t->cfg));
+    config_hash_hex(&t->cfg, hash, sizeof hash);
     const char *h = vt_st_metadata(f, "config_hash");
     if (!e && t->opt.progress && (!h || strcmp(h, hash) != 0))
         fprintf(t->opt.progress, "vader-train: note: resuming %s written with a different config\n", path);
