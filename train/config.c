@@ -951,6 +951,7 @@ vt_err vt_config_load(vt_config *cfg, const char *path) {
         free(buf);
         return vt_error(VT_ERR_FORMAT, "%s: a NUL byte in the file (not a YAML text file)", path);
     }
+    vt_config_free(cfg);  // load_string starts again from fresh defaults
     e = vt_config_load_string(cfg, buf, path);
     free(buf);
     return e;

@@ -1,0 +1,486 @@
+// hf_clip.c — transformers CLIPModel vision / text towers (see hf_clip.h). Tokens are [B, L, W].
+#include "hf_clip.h"
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../ops.h"
+#include "param_list.h"
+
+#define HF_CLIP_LEGACY_EOS 2  // eos_token_id of configs written before transformers PR #24773
+#define HF_CLIP_EOS 49407     // transformers' CLIPTextConfig default
+
+static void tower_empty(vt_hf_clip_tower_config *t) {
+    memset(t, 0, sizeof *t);
+    t->quick_gelu = -1;
+}
+
+vt_hf_clip_config vt_hf_clip_config_empty(void) {
+    vt_hf_clip_config c;
+    memset(&c, 0, sizeof c);
+    tower_empty(&c.vision);
+    tower_empty(&c.text);
+    return c;
+}
+
+static void tower_set(vt_hf_clip_tower_config *t, int hidden, int heads, int inter, int layers, int quick) {
+    t->hidden_size = hidden;
+    t->num_attention_heads = heads;
+    t->intermediate_size = inter;
+    t->num_hidden_layers = layers;
+    t->quick_gelu = quick;
+    t->layer_norm_eps = 1e-5f;
+}
+
+static vt_hf_clip_config known(int vw, int vh, int vi, int vl, int tw, int th, int ti, int tl, int proj, int quick) {
+    vt_hf_clip_config c = vt_hf_clip_config_empty();
+    tower_set(&c.vision, vw, vh, vi, vl, quick);
+    c.vision.image_size = 224;
+    c.vision.patch_size = 14;
+    tower_set(&c.text, tw, th, ti, tl, quick);
+    c.text.vocab_size = 49408;
+    c.text.max_position_embeddings = 77;
+    c.projection_dim = proj;
+    return c;
+}
+
+vt_hf_clip_config vt_hf_clip_config_vit_l_14(void) { return known(1024, 16, 4096, 24, 768, 12, 3072, 12, 768, 1); }
+vt_hf_clip_config vt_hf_clip_config_vit_h_14(void) { return known(1280, 16, 5120, 32, 1024, 16, 4096, 24, 1024, 0); }
+
+// ---- config json ---------------------------------------------------------------------------
+static vt_err jint(const cJSON *o, const char *name, int *v) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!it || cJSON_IsNull(it)) return VT_OK;
+    if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble)
+        return vt_error(VT_ERR_CONFIG, "CLIP config: %s must be an integer", name);
+    *v = (int)it->valuedouble;
+    return VT_OK;
+}
+
+static vt_err tower_from_json(const cJSON *o, vt_hf_clip_tower_config *t, const char *which) {
+    if (!o || cJSON_IsNull(o)) return VT_OK;
+    if (!cJSON_IsObject(o)) return vt_error(VT_ERR_CONFIG, "CLIP config: %s is not an object", which);
+    vt_err e;
+    if ((e = jint(o, "hidden_size", &t->hidden_size)) || (e = jint(o, "num_attention_heads", &t->num_attention_heads)) ||
+        (e = jint(o, "intermediate_size", &t->intermediate_size)) ||
+        (e = jint(o, "num_hidden_layers", &t->num_hidden_layers)) || (e = jint(o, "image_size", &t->image_size)) ||
+        (e = jint(o, "patch_size", &t->patch_size)) || (e = jint(o, "vocab_size", &t->vocab_size)) ||
+        (e = jint(o, "max_position_embeddings", &t->max_position_embeddings)) ||
+        (e = jint(o, "eos_token_id", &t->eos_token_id)))
+        return vt_error_context("%s: ", which);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(o, "hidden_act");
+    if (cJSON_IsString(act)) {
+        if (!strcmp(act->valuestring, "quick_gelu")) t->quick_gelu = 1;
+        else if (!strcmp(act->valuestring, "gelu")) t->quick_gelu = 0;
+        else
+            return vt_error(VT_ERR_CONFIG, "CLIP config: %s.hidden_act \"%s\" (supported: quick_gelu, gelu)", which,
+                            act->valuestring);
+    }
+    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(o, "layer_norm_eps");
+    if (cJSON_IsNumber(eps)) t->layer_norm_eps = (float)eps->valuedouble;
+    return VT_OK;
+}
+
+vt_err vt_hf_clip_config_from_json(const cJSON *o, vt_hf_clip_config *c) {
+    if (!o || !cJSON_IsObject(o)) return vt_error(VT_ERR_CONFIG, "CLIP config: not a JSON object");
+    vt_err e;
+    if ((e = jint(o, "projection_dim", &c->projection_dim))) return e;
+    if ((e = tower_from_json(cJSON_GetObjectItemCaseSensitive(o, "vision_config"), &c->vision, "vision_config")))
+        return e;
+    return tower_from_json(cJSON_GetObjectItemCaseSensitive(o, "text_config"), &c->text, "text_config");
+}
+
+// ---- config inference from shapes ----------------------------------------------------------
+static int shape_of(vt_weights *w, const char *prefix, const char *name, int64_t *shape) {
+    char key[512];
+    int nd = 0;
+    snprintf(key, sizeof key, "%s%s", prefix, name);
+    if (!vt_weights_shape(w, key, &nd, shape)) return -1;
+    return nd;
+}
+
+static int count_layers(vt_weights *w, const char *prefix, const char *tower) {
+    char key[512];
+    for (int n = 0;; n++) {
+        snprintf(key, sizeof key, "%s%s.encoder.layers.%d.layer_norm1.weight", prefix, tower, n);
+        if (!vt_weights_has(w, key)) return n;
+    }
+}
+
+// Shared part of both towers: hidden from `hidden_key` dim hidden_dim, mlp width from fc1.
+static vt_err infer_tower(vt_weights *w, const char *prefix, const char *tower, vt_hf_clip_tower_config *t,
+                          int *proj_dim, const char *proj_key) {
+    int64_t s[VT_MAX_DIMS];
+    char name[256];
+    if (!t->num_hidden_layers) t->num_hidden_layers = count_layers(w, prefix, tower);
+    snprintf(name, sizeof name, "%s.encoder.layers.0.mlp.fc1.weight", tower);
+    if (shape_of(w, prefix, name, s) == 2) {
+        if (!t->intermediate_size) t->intermediate_size = (int)s[0];
+        if (!t->hidden_size) t->hidden_size = (int)s[1];
+    }
+    if (shape_of(w, prefix, proj_key, s) == 2 && !*proj_dim) *proj_dim = (int)s[0];
+    if (!t->num_attention_heads && t->hidden_size) {
+        // the released CLIP widths: ViT-H / bigG use 80 / 104 wide heads, the rest 64
+        if (t->hidden_size == 1280 || t->hidden_size == 1664) t->num_attention_heads = 16;
+        else t->num_attention_heads = t->hidden_size >= 64 ? t->hidden_size / 64 : 1;
+    }
+    if (t->quick_gelu < 0) t->quick_gelu = 1;
+    if (!(t->layer_norm_eps > 0)) t->layer_norm_eps = 1e-5f;
+    if (t->hidden_size <= 0 || t->num_hidden_layers <= 0 || t->intermediate_size <= 0 || t->num_attention_heads <= 0 ||
+        t->hidden_size % t->num_attention_heads || *proj_dim <= 0)
+        return vt_error(VT_ERR_CONFIG,
+                        "CLIP %s (prefix \"%s\"): hidden_size %d, num_attention_heads %d, intermediate_size %d, "
+                        "num_hidden_layers %d, projection_dim %d (from config and weight shapes)",
+                        tower, prefix, t->hidden_size, t->num_attention_heads, t->intermediate_size,
+                        t->num_hidden_layers, *proj_dim);
+    return VT_OK;
+}
+
+// A tower whose embedding table is absent is another architecture: name the key.
+static vt_err need_key(vt_weights *w, const char *prefix, const char *name) {
+    char key[512];
+    snprintf(key, sizeof key, "%s%s", prefix, name);
+    if (vt_weights_has(w, key)) return VT_OK;
+    return vt_error(VT_ERR_KEY, "missing key %s (not a transformers CLIPModel checkpoint under prefix \"%s\"?)", key,
+                    prefix);
+}
+
+static vt_err infer_config(vt_weights *w, const char *prefix, vt_hf_clip_config *c, int towers) {
+    int64_t s[VT_MAX_DIMS];
+    if ((towers & VT_HF_CLIP_VISION) && need_key(w, prefix, "vision_model.embeddings.patch_embedding.weight"))
+        return vt_error_code();
+    if ((towers & VT_HF_CLIP_TEXT) && need_key(w, prefix, "text_model.embeddings.token_embedding.weight"))
+        return vt_error_code();
+    if (towers & VT_HF_CLIP_VISION) {
+        vt_hf_clip_tower_config *v = &c->vision;
+        if (shape_of(w, prefix, "vision_model.embeddings.patch_embedding.weight", s) == 4) {
+            if (!v->hidden_size) v->hidden_size = (int)s[0];
+            if (!v->patch_size) v->patch_size = (int)s[2];
+        }
+        if (shape_of(w, prefix, "vision_model.embeddings.position_embedding.weight", s) == 2 && !v->image_size &&
+            v->patch_size) {
+            int g = (int)lround(sqrt((double)(s[0] - 1)));
+            v->image_size = g * v->patch_size;
+        }
+        if (infer_tower(w, prefix, "vision_model", v, &c->projection_dim, "visual_projection.weight")) return vt_error_code();
+        if (v->patch_size <= 0 || v->image_size <= 0 || v->image_size % v->patch_size)
+            return vt_error(VT_ERR_CONFIG, "CLIP vision_model (prefix \"%s\"): image_size %d, patch_size %d", prefix,
+                            v->image_size, v->patch_size);
+    }
+    if (towers & VT_HF_CLIP_TEXT) {
+        vt_hf_clip_tower_config *t = &c->text;
+        if (shape_of(w, prefix, "text_model.embeddings.token_embedding.weight", s) == 2) {
+            if (!t->vocab_size) t->vocab_size = (int)s[0];
+            if (!t->hidden_size) t->hidden_size = (int)s[1];
+        }
+        if (shape_of(w, prefix, "text_model.embeddings.position_embedding.weight", s) == 2 && !t->max_position_embeddings)
+            t->max_position_embeddings = (int)s[0];
+        if (!t->eos_token_id) t->eos_token_id = HF_CLIP_EOS;
+        if (infer_tower(w, prefix, "text_model", t, &c->projection_dim, "text_projection.weight")) return vt_error_code();
+        if (t->vocab_size <= 0 || t->max_position_embeddings <= 0)
+            return vt_error(VT_ERR_CONFIG, "CLIP text_model (prefix \"%s\"): vocab_size %d, max_position_embeddings %d",
+                            prefix, t->vocab_size, t->max_position_embeddings);
+    }
+    return VT_OK;
+}
+
+// ---- building --------------------------------------------------------------------------------
+static void get_ln(vt_param_list *pl, vt_clip_ln *ln, const char *name, int64_t W) {
+    ln->w = vt_param_getf(pl, 1, (int64_t[]){W}, "%s.weight", name);
+    ln->b = vt_param_getf(pl, 1, (int64_t[]){W}, "%s.bias", name);
+}
+
+static void get_linear(vt_param_list *pl, vt_clip_linear *l, const char *name, int64_t out, int64_t in) {
+    l->w = vt_param_getf(pl, 2, (int64_t[]){out, in}, "%s.weight", name);
+    l->b = vt_param_getf(pl, 1, (int64_t[]){out}, "%s.bias", name);
+}
+
+static void get_encoder(vt_param_list *pl, vt_hf_clip_encoder *enc, const char *tower,
+                        const vt_hf_clip_tower_config *t, int causal) {
+    int64_t W = t->hidden_size, I = t->intermediate_size;
+    enc->hidden = t->hidden_size;
+    enc->heads = t->num_attention_heads;
+    enc->layers = t->num_hidden_layers;
+    enc->layer = calloc((size_t)enc->layers, sizeof *enc->layer);
+    if (!enc->layer) {
+        vt_error(VT_ERR_OOM, "CLIP build: out of host memory");
+        pl->failed = 1;
+        return;
+    }
+    char k[256];
+    for (int i = 0; i < enc->layers && !pl->failed; i++) {
+        vt_hf_clip_layer *L = &enc->layer[i];
+        L->heads = t->num_attention_heads;
+        L->causal = causal;
+        L->quick_gelu = t->quick_gelu;
+        L->eps = t->layer_norm_eps;
+#define LKEY(s) (snprintf(k, sizeof k, "%s.encoder.layers.%d." s, tower, i), k)
+        get_ln(pl, &L->layer_norm1, LKEY("layer_norm1"), W);
+        get_linear(pl, &L->q_proj, LKEY("self_attn.q_proj"), W, W);
+        get_linear(pl, &L->k_proj, LKEY("self_attn.k_proj"), W, W);
+        get_linear(pl, &L->v_proj, LKEY("self_attn.v_proj"), W, W);
+        get_linear(pl, &L->out_proj, LKEY("self_attn.out_proj"), W, W);
+        get_ln(pl, &L->layer_norm2, LKEY("layer_norm2"), W);
+        get_linear(pl, &L->fc1, LKEY("mlp.fc1"), I, W);
+        get_linear(pl, &L->fc2, LKEY("mlp.fc2"), W, I);
+#undef LKEY
+    }
+}
+
+// The position_ids buffers older transformers saved with the weights: accepted, not used.
+static void ignore_position_ids(vt_weights *w, const char *prefix, const char *tower) {
+    char key[512];
+    snprintf(key, sizeof key, "%s%s.embeddings.position_ids", prefix, tower);
+    vt_weights_mark_used(w, key);
+}
+
+vt_hf_clip *vt_hf_clip_build(vt_weights *w, const char *prefix, const vt_hf_clip_config *cfg, int towers) {
+    if (!w || !(towers & (VT_HF_CLIP_TEXT | VT_HF_CLIP_VISION))) {
+        vt_error(VT_ERR_ARG, "CLIP build: no weights or no tower asked for");
+        return NULL;
+    }
+    prefix = prefix ? prefix : "";
+    vt_hf_clip *m = calloc(1, sizeof *m);
+    if (!m) {
+        vt_error(VT_ERR_OOM, "CLIP build: out of host memory");
+        return NULL;
+    }
+    m->cfg = cfg ? *cfg : vt_hf_clip_config_empty();
+    if (infer_config(w, prefix, &m->cfg, towers)) {
+        free(m);
+        return NULL;
+    }
+    const vt_hf_clip_config *c = &m->cfg;
+    vt_param_list pl = {&m->tensors, &m->n_tensors, &m->cap_tensors, &m->n_params, w, prefix, 0};
+    int64_t E = c->projection_dim;
+    if (towers & VT_HF_CLIP_VISION) {
+        vt_hf_clip_vision *v = m->vision = calloc(1, sizeof *v);
+        if (!v) {
+            vt_error(VT_ERR_OOM, "CLIP build: out of host memory");
+            pl.failed = 1;
+        } else {
+            const vt_hf_clip_tower_config *t = &c->vision;
+            int64_t W = t->hidden_size, p = t->patch_size;
+            v->image_size = t->image_size;
+            v->patch_size = t->patch_size;
+            v->grid = t->image_size / t->patch_size;
+            v->hidden = t->hidden_size;
+            v->eps = t->layer_norm_eps;
+            v->patch_embedding =
+                vt_param_get(&pl, "vision_model.embeddings.patch_embedding.weight", 4, (int64_t[]){W, 3, p, p});
+            v->class_embedding = vt_param_get(&pl, "vision_model.embeddings.class_embedding", 1, (int64_t[]){W});
+            v->position_embedding = vt_param_get(&pl, "vision_model.embeddings.position_embedding.weight", 2,
+                                                 (int64_t[]){(int64_t)v->grid * v->grid + 1, W});
+            get_ln(&pl, &v->pre_layrnorm, "vision_model.pre_layrnorm", W);
+            get_encoder(&pl, &v->encoder, "vision_model", t, 0);
+            get_ln(&pl, &v->post_layernorm, "vision_model.post_layernorm", W);
+            v->visual_projection = vt_param_get(&pl, "visual_projection.weight", 2, (int64_t[]){E, W});
+            ignore_position_ids(w, prefix, "vision_model");
+        }
+    }
+    if ((towers & VT_HF_CLIP_TEXT) && !pl.failed) {
+        vt_hf_clip_text *x = m->text = calloc(1, sizeof *x);
+        if (!x) {
+            vt_error(VT_ERR_OOM, "CLIP build: out of host memory");
+            pl.failed = 1;
+        } else {
+            const vt_hf_clip_tower_config *t = &c->text;
+            int64_t W = t->hidden_size;
+            x->vocab_size = t->vocab_size;
+            x->max_positions = t->max_position_embeddings;
+            x->hidden = t->hidden_size;
+            x->eos_token_id = t->eos_token_id;
+            x->eps = t->layer_norm_eps;
+            x->token_embedding =
+                vt_param_get(&pl, "text_model.embeddings.token_embedding.weight", 2, (int64_t[]){t->vocab_size, W});
+            x->position_embedding = vt_param_get(&pl, "text_model.embeddings.position_embedding.weight", 2,
+                                                 (int64_t[]){t->max_position_embeddings, W});
+            get_encoder(&pl, &x->encoder, "text_model", t, 1);
+            get_ln(&pl, &x->final_layer_norm, "text_model.final_layer_norm", W);
+            x->text_projection = vt_param_get(&pl, "text_projection.weight", 2, (int64_t[]){E, W});
+            ignore_position_ids(w, prefix, "text_model");
+        }
+    }
+    char key[512];
+    snprintf(key, sizeof key, "%slogit_scale", prefix);
+    if (!pl.failed && vt_weights_has(w, key)) {
+        int nd = 0;
+        int64_t s[VT_MAX_DIMS];
+        vt_weights_shape(w, key, &nd, s);
+        // [] in transformers; [1] in some exports
+        m->logit_scale = nd == 0 ? vt_param_get(&pl, "logit_scale", 0, (int64_t[]){1})
+                                 : vt_param_get(&pl, "logit_scale", 1, (int64_t[]){1});
+    }
+    if (pl.failed) {
+        vt_error_context("CLIP build (prefix \"%s\"): ", prefix);
+        vt_hf_clip_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void vt_hf_clip_free(vt_hf_clip *m) {
+    if (!m) return;
+    if (m->vision) free(m->vision->encoder.layer);
+    if (m->text) free(m->text->encoder.layer);
+    free(m->vision);
+    free(m->text);
+    vt_param_list_free(m->tensors, m->n_tensors);
+    free(m);
+}
+
+// ---- forward ---------------------------------------------------------------------------------
+// x [B, L, W] -> x + out_proj(attn(layer_norm1(x))) -> + fc2(act(fc1(layer_norm2(.))))
+static vt_tensor *layer_forward(const vt_hf_clip_layer *L, vt_tensor *x) {
+    if (!x) return NULL;
+    int64_t W = vt_dim(x, -1);
+    vt_tensor *h = vt_layer_norm(x, L->layer_norm1.w, L->layer_norm1.b, L->eps);
+    vt_tensor *q = vt_linear(h, L->q_proj.w, L->q_proj.b);
+    vt_tensor *k = vt_linear(h, L->k_proj.w, L->k_proj.b);
+    vt_tensor *v = vt_linear(h, L->v_proj.w, L->v_proj.b);
+    vt_release(h);
+    vt_tensor *a = vt_attention(q, k, v, L->heads, 1.0f / sqrtf((float)(W / L->heads)), L->causal);
+    vt_release(q);
+    vt_release(k);
+    vt_release(v);
+    vt_tensor *o = vt_linear(a, L->out_proj.w, L->out_proj.b);
+    vt_release(a);
+    vt_tensor *x1 = vt_add(x, o);
+    vt_release(o);
+    h = vt_layer_norm(x1, L->layer_norm2.w, L->layer_norm2.b, L->eps);
+    vt_tensor *f = vt_linear(h, L->fc1.w, L->fc1.b);
+    vt_release(h);
+    vt_tensor *g = L->quick_gelu ? vt_quick_gelu(f) : vt_gelu(f);
+    vt_release(f);
+    vt_tensor *p = vt_linear(g, L->fc2.w, L->fc2.b);
+    vt_release(g);
+    vt_tensor *y = vt_add(x1, p);
+    vt_release(x1);
+    vt_release(p);
+    return y;
+}
+
+static vt_tensor *layer_segment(void *ctx, vt_tensor *const *in, int n_in) {
+    (void)n_in;
+    return layer_forward((const vt_hf_clip_layer *)ctx, in[0]);
+}
+
+// Runs every layer of enc on x (released).
+static vt_tensor *encoder_forward(vt_hf_clip *m, const vt_hf_clip_encoder *enc, const char *tower, vt_tensor *x) {
+    char name[128];
+    for (int i = 0; i < enc->layers && x; i++) {
+        const vt_hf_clip_layer *L = &enc->layer[i];
+        vt_tensor *y = m->segments ? vt_segment(layer_segment, (void *)L, &x, 1) : layer_forward(L, x);
+        vt_release(x);
+        x = y;
+        if (m->hook && x) {
+            snprintf(name, sizeof name, "%s.encoder.layers.%d", tower, i);
+            m->hook(m->hook_user, name, x);
+        }
+    }
+    return x;
+}
+
+vt_tensor *vt_hf_clip_encode_image(vt_hf_clip *m, vt_tensor *pixel_values) {
+    char s[VT_SHAPE_BUF];
+    if (!m || !m->vision) {
+        vt_error(VT_ERR_ARG, "CLIP encode_image: the vision tower was not built");
+        return NULL;
+    }
+    if (!pixel_values) return NULL;
+    vt_hf_clip_vision *v = m->vision;
+    if (pixel_values->ndim != 4 || pixel_values->shape[1] != 3 || pixel_values->shape[2] != v->image_size ||
+        pixel_values->shape[3] != v->image_size) {
+        vt_error(VT_ERR_SHAPE, "CLIP encode_image: pixel_values %s, expected [B, 3, %d, %d]",
+                 vt_shape_str(pixel_values, s, sizeof s), v->image_size, v->image_size);
+        return NULL;
+    }
+    int64_t B = pixel_values->shape[0], W = v->hidden, G2 = (int64_t)v->grid * v->grid;
+    vt_tensor *p = vt_conv2d(pixel_values, v->patch_embedding, NULL, v->patch_size, 0);  // [B, W, g, g]
+    vt_tensor *pr = vt_reshape(p, 3, (int64_t[]){B, W, G2});
+    vt_release(p);
+    vt_tensor *pt = vt_permute(pr, 3, (const int[]){0, 2, 1});  // [B, g*g, W] (flatten(2).transpose(1, 2))
+    vt_release(pr);
+    vt_tensor *ce = vt_view(v->class_embedding, 3, (int64_t[]){1, 1, W});
+    vt_tensor *cls = vt_repeat_interleave(ce, 0, B);  // [B, 1, W]
+    vt_release(ce);
+    vt_tensor *parts[2] = {cls, pt};
+    vt_tensor *x = cls && pt ? vt_concat(parts, 2, 1) : NULL;
+    vt_release(cls);
+    vt_release(pt);
+    vt_tensor *xp = vt_add(x, v->position_embedding);
+    vt_release(x);
+    x = vt_layer_norm(xp, v->pre_layrnorm.w, v->pre_layrnorm.b, v->eps);
+    vt_release(xp);
+    x = encoder_forward(m, &v->encoder, "vision_model", x);
+    vt_tensor *x0 = vt_slice(x, 1, 0, 1);  // pooled = last_hidden_state[:, 0]
+    vt_release(x);
+    vt_tensor *x0r = vt_reshape(x0, 2, (int64_t[]){B, W});
+    vt_release(x0);
+    vt_tensor *pooled = vt_layer_norm(x0r, v->post_layernorm.w, v->post_layernorm.b, v->eps);
+    vt_release(x0r);
+    vt_tensor *y = vt_linear(pooled, v->visual_projection, NULL);
+    vt_release(pooled);
+    if (!y) vt_error_context("CLIP encode_image: ");
+    return y;
+}
+
+vt_tensor *vt_hf_clip_encode_text(vt_hf_clip *m, const vt_tensor *ids) {
+    char s[VT_SHAPE_BUF];
+    if (!m || !m->text) {
+        vt_error(VT_ERR_ARG, "CLIP encode_text: the text tower was not built");
+        return NULL;
+    }
+    if (!ids) return NULL;
+    vt_hf_clip_text *t = m->text;
+    if (ids->dtype != VT_I64 || ids->ndim != 2 || ids->shape[1] < 1 || ids->shape[1] > t->max_positions) {
+        vt_error(VT_ERR_SHAPE, "CLIP encode_text: input_ids %s %s, expected i64 [B, <= %d]", vt_dtype_name(ids->dtype),
+                 vt_shape_str(ids, s, sizeof s), t->max_positions);
+        return NULL;
+    }
+    int64_t B = ids->shape[0], L = ids->shape[1];
+    const int64_t *id = vt_i64(ids);
+    for (int64_t i = 0; i < ids->numel; i++)
+        if (id[i] < 0 || id[i] >= t->vocab_size) {
+            vt_error(VT_ERR_ARG, "CLIP encode_text: token id %lld at %lld outside the vocabulary [0, %d)",
+                     (long long)id[i], (long long)i, t->vocab_size);
+            return NULL;
+        }
+    vt_tensor *idx = vt_zeros(VT_I64, VT_CPU, 1, (int64_t[]){B});
+    if (!idx) return NULL;
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t *r = id + b * L;
+        int64_t pos = 0;
+        if (t->eos_token_id == HF_CLIP_LEGACY_EOS) {  // argmax (first maximum)
+            for (int64_t j = 1; j < L; j++)
+                if (r[j] > r[pos]) pos = j;
+        } else {  // first eos_token_id (0 when there is none, as torch's argmax of all-false)
+            for (int64_t j = 0; j < L; j++)
+                if (r[j] == t->eos_token_id) {
+                    pos = j;
+                    break;
+                }
+        }
+        vt_i64(idx)[b] = pos;
+    }
+    vt_tensor *e = vt_embedding(t->token_embedding, ids);
+    vt_tensor *pos = L == t->max_positions
+                         ? vt_retain(t->position_embedding)
+                         : vt_view_storage(t->position_embedding->storage, t->position_embedding->offset,
+                                           t->position_embedding->dtype, 2, (int64_t[]){L, t->hidden});
+    vt_tensor *x = vt_add(e, pos);
+    vt_release(e);
+    vt_release(pos);
+    x = encoder_forward(m, &t->encoder, "text_model", x);
+    // final_layer_norm is per token: pool first, normalise the pooled rows only
+    vt_tensor *pooled = vt_gather_rows(x, idx);
+    vt_release(x);
+    vt_release(idx);
+    vt_tensor *pn = vt_layer_norm(pooled, t->final_layer_norm.w, t->final_layer_norm.b, t->eps);
+    vt_release(pooled);
+    vt_tensor *y = vt_linear(pn, t->text_projection, NULL);
+    vt_release(pn);
+    if (!y) vt_error_context("CLIP encode_text: ");
+    return y;
+}
