@@ -175,7 +175,7 @@ void ExpectCreateError(std::vector<std::string> sets, const std::string &needle)
 
 TEST(Trainer, BadInputFailsBeforeCompute) {
     ExpectCreateError({"model.unet=/nonexistent/unet.safetensors"}, "model.unet: /nonexistent/unet.safetensors");
-    ExpectCreateError({"reward.0.name=hps"}, "reward.0.name: hps");
+    ExpectCreateError({"reward.0.name=hps", "reward.0.checkpoint=/nonexistent/hps.safetensors"}, "/nonexistent/hps.safetensors");
     ExpectCreateError({"model.frames=24"}, "model.frames: 24");
     ExpectCreateError({"output.dir=/dev/null/out"}, "output.dir");
     ExpectCreateError({"data.prompts=null", "data.prompt_file=/nonexistent/prompts.txt"}, "data.prompt_file");

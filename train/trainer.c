@@ -20,6 +20,7 @@
 #include "train/lora.h"
 #include "train/tiny_models.h"
 #include "train/vader_step.h"
+#include "rewards/reward.h"
 
 // lvdm's temporal_length of VideoCrafter2 (the frames a clip may have).
 #define VC2_TEMPORAL_LENGTH 16
@@ -50,6 +51,7 @@ struct vt_trainer {
     int n_cols;
     int T, lh, lw;
     unsigned lora_targets;
+    vt_reward *rewards[MAX_REWARDS];
     int has_first;
     double first_reward, last_reward;
 };
@@ -198,14 +200,16 @@ static vt_err build_models(vt_trainer *t) {
     return VT_OK;
 }
 
-// ---- reward -------------------------------------------------------------------------------
+// ---- reward ----------------------------------------------------------------------------
 typedef struct reward_ctx {
     const vt_config *cfg;
+    vt_reward *const *mods;
+    const char *const *prompts;             // the micro-batch's prompts
     vt_tensor *module_reward[MAX_REWARDS];  // [B] per module of the last call
 } reward_ctx;
 
-// Weighted sum of the modules' losses; the per-sample reward returned is the weighted sum
-// of the module rewards (each kept in ctx for the log).
+// Weighted sum of the modules' losses (rewards/reward.h modules); the per-sample reward
+// returned is the weighted sum of the module rewards (each kept in ctx for the log).
 static vt_tensor *reward_sum(void *user, vt_tensor *frames, vt_tensor **reward) {
     reward_ctx *rc = user;
     *reward = NULL;
@@ -213,11 +217,8 @@ static vt_tensor *reward_sum(void *user, vt_tensor *frames, vt_tensor **reward) 
     for (int m = 0; m < rc->cfg->reward.n_modules; m++) {
         const vt_config_reward *rm = &rc->cfg->reward.modules[m];
         vt_tensor *r = NULL, *l = NULL;
-        switch (rm->kind) {
-        case VT_CFG_REWARD_COLOR: l = vt_color_reward(NULL, frames, &r); break;
-        default: vt_error(VT_ERR_CONFIG, "reward %s is not available in this build", vt_cfg_reward_name(rm->kind));
-        }
-        if (!l) {
+        if (vt_reward_forward(rc->mods[m], frames, rc->prompts, &r, &l)) {
+            vt_error_context("reward %s: ", vt_cfg_reward_name(rm->kind));
             vt_release(loss);
             vt_release(rsum);
             return NULL;
@@ -225,11 +226,13 @@ static vt_tensor *reward_sum(void *user, vt_tensor *frames, vt_tensor **reward) 
         vt_tensor *wl = vt_scale(l, (float)rm->weight);
         vt_tensor *nl = loss ? vt_add(loss, wl) : vt_retain(wl);
         vt_tape *tk = vt_nograd_begin();
-        vt_tensor *wr = vt_scale(r, (float)rm->weight);
+        vt_tensor *rd = vt_detach(r);
+        vt_tensor *wr = vt_scale(rd, (float)rm->weight);
         vt_tensor *nr = rsum ? vt_add(rsum, wr) : vt_retain(wr);
         vt_nograd_end(tk);
         vt_release(rc->module_reward[m]);
-        rc->module_reward[m] = r;
+        rc->module_reward[m] = rd;
+        vt_release(r);
         vt_release(l);
         vt_release(wl);
         vt_release(wr);
@@ -240,6 +243,23 @@ static vt_tensor *reward_sum(void *user, vt_tensor *frames, vt_tensor **reward) 
     }
     *reward = rsum;
     return loss;
+}
+
+// The config's reward modules from the registry (checkpoints opened now: bad names and
+// missing files fail before any compute).
+static vt_err create_rewards(vt_trainer *t) {
+    const vt_config *c = &t->cfg;
+    for (int m = 0; m < c->reward.n_modules; m++) {
+        const vt_config_reward *rm = &c->reward.modules[m];
+        vt_reward_kv kv[32];
+        int n = rm->n_options < 32 ? rm->n_options : 32;
+        for (int i = 0; i < n; i++) kv[i].key = rm->options[i].key, kv[i].value = rm->options[i].value;
+        vt_reward_options o = {rm->checkpoint, NULL, NULL, kv, n};
+        if (!(t->rewards[m] = vt_reward_create(vt_cfg_reward_name(rm->kind), &o)))
+            return vt_error_context("reward.%d (%s): ", m, vt_cfg_reward_name(rm->kind));
+        t->rewards[m]->segments = c->memory.checkpointing;
+    }
+    return VT_OK;
 }
 
 // ---- columns ------------------------------------------------------------------------------
@@ -420,10 +440,6 @@ static vt_err load_state(vt_trainer *t, const char *path) {
 // ---- create -------------------------------------------------------------------------------
 static vt_err check_config(const vt_config *c) {
     if (vt_config_validate(c)) return vt_error_code();
-    for (int i = 0; i < c->reward.n_modules; i++)
-        if (c->reward.modules[i].kind != VT_CFG_REWARD_COLOR)
-            return vt_error(VT_ERR_CONFIG, "reward.%d.name: %s is not available in this build (available: color)", i,
-                            vt_cfg_reward_name(c->reward.modules[i].kind));
     if (c->reward.n_modules > MAX_REWARDS) return vt_error(VT_ERR_CONFIG, "reward: at most %d modules", MAX_REWARDS);
     if (c->sampler.backprop_steps > c->sampler.steps)
         return vt_error(VT_ERR_CONFIG, "sampler.backprop_steps: K = %d is more than sampler.steps (%d)",
@@ -443,6 +459,12 @@ static vt_err check_config(const vt_config *c) {
                  {"lora.checkpoint", c->lora.checkpoint}, {"data.prompt_file", c->data.prompt_file}};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (files[i].path && check_readable(files[i].field, files[i].path)) return vt_error_code();
+    for (int i = 0; i < c->reward.n_modules; i++) {
+        const char *p = c->reward.modules[i].checkpoint;
+        char field[64];
+        snprintf(field, sizeof field, "reward.%d.checkpoint", i);
+        if (p && !strchr(p, ',') && check_readable(field, p)) return vt_error_code();
+    }
     if (!c->model.random_weights && (!c->model.unet || !c->model.vae || !c->model.text))
         return vt_error(VT_ERR_CONFIG, "model: unet, vae and text checkpoints are needed unless model.random_weights is true");
     return check_writable_dir(c->output.dir);
@@ -464,6 +486,7 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
     t->lw = c->model.width / 8;
     vt_rng_seed(&t->rng, c->seed);
     if (!e) e = load_prompts(t);
+    if (!e) e = create_rewards(t);
     if (!e) e = vt_lora_targets_from_names(c->lora.targets, c->lora.n_targets, &t->lora_targets);
     if (!e) {
         char resume_path[4200] = "";
@@ -530,6 +553,7 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
 void vt_trainer_free(vt_trainer *t) {
     if (!t) return;
     if (t->log) vt_h5log_close(t->log);
+    for (int m = 0; m < MAX_REWARDS; m++) vt_reward_free(t->rewards[m]);
     free(t->cols);
     for (int i = 0; t->prompt_ctx && i < t->n_prompts; i++) vt_release(t->prompt_ctx[i]);
     free(t->prompt_ctx);
@@ -581,13 +605,18 @@ static vt_err train_step(vt_trainer *t, double *row) {
     if (!rewards) return vt_error(VT_ERR_OOM, "train step");
     double loss_sum = 0;
     vt_err e = VT_OK;
-    reward_ctx rc = {c, {0}};
+    reward_ctx rc = {c, t->rewards, NULL, {0}};
     vt_unet3d_set_dropout(t->unet, TEMPORAL_CONV_DROPOUT, (float)c->lora.dropout);
     vt_tensor *fps = vt_empty(VT_I64, VT_CPU, 1, (int64_t[]){B});
     for (int b = 0; fps && b < B; b++) vt_i64(fps)[b] = c->model.fps;
     for (int micro = 0; micro < A && !e; micro++) {
         int idx[64];
-        for (int b = 0; b < B; b++) idx[b] = (int)(vt_rng_u64(&t->rng) % (uint64_t)t->n_prompts);
+        const char *batch_prompts[64];
+        for (int b = 0; b < B; b++) {
+            idx[b] = (int)(vt_rng_u64(&t->rng) % (uint64_t)t->n_prompts);
+            batch_prompts[b] = t->prompts[idx[b]];
+        }
+        rc.prompts = batch_prompts;
         vt_tensor *ctx = batch_context(t, idx, B), *uctx = batch_context(t, NULL, B);
         vt_tensor *x_T = vt_new_f32(5, (int64_t[]){B, 4, t->T, t->lh, t->lw});
         if (x_T) vt_fill_normal(x_T, &t->rng, 0.0f, 1.0f);
