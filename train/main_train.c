@@ -1,89 +1,99 @@
-// vader-train — the training program. Until the training loop lands (issue 6) it runs the
-// CPU self-check: a small LoRA'd MLP is built, its gradients are taken on the tape and
-// compared with central differences, and a few AdamW-free SGD steps reduce a loss.
-#include "core/vt.h"
-#include <math.h>
+// vader-train — fine-tunes the video UNet's LoRA with VADER.
+//   vader-train [CONFIG] [--set a.b=c]... [--resume DIR|auto] [--steps N] [--max-bad-steps N]
+// With no CONFIG the embedded tiny CPU config (configs/tiny-cpu.yaml) runs.
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "train/config.h"
+#include "train/trainer.h"
 
-static vt_tensor *mlp(vt_tensor *x, vt_tensor *w1, vt_tensor *A, vt_tensor *B, vt_tensor *w2) {
-    vt_tensor *h = vt_linear_lora(x, w1, NULL, A, B, 1.0f);
-    vt_tensor *h2 = vt_square(h);
-    vt_tensor *y = vt_linear(h2, w2, NULL);
-    vt_tensor *l = vt_square(y);
-    vt_release(h);
-    vt_release(h2);
-    vt_release(y);
-    return l;
-}
-
-static double sum_all(const vt_tensor *t) {
-    double s = 0;
-    for (int64_t i = 0; i < t->numel; i++) s += vt_f32(t)[i];
-    return s;
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: vader-train [CONFIG] [--set a.b=c]... [--resume DIR|auto] [--steps N] [--max-bad-steps N]\n"
+            "  CONFIG            YAML training config (default: the embedded configs/tiny-cpu.yaml)\n"
+            "  --set a.b=c       override one config field (YAML value), repeatable\n"
+            "  --resume DIR|auto continue from the latest state-STEP.safetensors in DIR (auto: output.dir)\n"
+            "                    or from that state file\n"
+            "  --steps N         stop after N optimisation steps in total (the LR schedule still spans\n"
+            "                    optim.steps); a checkpoint is written at the stop\n"
+            "  --max-bad-steps N stop after N steps in a row with a non-finite loss (default 5)\n"
+            "  --print-config    print the resolved config and exit\n");
 }
 
 int main(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    printf("vader self-check (CPU): the training loop is not built yet; checking the engine core\n");
-    vt_rng r;
-    vt_rng_seed(&r, 1);
-    vt_tensor *x = vt_new_f32(VT_DIMS(8, 16)), *w1 = vt_new_f32(VT_DIMS(32, 16)), *w2 = vt_new_f32(VT_DIMS(4, 32));
-    vt_tensor *A = vt_new_f32(VT_DIMS(4, 16)), *B = vt_new_f32(VT_DIMS(32, 4));
-    vt_fill_normal(x, &r, 0, 1);
-    vt_fill_normal(w1, &r, 0, 0.25f);
-    vt_fill_normal(w2, &r, 0, 0.2f);
-    vt_fill_normal(A, &r, 0, 0.25f);
-    vt_fill_normal(B, &r, 0, 0.1f);
-    vt_requires_grad(A, 1);
-    vt_requires_grad(B, 1);
-    int fail = 0;
-    // gradient check on A[0]
-    vt_tape *t = vt_tape_begin();
-    vt_tensor *l = mlp(x, w1, A, B, w2);
-    vt_tensor *s = vt_sum(l);
-    vt_tape_end(t);
-    if (!s || vt_backward(t, s, NULL) != VT_OK) {
+    const char *config_path = NULL;
+    vt_train_options opt = vt_train_options_default();
+    opt.progress = stdout;
+    const char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    int n_sets = 0, print_config = 0;
+    if (!sets) return 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            free(sets);
+            return 0;
+        } else if (strcmp(a, "--set") == 0 && i + 1 < argc) {
+            sets[n_sets++] = argv[++i];
+        } else if (strncmp(a, "--set=", 6) == 0) {
+            sets[n_sets++] = a + 6;
+        } else if (strcmp(a, "--resume") == 0 && i + 1 < argc) {
+            opt.resume = argv[++i];
+        } else if (strcmp(a, "--steps") == 0 && i + 1 < argc) {
+            opt.stop_at = atoi(argv[++i]);
+            if (opt.stop_at < 1) {
+                fprintf(stderr, "vader-train: --steps %s: need a positive number\n", argv[i]);
+                free(sets);
+                return 2;
+            }
+        } else if (strcmp(a, "--max-bad-steps") == 0 && i + 1 < argc) {
+            opt.max_bad_steps = atoi(argv[++i]);
+        } else if (strcmp(a, "--print-config") == 0) {
+            print_config = 1;
+        } else if (a[0] == '-' || config_path) {
+            fprintf(stderr, "vader-train: unexpected argument %s\n", a);
+            usage(stderr);
+            free(sets);
+            return 2;
+        } else {
+            config_path = a;
+        }
+    }
+    vt_config cfg;
+    vt_err e = config_path ? vt_config_load(&cfg, config_path)
+                           : vt_config_load_string(&cfg, vt_config_default_yaml, "configs/tiny-cpu.yaml (embedded)");
+    for (int i = 0; !e && i < n_sets; i++) e = vt_config_set(&cfg, sets[i]);
+    free(sets);
+    if (!e) e = vt_config_validate(&cfg);
+    if (e) {
         fprintf(stderr, "vader-train: %s\n", vt_error_message());
+        vt_config_free(&cfg);
         return 1;
     }
-    vt_tape_free(t);
-    double an = vt_f32(A->grad)[0];
-    float orig = vt_f32(A)[0], h = 1e-2f;
-    vt_f32(A)[0] = orig + h;
-    vt_tensor *lp = mlp(x, w1, A, B, w2);
-    vt_f32(A)[0] = orig - h;
-    vt_tensor *lm = mlp(x, w1, A, B, w2);
-    vt_f32(A)[0] = orig;
-    double num = (sum_all(lp) - sum_all(lm)) / (2 * h);
-    printf("  d loss / d lora_A[0]: tape %.6f, finite difference %.6f\n", an, num);
-    if (fabs(an - num) > 1e-2 * fmax(1.0, fabs(num))) fail = 1;
-    vt_release(lp);
-    vt_release(lm);
-    double first = sum_all(l), last = first;
-    vt_release(l);
-    vt_release(s);
-    for (int step = 0; step < 20; step++) {
-        vt_zero_grad(A);
-        vt_zero_grad(B);
-        t = vt_tape_begin();
-        l = mlp(x, w1, A, B, w2);
-        s = vt_sum(l);
-        vt_tape_end(t);
-        if (!s || vt_backward(t, s, NULL) != VT_OK) {
-            fprintf(stderr, "vader-train: %s\n", vt_error_message());
-            return 1;
-        }
-        vt_tape_free(t);
-        last = vt_f32(s)[0];
-        for (int64_t i = 0; i < A->numel; i++) vt_f32(A)[i] -= 1e-3f * vt_f32(A->grad)[i];
-        for (int64_t i = 0; i < B->numel; i++) vt_f32(B)[i] -= 1e-3f * vt_f32(B->grad)[i];
-        vt_release(l);
-        vt_release(s);
+    if (print_config) {
+        char *y = vt_config_dump(&cfg);
+        if (y) fputs(y, stdout);
+        free(y);
+        vt_config_free(&cfg);
+        return 0;
     }
-    printf("  SGD on the LoRA factors: loss %.5f -> %.5f\n", first, last);
-    if (!(last < first)) fail = 1;
-    vt_release(x); vt_release(w1); vt_release(w2); vt_release(A); vt_release(B);
-    printf(fail ? "self-check FAILED\n" : "self-check passed\n");
-    return fail;
+    printf("vader-train: %s, %d steps of %d x %d prompts, %dx%d x %d frames, DDIM %d (K %d), output %s\n",
+           config_path ? config_path : "tiny-cpu (embedded)", cfg.optim.steps, cfg.optim.accumulation,
+           cfg.data.batch_size, cfg.model.width, cfg.model.height, cfg.model.frames, cfg.sampler.steps,
+           cfg.sampler.backprop_steps, cfg.output.dir);
+    vt_trainer *t = vt_trainer_create(&cfg, &opt);
+    if (!t) {
+        fprintf(stderr, "vader-train: %s\n", vt_error_message());
+        vt_config_free(&cfg);
+        return 1;
+    }
+    e = vt_trainer_run(t);
+    vt_trainer_stats s = vt_trainer_get_stats(t);
+    if (e) fprintf(stderr, "vader-train: %s\n", vt_error_message());
+    else
+        printf("vader-train: done, %lld steps (%lld skipped), reward %.5f -> %.5f; outputs in %s\n", (long long)s.step,
+               (long long)s.skipped, s.first_reward, s.last_reward, cfg.output.dir);
+    vt_trainer_free(t);
+    vt_config_free(&cfg);
+    return e ? 1 : 0;
 }

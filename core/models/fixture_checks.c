@@ -6,6 +6,7 @@
 
 // One line per model family; the first whose substring occurs in the json's "model" wins.
 const vt_fixture_kind vt_fixture_kinds[] = {
+    {"VADER training step", "vader_step", vt_fixture_check_vader_step},
     {"AutoencoderKL", "vae_decoder", vt_fixture_check_vae},
     {"vader reward", "reward", vt_fixture_check_reward},  // rewards/fixture_rewards.c (library vader)
     {"open_clip", "openclip", vt_fixture_check_openclip},

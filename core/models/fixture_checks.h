@@ -81,6 +81,8 @@ vt_err vt_fixture_check_openclip(vt_fixture *fx, const vt_fixture_opts *opt, vt_
 // rewards/fixture_rewards.c: "vader reward: NAME" cases (scripts/make_reward_fixtures.py)
 vt_err vt_fixture_check_reward(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep);
 vt_err vt_fixture_check_unet(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep);
+// One VADER training step (core/models/fixture_vader_step.c, running train/vader_step.c).
+vt_err vt_fixture_check_vader_step(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep);
 
 typedef struct vt_fixture_kind {
     const char *model_contains;  // substring of the json's "model" string

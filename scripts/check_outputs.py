@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""check_outputs.py — checks a vader-train output directory with the reference readers:
+rewards.h5 with h5py (the /train columns of configs/README.md, equal lengths, finite values)
+and every lora-STEP.safetensors with the safetensors package against peft's key layout
+(base_model.model.<module path>.lora_A.weight [r, in] / .lora_B.weight [out, r], pairs
+complete, rank and targets as the metadata says).
+
+    python3 scripts/check_outputs.py out/tiny-cpu [--manifest ../shared/manifests/videocrafter2_unet.txt]
+
+With --manifest (a full-size run), every LoRA pair's in/out sizes are checked against the
+base weight's shape in the manifest. Exit status 0 when everything checks out.
+"""
+import argparse
+import glob
+import math
+import os
+import re
+import sys
+
+import h5py
+from safetensors.numpy import load_file
+from safetensors import safe_open
+
+BASE_COLS = ["step", "reward_mean", "reward_std", "loss", "grad_norm", "lr", "step_time_s", "peak_mem_bytes", "skipped"]
+PEFT = re.compile(r"^base_model\.model\.(?P<module>.+\.(?P<target>to_q|to_k|to_v|to_out\.0))\.lora_(?P<ab>[AB])\.weight$")
+
+
+def check_h5(path, errors):
+    with h5py.File(path, "r") as f:
+        if "train" not in f:
+            errors.append(f"{path}: no /train group")
+            return 0
+        g = f["train"]
+        n = None
+        cols = list(BASE_COLS)
+        if "reward" in g:
+            cols += ["reward/" + k for k in g["reward"].keys()]
+        for c in cols:
+            if c not in g:
+                errors.append(f"{path}: missing /train/{c}")
+                continue
+            v = g[c][()]
+            if n is None:
+                n = len(v)
+            elif len(v) != n:
+                errors.append(f"{path}: /train/{c} has {len(v)} rows, step has {n}")
+            if c in ("step", "lr", "step_time_s", "peak_mem_bytes") and not all(math.isfinite(x) for x in v):
+                errors.append(f"{path}: /train/{c} has non-finite values")
+        steps = g["step"][()] if "step" in g else []
+        if len(steps) and list(steps) != list(range(1, len(steps) + 1)):
+            errors.append(f"{path}: /train/step is not 1..{len(steps)}")
+        if "config" not in f.attrs:
+            errors.append(f"{path}: no config attribute on /")
+        print(f"{path}: {n} steps, columns {', '.join(cols)}")
+        if n:
+            r = g["reward_mean"][()]
+            print(f"  reward_mean first {r[0]:.5f} last {r[-1]:.5f}")
+        return n or 0
+
+
+def load_manifest(path):
+    shapes = {}
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            key, shape, _ = line.rstrip("\n").split("\t")
+            shapes[key] = [int(x) for x in shape.strip("[]").split(",") if x.strip()]
+    return shapes
+
+
+def check_lora(path, errors, manifest=None):
+    with safe_open(path, "np") as f:
+        meta = f.metadata() or {}
+    tensors = load_file(path)
+    rank = int(meta.get("lora_rank", "0"))
+    targets = set(t for t in meta.get("target_modules", "").split(",") if t)
+    pairs = {}
+    for name, t in tensors.items():
+        m = PEFT.match(name)
+        if not m:
+            errors.append(f"{path}: {name} is not a peft LoRA key")
+            continue
+        if t.ndim != 2 or t.dtype.name != "float32":
+            errors.append(f"{path}: {name} is {t.dtype} {list(t.shape)}, expected a float32 matrix")
+            continue
+        tgt = m.group("target").replace(".0", "")
+        if targets and tgt not in targets:
+            errors.append(f"{path}: {name} targets {tgt}, not in target_modules {sorted(targets)}")
+        pairs.setdefault(m.group("module"), {})[m.group("ab")] = t.shape
+    for mod, p in pairs.items():
+        if set(p) != {"A", "B"}:
+            errors.append(f"{path}: {mod} has only lora_{''.join(p)}")
+            continue
+        r_a, n_in = p["A"]
+        n_out, r_b = p["B"]
+        if r_a != r_b or (rank and r_a != rank):
+            errors.append(f"{path}: {mod} rank A {r_a} B {r_b}, metadata {rank}")
+        if manifest is not None:
+            base = manifest.get(mod + ".weight")
+            if base is None:
+                errors.append(f"{path}: {mod}.weight is not in the manifest")
+            elif base != [n_out, n_in]:
+                errors.append(f"{path}: {mod}: LoRA gives [{n_out}, {n_in}], base weight is {base}")
+    print(f"{path}: {len(pairs)} LoRA pairs, rank {rank}, alpha {meta.get('lora_alpha')}, targets {sorted(targets)}")
+    return len(pairs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dir", help="vader-train output.dir")
+    ap.add_argument("--manifest", help="UNet manifest (shared/manifests/videocrafter2_unet.txt) for full-size runs")
+    a = ap.parse_args()
+    errors = []
+    h5 = os.path.join(a.dir, "rewards.h5")
+    if not os.path.exists(h5):
+        errors.append(f"{h5}: missing")
+    else:
+        check_h5(h5, errors)
+    manifest = load_manifest(a.manifest) if a.manifest else None
+    loras = sorted(glob.glob(os.path.join(a.dir, "lora-*.safetensors")))
+    if not loras:
+        errors.append(f"{a.dir}: no lora-STEP.safetensors")
+    for p in loras:
+        check_lora(p, errors, manifest)
+    for e in errors[:20]:
+        print("ERROR", e, file=sys.stderr)
+    if len(errors) > 20:
+        print(f"... and {len(errors) - 20} more", file=sys.stderr)
+    print("OK" if not errors else f"{len(errors)} problems")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

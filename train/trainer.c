@@ -1,0 +1,738 @@
+// trainer.c — the VADER training loop (see trainer.h).
+#include "trainer.h"
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include "core/models/openclip.h"
+#include "core/models/unet3d.h"
+#include "core/models/vae_decoder.h"
+#include "core/safetensors.h"
+#include "core/tokenizer.h"
+#include "core/weights.h"
+#include "train/adamw.h"
+#include "train/ddim.h"
+#include "train/h5log.h"
+#include "train/lora.h"
+#include "train/tiny_models.h"
+#include "train/vader_step.h"
+#include "rewards/reward.h"
+
+// lvdm's temporal_length of VideoCrafter2 (the frames a clip may have).
+#define VC2_TEMPORAL_LENGTH 16
+#define MAX_REWARDS 8
+// upstream trains with the temporal conv's Dropout(0.1) active
+#define TEMPORAL_CONV_DROPOUT 0.1f
+
+struct vt_trainer {
+    vt_config cfg;
+    vt_train_options opt;
+    vt_unet3d *unet;
+    vt_vae_decoder *vae;
+    vt_openclip *clip;
+    vt_tokenizer *tok;
+    vt_ddim_schedule sched;
+    vt_tensor **params;
+    int n_params;
+    vt_adamw adam;
+    int adam_ready;
+    vt_rng rng;
+    int64_t step, skipped, bad_in_row;
+    char **prompts;
+    int n_prompts;
+    vt_tensor **prompt_ctx;  // [1, L, D] per prompt
+    vt_tensor *uncond_ctx;   // [1, L, D]
+    vt_h5log *log;
+    const char **cols;
+    int n_cols;
+    int T, lh, lw;
+    unsigned lora_targets;
+    vt_reward *rewards[MAX_REWARDS];
+    int has_first;
+    double first_reward, last_reward;
+};
+
+// ---- small helpers ------------------------------------------------------------------------
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+static vt_err mkdir_p(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0777) && errno != EEXIST)
+            return vt_error(VT_ERR_IO, "output.dir: cannot create %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) && errno != EEXIST) return vt_error(VT_ERR_IO, "output.dir: cannot create %s: %s", buf, strerror(errno));
+    return VT_OK;
+}
+
+static vt_err check_writable_dir(const char *dir) {
+    if (mkdir_p(dir)) return vt_error_code();
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.vader-write-test.%d", dir, (int)getpid());
+    FILE *f = fopen(probe, "w");
+    if (!f) return vt_error(VT_ERR_IO, "output.dir: %s is not writable: %s", dir, strerror(errno));
+    fclose(f);
+    remove(probe);
+    return VT_OK;
+}
+
+static vt_err check_readable(const char *field, const char *path) {
+    if (access(path, R_OK))
+        return vt_error(VT_ERR_IO, "%s: %s: %s", field, path, strerror(errno));
+    return VT_OK;
+}
+
+static vt_weights *open_store(const char *path, uint64_t seed) {
+    // a manifest (.txt) gives the full-size shapes with deterministic random values
+    return ends_with(path, ".txt") ? vt_weights_from_manifest(path, 1, seed) : vt_weights_open1(path);
+}
+
+// ---- prompts ------------------------------------------------------------------------------
+static vt_err load_prompts(vt_trainer *t) {
+    const vt_config *c = &t->cfg;
+    if (c->data.n_prompts > 0) {
+        t->prompts = calloc((size_t)c->data.n_prompts, sizeof *t->prompts);
+        if (!t->prompts) return vt_error(VT_ERR_OOM, "prompts");
+        for (int i = 0; i < c->data.n_prompts; i++)
+            if (!(t->prompts[t->n_prompts++] = strdup(c->data.prompts[i]))) return vt_error(VT_ERR_OOM, "prompts");
+        return VT_OK;
+    }
+    FILE *f = fopen(c->data.prompt_file, "r");
+    if (!f) return vt_error(VT_ERR_IO, "data.prompt_file: %s: %s", c->data.prompt_file, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int room = 0;
+    vt_err e = VT_OK;
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ')) line[--n] = 0;
+        if (n == 0) continue;
+        if (t->n_prompts == room) {
+            room = room ? 2 * room : 64;
+            char **np = realloc(t->prompts, (size_t)room * sizeof *np);
+            if (!np) {
+                e = vt_error(VT_ERR_OOM, "prompts");
+                break;
+            }
+            t->prompts = np;
+        }
+        if (!(t->prompts[t->n_prompts++] = strdup(line))) {
+            e = vt_error(VT_ERR_OOM, "prompts");
+            break;
+        }
+    }
+    free(line);
+    fclose(f);
+    if (!e && t->n_prompts == 0) e = vt_error(VT_ERR_CONFIG, "data.prompt_file: %s has no prompts", c->data.prompt_file);
+    return e;
+}
+
+// ---- models -------------------------------------------------------------------------------
+static vt_err build_models(vt_trainer *t) {
+    const vt_config *c = &t->cfg;
+    uint64_t seed = c->seed;
+    // UNet
+    if (c->model.unet) {
+        vt_weights *w = open_store(c->model.unet, vt_hash64(seed, 1));
+        if (!w) return vt_error_context("model.unet: ");
+        const char *prefix = vt_weights_has(w, "model.diffusion_model.out.2.weight") ? "model.diffusion_model." : "";
+        vt_unet3d_config uc = vt_unet3d_config_videocrafter2();
+        t->unet = vt_unet3d_build(w, prefix, &uc);
+        vt_weights_free(w);
+        if (!t->unet) return vt_error_context("model.unet: %s: ", c->model.unet);
+    } else {
+        vt_unet3d_config uc = vt_tiny_unet_config();
+        t->unet = vt_unet3d_build_random(&uc, vt_hash64(seed, 1));
+        if (!t->unet) return vt_error_context("tiny random unet: ");
+    }
+    // VAE decoder
+    if (c->model.vae) {
+        vt_weights *w = open_store(c->model.vae, vt_hash64(seed, 2));
+        if (!w) return vt_error_context("model.vae: ");
+        const char *prefix = vt_weights_has(w, "first_stage_model.post_quant_conv.weight") ? "first_stage_model." : "";
+        vt_vae_config vc = vt_vae_config_videocrafter2();
+        t->vae = vt_vae_decoder_build(w, prefix, &vc);
+        vt_weights_free(w);
+        if (!t->vae) return vt_error_context("model.vae: %s: ", c->model.vae);
+    } else {
+        vt_vae_config vc = vt_tiny_vae_config();
+        t->vae = vt_vae_decoder_build_random(&vc, vt_hash64(seed, 2));
+        if (!t->vae) return vt_error_context("tiny random vae: ");
+    }
+    // text conditioner
+    if (c->model.text) {
+        vt_weights *w = open_store(c->model.text, vt_hash64(seed, 3));
+        if (!w) return vt_error_context("model.text: ");
+        const char *prefix = vt_weights_has(w, "cond_stage_model.model.token_embedding.weight") ? "cond_stage_model.model." : "";
+        t->clip = vt_openclip_build(w, prefix, NULL, VT_OPENCLIP_TEXT);
+        vt_weights_free(w);
+        if (!t->clip) return vt_error_context("model.text: %s: ", c->model.text);
+    } else {
+        vt_openclip_config oc = vt_tiny_text_config();
+        t->clip = vt_openclip_text_build_random(&oc, vt_hash64(seed, 3));
+        if (!t->clip) return vt_error_context("tiny random text tower: ");
+    }
+    const vt_unet3d_config *uc = vt_unet3d_get_config(t->unet);
+    if (t->clip->text->width != uc->context_dim)
+        return vt_error(VT_ERR_CONFIG, "model.text: text width %d does not match the UNet's context_dim %d",
+                        t->clip->text->width, uc->context_dim);
+    int ds = vt_unet3d_downsampling(uc);
+    if (t->lh % ds || t->lw % ds)
+        return vt_error(VT_ERR_CONFIG, "model.height/width: %dx%d pixels give a %dx%d latent, which must be a multiple of %d "
+                        "(8 x %d) for this UNet", c->model.height, c->model.width, t->lh, t->lw, ds, ds);
+    return VT_OK;
+}
+
+// ---- reward ----------------------------------------------------------------------------
+typedef struct reward_ctx {
+    const vt_config *cfg;
+    vt_reward *const *mods;
+    const char *const *prompts;             // the micro-batch's prompts
+    vt_tensor *module_reward[MAX_REWARDS];  // [B] per module of the last call
+} reward_ctx;
+
+// Weighted sum of the modules' losses (rewards/reward.h modules); the per-sample reward
+// returned is the weighted sum of the module rewards (each kept in ctx for the log).
+static vt_tensor *reward_sum(void *user, vt_tensor *frames, vt_tensor **reward) {
+    reward_ctx *rc = user;
+    *reward = NULL;
+    vt_tensor *loss = NULL, *rsum = NULL;
+    for (int m = 0; m < rc->cfg->reward.n_modules; m++) {
+        const vt_config_reward *rm = &rc->cfg->reward.modules[m];
+        vt_tensor *r = NULL, *l = NULL;
+        if (vt_reward_forward(rc->mods[m], frames, rc->prompts, &r, &l)) {
+            vt_error_context("reward %s: ", vt_cfg_reward_name(rm->kind));
+            vt_release(loss);
+            vt_release(rsum);
+            return NULL;
+        }
+        vt_tensor *wl = vt_scale(l, (float)rm->weight);
+        vt_tensor *nl = loss ? vt_add(loss, wl) : vt_retain(wl);
+        vt_tape *tk = vt_nograd_begin();
+        vt_tensor *rd = vt_detach(r);
+        vt_tensor *wr = vt_scale(rd, (float)rm->weight);
+        vt_tensor *nr = rsum ? vt_add(rsum, wr) : vt_retain(wr);
+        vt_nograd_end(tk);
+        vt_release(rc->module_reward[m]);
+        rc->module_reward[m] = rd;
+        vt_release(r);
+        vt_release(l);
+        vt_release(wl);
+        vt_release(wr);
+        vt_release(loss);
+        vt_release(rsum);
+        loss = nl;
+        rsum = nr;
+    }
+    *reward = rsum;
+    return loss;
+}
+
+// The config's reward modules from the registry (checkpoints opened now: bad names and
+// missing files fail before any compute).
+static vt_err create_rewards(vt_trainer *t) {
+    const vt_config *c = &t->cfg;
+    for (int m = 0; m < c->reward.n_modules; m++) {
+        const vt_config_reward *rm = &c->reward.modules[m];
+        vt_reward_kv kv[32];
+        int n = rm->n_options < 32 ? rm->n_options : 32;
+        for (int i = 0; i < n; i++) kv[i].key = rm->options[i].key, kv[i].value = rm->options[i].value;
+        vt_reward_options o = {rm->checkpoint, NULL, NULL, kv, n};
+        if (!(t->rewards[m] = vt_reward_create(vt_cfg_reward_name(rm->kind), &o)))
+            return vt_error_context("reward.%d (%s): ", m, vt_cfg_reward_name(rm->kind));
+        t->rewards[m]->segments = c->memory.checkpointing;
+    }
+    return VT_OK;
+}
+
+// ---- columns ------------------------------------------------------------------------------
+static const char *const k_base_cols[] = {"step", "reward_mean", "reward_std", "loss", "grad_norm",
+                                          "lr", "step_time_s", "peak_mem_bytes", "skipped"};
+#define N_BASE_COLS (int)(sizeof k_base_cols / sizeof k_base_cols[0])
+static char g_module_cols[MAX_REWARDS * 2][64];
+
+int vt_trainer_train_columns(const vt_config *cfg, const char ***cols) {
+    int nm = cfg->reward.n_modules < MAX_REWARDS ? cfg->reward.n_modules : MAX_REWARDS;
+    int n = N_BASE_COLS + 2 * nm;
+    const char **c = calloc((size_t)n, sizeof *c);
+    if (!c) return -1;
+    for (int i = 0; i < N_BASE_COLS; i++) c[i] = k_base_cols[i];
+    for (int m = 0; m < nm; m++) {
+        const char *name = vt_cfg_reward_name(cfg->reward.modules[m].kind);
+        // two modules of one kind get an index suffix
+        int dup = 0;
+        for (int k = 0; k < m; k++) dup |= cfg->reward.modules[k].kind == cfg->reward.modules[m].kind;
+        if (dup) {
+            snprintf(g_module_cols[2 * m], 64, "reward/%s%d_mean", name, m);
+            snprintf(g_module_cols[2 * m + 1], 64, "reward/%s%d_std", name, m);
+        } else {
+            snprintf(g_module_cols[2 * m], 64, "reward/%s_mean", name);
+            snprintf(g_module_cols[2 * m + 1], 64, "reward/%s_std", name);
+        }
+        c[N_BASE_COLS + 2 * m] = g_module_cols[2 * m];
+        c[N_BASE_COLS + 2 * m + 1] = g_module_cols[2 * m + 1];
+    }
+    *cols = c;
+    return n;
+}
+
+// ---- checkpoint / resume ------------------------------------------------------------------
+static vt_tensor *i64_tensor(int n, const int64_t *v) {
+    vt_tensor *t = vt_empty(VT_I64, VT_CPU, 1, (int64_t[]){n});
+    if (t) memcpy(vt_data(t), v, sizeof(int64_t) * (size_t)n);
+    return t;
+}
+
+// Hash of the config without output.dir (a run copied elsewhere is the same run), as hex.
+static void config_hash_hex(const vt_config *c, char *out, size_t n) {
+    vt_config tmp;
+    uint64_t h = 0;
+    if (vt_config_copy(&tmp, c) == VT_OK) {
+        free(tmp.output.dir);
+        tmp.output.dir = NULL;
+        h = vt_config_hash(&tmp);
+        vt_config_free(&tmp);
+    }
+    snprintf(out, n, "%016llx", (unsigned long long)h);
+}
+
+static vt_err save_checkpoint(vt_trainer *t) {
+    const vt_config *c = &t->cfg;
+    char path[4200], hash[32];
+    config_hash_hex(c, hash, sizeof hash);
+    const char *ek[1] = {"config_hash"}, *ev[1] = {hash};
+    snprintf(path, sizeof path, "%s/lora-%06lld.safetensors", c->output.dir, (long long)t->step);
+    if (vt_lora_save(t->unet, path, c->lora.rank, c->lora.alpha, c->lora.targets, c->lora.n_targets, t->step, 1, ek, ev))
+        return vt_error_context("%s: ", path);
+    // state: LoRA, AdamW moments, counters, RNG
+    int n = t->n_params, nt = 3 * n + 4;
+    const char **names = calloc((size_t)nt, sizeof *names);
+    char **owned = calloc((size_t)nt, sizeof *owned);
+    vt_tensor **ts = calloc((size_t)nt, sizeof *ts);
+    vt_err e = VT_OK;
+    if (!names || !owned || !ts) {
+        e = vt_error(VT_ERR_OOM, "state save");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *pn;
+        vt_unet3d_lora_param(t->unet, i, &pn);
+        const char *kinds[3] = {"lora.", "adam_m.", "adam_v."};
+        vt_tensor *src[3] = {t->params[i], t->adam.m[i], t->adam.v[i]};
+        for (int k = 0; k < 3; k++) {
+            size_t len = strlen(pn) + 16;
+            owned[3 * i + k] = malloc(len);
+            if (!owned[3 * i + k]) {
+                e = vt_error(VT_ERR_OOM, "state save");
+                goto done;
+            }
+            snprintf(owned[3 * i + k], len, "%s%s", kinds[k], pn);
+            names[3 * i + k] = owned[3 * i + k];
+            ts[3 * i + k] = vt_retain(src[k]);
+        }
+    }
+    int64_t counters[4] = {t->step, t->adam.step, t->skipped, t->bad_in_row};
+    int64_t rng[4];
+    memcpy(rng, t->rng.s, sizeof rng);
+    names[3 * n] = "counters";  // step, adam step, skipped, bad in a row
+    ts[3 * n] = i64_tensor(4, counters);
+    names[3 * n + 1] = "rng";
+    ts[3 * n + 1] = i64_tensor(4, rng);
+    nt = 3 * n + 2;
+    if (!ts[3 * n] || !ts[3 * n + 1]) {
+        e = vt_error_code();
+        goto done;
+    }
+    snprintf(path, sizeof path, "%s/state-%06lld.safetensors", c->output.dir, (long long)t->step);
+    e = vt_st_write(path, nt, names, ts, 1, ek, ev);
+    if (e) vt_error_context("%s: ", path);
+done:
+    for (int i = 0; ts && i < 3 * n + 4; i++) vt_release(ts[i]);
+    for (int i = 0; owned && i < 3 * n + 4; i++) free(owned[i]);
+    free(ts);
+    free(owned);
+    free(names);
+    return e;
+}
+
+// The state file with the highest step in dir, into out (empty when none).
+static void latest_state(const char *dir, char *out, size_t n) {
+    out[0] = 0;
+    DIR *d = opendir(dir);
+    if (!d) return;
+    long long best = -1;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        long long s;
+        char tail[32];
+        if (sscanf(de->d_name, "state-%lld.safetens%31s", &s, tail) == 2 && strcmp(tail, "ors") == 0 && s > best) {
+            best = s;
+            snprintf(out, n, "%s/%s", dir, de->d_name);
+        }
+    }
+    closedir(d);
+}
+
+static vt_err copy_entry(vt_safetensors *f, const char *name, vt_tensor *dst) {
+    vt_tensor *src = vt_st_get(f, name);
+    if (!src) return vt_error_code();
+    vt_err e = VT_OK;
+    if (src->dtype != dst->dtype || src->numel != dst->numel)
+        e = vt_error(VT_ERR_KEY, "%s: %s has the wrong dtype or size", f->path, name);
+    else memcpy(vt_data(dst), vt_data(src), vt_nbytes(dst));
+    vt_release(src);
+    return e;
+}
+
+static vt_err load_state(vt_trainer *t, const char *path) {
+    vt_safetensors *f = vt_st_open(path);
+    if (!f) return vt_error_context("resume: ");
+    vt_err e = VT_OK;
+    char name[600];
+    for (int i = 0; i < t->n_params && !e; i++) {
+        const char *pn;
+        vt_unet3d_lora_param(t->unet, i, &pn);
+        snprintf(name, sizeof name, "lora.%s", pn);
+        e = copy_entry(f, name, t->params[i]);
+        snprintf(name, sizeof name, "adam_m.%s", pn);
+        if (!e) e = copy_entry(f, name, t->adam.m[i]);
+        snprintf(name, sizeof name, "adam_v.%s", pn);
+        if (!e) e = copy_entry(f, name, t->adam.v[i]);
+    }
+    vt_tensor *cnt = e ? NULL : vt_st_get(f, "counters"), *rng = e ? NULL : vt_st_get(f, "rng");
+    if (!e && (!cnt || !rng || cnt->dtype != VT_I64 || rng->dtype != VT_I64 || cnt->numel != 4 || rng->numel != 4))
+        e = vt_error(VT_ERR_FORMAT, "%s: counters / rng missing or malformed", path);
+    if (!e) {
+        t->step = vt_i64(cnt)[0];
+        t->adam.step = vt_i64(cnt)[1];
+        t->skipped = vt_i64(cnt)[2];
+        t->bad_in_row = vt_i64(cnt)[3];
+        memcpy(t->rng.s, vt_data(rng), sizeof t->rng.s);
+    }
+    vt_release(cnt);
+    vt_release(rng);
+    char hash[32];
+    config_hash_hex(&t->cfg, hash, sizeof hash);
+    const char *h = vt_st_metadata(f, "config_hash");
+    if (!e && t->opt.progress && (!h || strcmp(h, hash) != 0))
+        fprintf(t->opt.progress, "vader-train: note: resuming %s written with a different config\n", path);
+    vt_st_close(f);
+    return e ? vt_error_context("resume %s: ", path) : VT_OK;
+}
+
+// ---- create -------------------------------------------------------------------------------
+static vt_err check_config(const vt_config *c) {
+    if (vt_config_validate(c)) return vt_error_code();
+    if (c->reward.n_modules > MAX_REWARDS) return vt_error(VT_ERR_CONFIG, "reward: at most %d modules", MAX_REWARDS);
+    if (c->sampler.backprop_steps > c->sampler.steps)
+        return vt_error(VT_ERR_CONFIG, "sampler.backprop_steps: K = %d is more than sampler.steps (%d)",
+                        c->sampler.backprop_steps, c->sampler.steps);
+    if (c->model.frames > VC2_TEMPORAL_LENGTH)
+        return vt_error(VT_ERR_CONFIG, "model.frames: %d is more than the model's temporal length (%d)", c->model.frames,
+                        VC2_TEMPORAL_LENGTH);
+    if (c->memory.decode_frames == VT_CFG_DECODE_INDEX && c->memory.decode_index >= c->model.frames)
+        return vt_error(VT_ERR_CONFIG, "memory.decode_frames: frame %d, but model.frames is %d", c->memory.decode_index,
+                        c->model.frames);
+#ifndef VADER_HAVE_CUDA
+    if (c->device == VT_CFG_DEVICE_CUDA) return vt_error(VT_ERR_CONFIG, "device: cuda, but this build has no CUDA backend");
+#endif
+    const struct {
+        const char *field, *path;
+    } files[] = {{"model.unet", c->model.unet}, {"model.vae", c->model.vae}, {"model.text", c->model.text},
+                 {"lora.checkpoint", c->lora.checkpoint}, {"data.prompt_file", c->data.prompt_file}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (files[i].path && check_readable(files[i].field, files[i].path)) return vt_error_code();
+    for (int i = 0; i < c->reward.n_modules; i++) {
+        const char *p = c->reward.modules[i].checkpoint;
+        char field[64];
+        snprintf(field, sizeof field, "reward.%d.checkpoint", i);
+        if (p && !strchr(p, ',') && check_readable(field, p)) return vt_error_code();
+    }
+    if (!c->model.random_weights && (!c->model.unet || !c->model.vae || !c->model.text))
+        return vt_error(VT_ERR_CONFIG, "model: unet, vae and text checkpoints are needed unless model.random_weights is true");
+    return check_writable_dir(c->output.dir);
+}
+
+vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt) {
+    if (check_config(cfg)) return NULL;
+    vt_trainer *t = calloc(1, sizeof *t);
+    if (!t) {
+        vt_error(VT_ERR_OOM, "trainer");
+        return NULL;
+    }
+    t->opt = opt ? *opt : vt_train_options_default();
+    if (t->opt.max_bad_steps < 1) t->opt.max_bad_steps = 5;
+    vt_err e = vt_config_copy(&t->cfg, cfg);
+    const vt_config *c = &t->cfg;
+    t->T = c->model.frames;
+    t->lh = c->model.height / 8;
+    t->lw = c->model.width / 8;
+    vt_rng_seed(&t->rng, c->seed);
+    if (!e) e = load_prompts(t);
+    if (!e) e = create_rewards(t);
+    if (!e) e = vt_lora_targets_from_names(c->lora.targets, c->lora.n_targets, &t->lora_targets);
+    if (!e) {
+        char resume_path[4200] = "";
+        if (t->opt.resume) {
+            struct stat st;
+            const char *dir = strcmp(t->opt.resume, "auto") == 0 ? c->output.dir : t->opt.resume;
+            if (stat(dir, &st) == 0 && S_ISREG(st.st_mode)) snprintf(resume_path, sizeof resume_path, "%s", dir);
+            else latest_state(dir, resume_path, sizeof resume_path);
+            if (!resume_path[0] && strcmp(t->opt.resume, "auto") != 0)
+                e = vt_error(VT_ERR_IO, "--resume %s: no state-STEP.safetensors there", t->opt.resume);
+        }
+        vt_ddim_options dopt = vt_ddim_default_options(c->sampler.steps, c->sampler.eta);
+        if (!e) e = vt_ddim_init(&t->sched, &dopt);
+        if (!e) e = build_models(t);
+        if (!e) {
+            vt_unet3d_lora_config lc = {c->lora.rank, (float)c->lora.alpha, t->lora_targets, vt_hash64(c->seed, 16)};
+            e = vt_unet3d_add_lora(t->unet, &lc);
+        }
+        if (!e && c->lora.checkpoint) e = vt_lora_load_file(t->unet, c->lora.checkpoint);
+        if (!e && !(t->params = vt_lora_params(t->unet, &t->n_params))) e = vt_error_code();
+        if (!e) e = vt_adamw_init(&t->adam, t->params, t->n_params, (float)c->optim.beta1, (float)c->optim.beta2,
+                                  (float)c->optim.eps, (float)c->optim.weight_decay);
+        if (!e) t->adam_ready = 1;
+        // AdamW allocates its moments lazily or up front; make sure they exist for the state file
+        for (int i = 0; !e && i < t->n_params; i++)
+            if (!t->adam.m[i] || !t->adam.v[i]) e = vt_error(VT_ERR_INTERNAL, "adamw: moments not allocated");
+        if (!e && resume_path[0]) e = load_state(t, resume_path);
+        // text contexts of every prompt and of "" (frozen encoder: computed once)
+        if (!e) {
+            char tokpath[4200];
+            snprintf(tokpath, sizeof tokpath, "%s/tokenizer/bpe_simple_vocab_16e6.txt.gz",
+                     getenv("VADER_SHARED") ? getenv("VADER_SHARED") : VADER_SHARED_DIR);
+            if (!(t->tok = vt_tokenizer_open(tokpath))) e = vt_error_context("tokenizer: ");
+        }
+        if (!e) {
+            t->prompt_ctx = calloc((size_t)t->n_prompts, sizeof *t->prompt_ctx);
+            if (!t->prompt_ctx) e = vt_error(VT_ERR_OOM, "prompt contexts");
+            for (int i = 0; !e && i < t->n_prompts; i++) {
+                const char *p = t->prompts[i];
+                if (!(t->prompt_ctx[i] = vt_vader_encode_prompts(t->clip, t->tok, &p, 1))) e = vt_error_code();
+            }
+            const char *empty = "";
+            if (!e && !(t->uncond_ctx = vt_vader_encode_prompts(t->clip, t->tok, &empty, 1))) e = vt_error_code();
+        }
+        if (!e) {
+            char path[4200];
+            snprintf(path, sizeof path, "%s/rewards.h5", c->output.dir);
+            t->n_cols = vt_trainer_train_columns(c, &t->cols);
+            const char *ecols[3] = {"step", "reward_mean", "reward_std"};
+            char *yaml = vt_config_dump(c);
+            if (t->n_cols < 0) e = vt_error(VT_ERR_OOM, "log columns");
+            else if (!(t->log = vt_h5log_open(path, t->cols, t->n_cols, ecols, 3, yaml ? yaml : "", resume_path[0] != 0, t->step)))
+                e = vt_error_code();
+            free(yaml);
+        }
+    }
+    if (e) {
+        vt_trainer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void vt_trainer_free(vt_trainer *t) {
+    if (!t) return;
+    if (t->log) vt_h5log_close(t->log);
+    for (int m = 0; m < MAX_REWARDS; m++) vt_reward_free(t->rewards[m]);
+    free(t->cols);
+    for (int i = 0; t->prompt_ctx && i < t->n_prompts; i++) vt_release(t->prompt_ctx[i]);
+    free(t->prompt_ctx);
+    vt_release(t->uncond_ctx);
+    for (int i = 0; t->prompts && i < t->n_prompts; i++) free(t->prompts[i]);
+    free(t->prompts);
+    if (t->adam_ready) vt_adamw_free(&t->adam);
+    free(t->params);
+    vt_unet3d_free(t->unet);
+    vt_vae_decoder_free(t->vae);
+    vt_openclip_free(t->clip);
+    vt_tokenizer_free(t->tok);
+    vt_ddim_free(&t->sched);
+    vt_config_free(&t->cfg);
+    free(t);
+}
+
+vt_trainer_stats vt_trainer_get_stats(const vt_trainer *t) {
+    vt_trainer_stats s = {t->step, t->skipped, t->first_reward, t->last_reward};
+    return s;
+}
+
+// ---- one optimisation step ----------------------------------------------------------------
+static void mean_std(const double *v, int n, double *mean, double *std) {
+    double s = 0, q = 0;
+    for (int i = 0; i < n; i++) s += v[i];
+    *mean = n ? s / n : NAN;
+    for (int i = 0; i < n; i++) q += (v[i] - *mean) * (v[i] - *mean);
+    *std = n > 1 ? sqrt(q / (n - 1)) : 0.0;
+}
+
+static vt_tensor *batch_context(vt_trainer *t, const int *idx, int B) {
+    vt_tensor *rows[64];
+    for (int b = 0; b < B; b++) rows[b] = idx ? t->prompt_ctx[idx[b]] : t->uncond_ctx;
+    vt_tape *tk = vt_nograd_begin();
+    vt_tensor *c = B == 1 ? vt_retain(rows[0]) : vt_concat(rows, B, 0);
+    vt_nograd_end(tk);
+    return c;
+}
+
+static vt_err train_step(vt_trainer *t, double *row) {
+    const vt_config *c = &t->cfg;
+    int B = c->data.batch_size, A = c->optim.accumulation, nm = c->reward.n_modules;
+    if (B > 64) return vt_error(VT_ERR_CONFIG, "data.batch_size: %d, at most 64 per rank", B);
+    double t0 = now_s();
+    vt_mem_reset_peak(VT_CPU);
+    for (int i = 0; i < t->n_params; i++) vt_zero_grad(t->params[i]);
+    double *rewards = calloc((size_t)(A * B) * (size_t)(nm + 1), sizeof *rewards);
+    if (!rewards) return vt_error(VT_ERR_OOM, "train step");
+    double loss_sum = 0;
+    vt_err e = VT_OK;
+    reward_ctx rc = {c, t->rewards, NULL, {0}};
+    vt_unet3d_set_dropout(t->unet, TEMPORAL_CONV_DROPOUT, (float)c->lora.dropout);
+    vt_tensor *fps = vt_empty(VT_I64, VT_CPU, 1, (int64_t[]){B});
+    for (int b = 0; fps && b < B; b++) vt_i64(fps)[b] = c->model.fps;
+    for (int micro = 0; micro < A && !e; micro++) {
+        int idx[64];
+        const char *batch_prompts[64];
+        for (int b = 0; b < B; b++) {
+            idx[b] = (int)(vt_rng_u64(&t->rng) % (uint64_t)t->n_prompts);
+            batch_prompts[b] = t->prompts[idx[b]];
+        }
+        rc.prompts = batch_prompts;
+        vt_tensor *ctx = batch_context(t, idx, B), *uctx = batch_context(t, NULL, B);
+        vt_tensor *x_T = vt_new_f32(5, (int64_t[]){B, 4, t->T, t->lh, t->lw});
+        if (x_T) vt_fill_normal(x_T, &t->rng, 0.0f, 1.0f);
+        if (!ctx || !uctx || !x_T || !fps) e = vt_error_code();
+        vt_vader_step_args a;
+        vt_vader_step_args_default(&a);
+        a.unet = t->unet;
+        a.vae = t->vae;
+        a.sched = &t->sched;
+        a.x_T = x_T;
+        a.context = ctx;
+        a.uncond_context = uctx;
+        a.fps = fps;
+        a.rng = &t->rng;
+        a.guidance = (float)c->sampler.guidance_scale;
+        a.K = c->sampler.backprop_steps;
+        a.backprop_mode = c->sampler.backprop_mode;
+        a.backprop_step = c->sampler.backprop_step;
+        a.decode = c->memory.decode_frames;
+        a.decode_index = c->memory.decode_index;
+        a.checkpointing = c->memory.checkpointing;
+        a.dropout_seed = vt_hash64(c->seed ^ 0xD0D0ull, (uint64_t)(t->step * A + micro));
+        a.reward = reward_sum;
+        a.reward_user = &rc;
+        a.loss_scale = 1.0f / (float)A;
+        vt_vader_step_result r = {0};
+        if (!e) e = vt_vader_step(&a, &r);
+        if (!e) {
+            loss_sum += r.loss;
+            for (int b = 0; b < B; b++) {
+                rewards[micro * B + b] = vt_f32(r.reward)[b];
+                for (int m = 0; m < nm; m++)
+                    rewards[(size_t)(m + 1) * (size_t)(A * B) + (size_t)(micro * B + b)] = vt_f32(rc.module_reward[m])[b];
+            }
+        }
+        vt_vader_step_result_free(&r);
+        vt_release(ctx);
+        vt_release(uctx);
+        vt_release(x_T);
+    }
+    vt_release(fps);
+    vt_unet3d_set_dropout(t->unet, 0.0f, 0.0f);
+    for (int m = 0; m < MAX_REWARDS; m++) vt_release(rc.module_reward[m]);
+    if (e) {
+        free(rewards);
+        return e;
+    }
+    double loss = loss_sum / A;
+    double gnorm = vt_clip_grad_norm(t->params, t->n_params, c->optim.grad_clip);
+    float lr = vt_lr_at((vt_lr_schedule)c->optim.schedule, (float)c->optim.lr, t->step, c->optim.warmup_steps, c->optim.steps);
+    int bad = !isfinite(loss) || !isfinite(gnorm);
+    if (bad) {
+        t->skipped++;
+        t->bad_in_row++;
+    } else {
+        t->bad_in_row = 0;
+        e = vt_adamw_step(&t->adam, lr);
+    }
+    for (int i = 0; i < t->n_params; i++) vt_zero_grad(t->params[i]);
+    t->step++;
+    double rmean, rstd;
+    mean_std(rewards, A * B, &rmean, &rstd);
+    row[0] = (double)t->step;
+    row[1] = rmean;
+    row[2] = rstd;
+    row[3] = loss;
+    row[4] = gnorm;
+    row[5] = lr;
+    row[6] = now_s() - t0;
+    row[7] = (double)vt_mem_stats_get(VT_CPU).peak;
+    row[8] = (double)t->skipped;
+    for (int m = 0; m < nm; m++) mean_std(rewards + (size_t)(m + 1) * (size_t)(A * B), A * B, &row[N_BASE_COLS + 2 * m],
+                                          &row[N_BASE_COLS + 2 * m + 1]);
+    free(rewards);
+    return e;
+}
+
+vt_err vt_trainer_run(vt_trainer *t) {
+    const vt_config *c = &t->cfg;
+    int64_t total = c->optim.steps, stop = t->opt.stop_at > 0 && t->opt.stop_at < total ? t->opt.stop_at : total;
+    double *row = calloc((size_t)t->n_cols, sizeof *row);
+    if (!row) return vt_error(VT_ERR_OOM, "trainer");
+    double t_start = now_s();
+    int64_t step0 = t->step;
+    vt_err e = VT_OK;
+    if (t->opt.progress && t->step > 0)
+        fprintf(t->opt.progress, "vader-train: resuming at step %lld/%lld\n", (long long)t->step, (long long)total);
+    while (t->step < stop) {
+        e = train_step(t, row);
+        if (e) break;
+        if ((e = vt_h5log_append(t->log, 0, row))) break;
+        int skipped_now = !isfinite(row[3]) || !isfinite(row[4]);
+        if (!skipped_now) {
+            if (!t->has_first) t->first_reward = row[1], t->has_first = 1;
+            t->last_reward = row[1];
+        }
+        if (t->opt.progress && (c->output.log_every <= 0 || t->step % c->output.log_every == 0 || t->step == stop)) {
+            double per = (now_s() - t_start) / (double)(t->step - step0);
+            double eta = per * (double)(stop - t->step);
+            fprintf(t->opt.progress,
+                    "step %lld/%lld  reward %.5f (sd %.4f)  loss %.5f  |g| %.3g  lr %.2e  %.2f s/step  peak %.1f MB  "
+                    "ETA %d:%02d%s\n",
+                    (long long)t->step, (long long)total, row[1], row[2], row[3], row[4], row[5], per,
+                    row[7] / 1048576.0, (int)(eta / 60), (int)fmod(eta, 60.0), skipped_now ? "  [skipped: non-finite]" : "");
+            fflush(t->opt.progress);
+        }
+        if (t->bad_in_row >= t->opt.max_bad_steps) {
+            e = vt_error(VT_ERR_NUMERIC, "%lld steps in a row had a non-finite loss or gradient (step %lld): stopping",
+                         (long long)t->bad_in_row, (long long)t->step);
+            break;
+        }
+        if (c->output.checkpoint_every > 0 && t->step % c->output.checkpoint_every == 0 && t->step < stop &&
+            (e = save_checkpoint(t)))
+            break;
+    }
+    if (!e && t->step > step0) e = save_checkpoint(t);
+    free(row);
+    return e;
+}
