@@ -30,6 +30,20 @@ static inline vt_tensor *vt_cuda_scratch(vt_dtype dt, int64_t n) {
     return vt_empty(dt, VT_CUDA, 1, &s);
 }
 
+// A zero-filled tensor on the GPU (cudaMemsetAsync; core's vt_zeros would stage through the host).
+static inline vt_tensor *vt_cuda_zeros(vt_dtype dt, int ndim, const int64_t *shape) {
+    vt_tensor *t = vt_empty(dt, VT_CUDA, ndim, shape);
+    if (!t || t->numel == 0) return t;
+    const size_t nbytes = vt_nbytes(t);
+    cudaError_t e = cudaMemsetAsync(vt_data(t), 0, nbytes);
+    if (e != cudaSuccess) {
+        vt_release(t);
+        vt_error(VT_ERR_DEVICE, "zero fill of a %zu-byte GPU tensor: %s", nbytes, cudaGetErrorString(e));
+        return NULL;
+    }
+    return t;
+}
+
 #define VT_GRID_STRIDE(i, n) \
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); i += (long long)gridDim.x * blockDim.x)
 

@@ -6,8 +6,9 @@
 //
 // Precision: the convolution descriptor asks for CUDNN_FMA_MATH, so FP32 convolutions never run
 // on TF32 tensor cores (CUDNN_DEFAULT_MATH would allow TF32 on Ampere and later). Algorithms
-// come from cuDNN's heuristics (the *_v7 queries), tried in order: one that does not support
-// the descriptor or whose workspace cannot be allocated is skipped.
+// come from cuDNN's heuristics (the *_v7 queries), tried in order with the direct / GEMM-based
+// ones first: one that does not support the descriptor or whose workspace cannot be allocated
+// is skipped.
 #include "cuda/common.cuh"
 #include "core/ops/params.h"
 
@@ -63,22 +64,38 @@ static int conv_workspace(size_t nbytes, vt_tensor **ws) {
     return 1;
 }
 
-// Runs `run(algo, workspace, bytes)` with the heuristics' algorithms in order until one is
-// supported. perf_t is the cuDNN perf struct of the pass, get_ws its workspace-size query.
+// The FP32 reference path keeps to direct / GEMM-based algorithms: FFT and Winograd transforms
+// lose a few more bits than the 1e-5 the CPU comparison allows. They stay a last resort.
+static bool conv_algo_exact(cudnnConvolutionFwdAlgo_t a) {
+    return a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM || a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ||
+           a == CUDNN_CONVOLUTION_FWD_ALGO_GEMM || a == CUDNN_CONVOLUTION_FWD_ALGO_DIRECT;
+}
+static bool conv_algo_exact(cudnnConvolutionBwdDataAlgo_t a) {
+    return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 || a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
+}
+static bool conv_algo_exact(cudnnConvolutionBwdFilterAlgo_t a) {
+    return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ||
+           a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
+}
+
+// Runs `run(algo, workspace, bytes)` with the heuristics' algorithms in order (exact ones first,
+// then the rest) until one runs; an algorithm that fails (not supported for the descriptors,
+// workspace not available) is skipped. perf_t is the cuDNN perf struct of the pass, get_ws its
+// workspace-size query.
 template <typename perf_t, typename ws_fn, typename run_fn>
 static vt_err conv_try_algos(const char *pass, const perf_t *perf, int count, ws_fn get_ws, run_fn run) {
     cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
-    for (int i = 0; i < count; i++) {
-        if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
-        size_t bytes = 0;
-        if (get_ws(perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
-        vt_tensor *ws;
-        if (!conv_workspace(bytes, &ws)) continue;
-        last = run(perf[i].algo, ws ? vt_data(ws) : nullptr, bytes);
-        vt_release(ws);
-        if (last == CUDNN_STATUS_SUCCESS) return VT_OK;
-        if (last != CUDNN_STATUS_NOT_SUPPORTED) break;
-    }
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < count; i++) {
+            if (perf[i].status != CUDNN_STATUS_SUCCESS || conv_algo_exact(perf[i].algo) != (round == 0)) continue;
+            size_t bytes = 0;
+            if (get_ws(perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
+            vt_tensor *ws;
+            if (!conv_workspace(bytes, &ws)) continue;
+            last = run(perf[i].algo, ws ? vt_data(ws) : nullptr, bytes);
+            vt_release(ws);
+            if (last == CUDNN_STATUS_SUCCESS) return VT_OK;
+        }
     return vt_error(VT_ERR_DEVICE, "conv %s: no cuDNN algorithm ran (last status: %s)", pass, cudnnGetErrorString(last));
 }
 
@@ -143,7 +160,7 @@ static vt_err conv_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **
     for (int i = 0; i < 3; i++) {
         if (!n->need[i]) continue;
         // zeros: an empty output (no pixel touched) leaves a zero gradient, as on the CPU
-        gin[i] = vt_zeros(VT_F32, VT_CUDA, n->in_ndim[i], n->in_shape[i]);
+        gin[i] = vt_cuda_zeros(VT_F32, n->in_ndim[i], n->in_shape[i]);
         if (!gin[i]) return vt_error_code();
     }
     if (gout->numel == 0) return VT_OK;

@@ -182,7 +182,7 @@ static vt_err matmul_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor 
     }
     if (n->need[1]) {
         // zeros: with an empty reduction (batch*m == 0) cuBLAS leaves C as beta * C
-        gin[1] = vt_zeros(VT_F32, VT_CUDA, b->ndim, b->shape);
+        gin[1] = vt_cuda_zeros(VT_F32, b->ndim, b->shape);
         if (!gin[1]) return vt_error_code();
         vt_err e = shared ? vt_cuda_sgemm(1, 0, k, nn, batch * m, 1.0f, vt_f32(a), k, g, nn, 0.0f, vt_f32(gin[1]), nn)
                           : vt_cuda_sgemm_batched(1, 0, k, nn, m, 1.0f, vt_f32(a), k, m * k, g, nn, m * nn, 0.0f,

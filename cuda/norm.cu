@@ -128,7 +128,7 @@ static vt_err norm_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **
     for (int i = 0; i < 3; i++) {
         if (!n->need[i]) continue;
         gin[i] = i == 0 ? vt_empty(VT_F32, VT_CUDA, n->in_ndim[0], n->in_shape[0])
-                        : vt_zeros(VT_F32, VT_CUDA, 1, c_shape);  // zeros: stays right when N*S == 0
+                        : vt_cuda_zeros(VT_F32, 1, c_shape);  // zeros: stays right when N*S == 0
         if (!gin[i]) return vt_error_code();
     }
     if (gout->numel == 0) return VT_OK;

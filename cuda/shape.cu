@@ -146,7 +146,7 @@ static vt_err slice_forward_cuda(vt_node *nd, vt_tensor *const *in, vt_tensor *o
 static vt_err slice_backward_cuda(vt_node *nd, const vt_tensor *gout, vt_tensor **gin) {
     if (!nd->need[0]) return VT_OK;
     const vt_slice_params *p = (const vt_slice_params *)nd->params;
-    gin[0] = vt_zeros(VT_F32, VT_CUDA, nd->in_ndim[0], nd->in_shape[0]);
+    gin[0] = vt_cuda_zeros(VT_F32, nd->in_ndim[0], nd->in_shape[0]);
     if (!gin[0]) return vt_error_code();
     return copy_rows(sizeof(float), vt_f32(gin[0]) + p->start * p->inner, p->n * p->inner, vt_data(gout),
                      p->len * p->inner, p->outer, p->len * p->inner);
@@ -256,7 +256,7 @@ static vt_err embedding_backward_cuda(vt_node *nd, const vt_tensor *gout, vt_ten
     if (!nd->need[0]) return VT_OK;
     const vt_embedding_params *p = (const vt_embedding_params *)nd->params;
     const int64_t shape[2] = {p->V, p->D};
-    gin[0] = vt_zeros(VT_F32, VT_CUDA, 2, shape);
+    gin[0] = vt_cuda_zeros(VT_F32, 2, shape);
     if (!gin[0]) return vt_error_code();
     if (gout->numel == 0) return VT_OK;
     embedding_backward_kernel<<<vt_grid_1d(gout->numel), 256>>>(vt_f32(gout), vt_i64(nd->saved[0]), vt_f32(gin[0]),
@@ -299,7 +299,7 @@ static vt_err gather_backward_cuda(vt_node *nd, const vt_tensor *gout, vt_tensor
     if (!nd->need[0]) return VT_OK;
     const vt_gather_params *p = (const vt_gather_params *)nd->params;
     const int64_t shape[3] = {p->B, p->L, p->D};
-    gin[0] = vt_zeros(VT_F32, VT_CUDA, 3, shape);
+    gin[0] = vt_cuda_zeros(VT_F32, 3, shape);
     if (!gin[0]) return vt_error_code();
     if (gout->numel == 0) return VT_OK;
     gather_backward_kernel<<<vt_grid_1d(gout->numel), 256>>>(vt_f32(gout), vt_i64(nd->saved[0]), vt_f32(gin[0]), p->L,

@@ -434,7 +434,7 @@ static vt_err attention_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tens
     for (int i = 0; i < 3; i++) {
         if (!n->need[i]) continue;
         // zeros: dk / dv rows no query sees and empty shapes stay zero
-        gin[i] = vt_zeros(VT_F32, VT_CUDA, n->in_ndim[i], n->in_shape[i]);
+        gin[i] = vt_cuda_zeros(VT_F32, n->in_ndim[i], n->in_shape[i]);
         if (!gin[i]) return vt_error_code();
     }
     if (gout->numel == 0) return VT_OK;
