@@ -2,11 +2,40 @@
 // allocator), host<->device copies, gradient accumulation, kernel registration.
 #include "cuda/backend.h"
 #include "cuda/check.cuh"
+#include "cuda/common.cuh"
 
 extern "C" {
 extern vt_err (*vt_device_copy_hook)(void *dst, vt_device ddev, const void *src, vt_device sdev, size_t n);
 extern vt_err (*vt_cuda_accumulate_hook)(vt_tensor *dst, const vt_tensor *src);
 vt_err vt_cuda_register_elementwise(void);
+vt_err vt_cuda_register_linear(void);
+vt_err vt_cuda_register_activation(void);
+vt_err vt_cuda_register_norm(void);
+vt_err vt_cuda_register_softmax_attention(void);
+vt_err vt_cuda_register_conv(void);
+vt_err vt_cuda_register_shape(void);
+vt_err vt_cuda_register_resize(void);
+vt_err vt_cuda_register_image(void);
+}
+
+// ---- library handles (created on first use, after vt_cuda_init picked the device) ----------
+static cublasHandle_t g_cublas;
+static cudnnHandle_t g_cudnn;
+
+vt_err vt_cuda_cublas(cublasHandle_t *h) {
+    if (!g_cublas) {
+        VT_CUBLAS_CHECK(cublasCreate(&g_cublas));
+        // FP32 GEMMs stay FP32 (no TF32): the CPU reference is matched at 1e-5.
+        VT_CUBLAS_CHECK(cublasSetMathMode(g_cublas, CUBLAS_DEFAULT_MATH));
+    }
+    *h = g_cublas;
+    return VT_OK;
+}
+
+vt_err vt_cuda_cudnn(cudnnHandle_t *h) {
+    if (!g_cudnn) VT_CUDNN_CHECK(cudnnCreate(&g_cudnn));
+    *h = g_cudnn;
+    return VT_OK;
 }
 
 static void *cuda_alloc(size_t n) {
@@ -59,7 +88,14 @@ extern "C" vt_err vt_cuda_init(int device) {
     vt_set_device_allocator(VT_CUDA, vt_allocator{cuda_alloc, cuda_free});
     vt_device_copy_hook = cuda_copy;
     vt_cuda_accumulate_hook = cuda_accumulate;
-    return vt_cuda_register_elementwise();
+    vt_err (*const reg[])(void) = {vt_cuda_register_elementwise, vt_cuda_register_linear,
+                                   vt_cuda_register_activation,  vt_cuda_register_norm,
+                                   vt_cuda_register_softmax_attention, vt_cuda_register_conv,
+                                   vt_cuda_register_shape,       vt_cuda_register_resize,
+                                   vt_cuda_register_image};
+    for (auto r : reg)
+        if (r() != VT_OK) return vt_error_code();
+    return VT_OK;
 }
 
 extern "C" vt_err vt_cuda_synchronize(void) {

@@ -4,7 +4,9 @@
 #ifdef VADER_HAVE_CUDA
 #include "cuda/backend.h"
 #endif
+#include <cmath>
 #include <functional>
+#include <string>
 
 class CudaOps : public ::testing::Test {
   protected:
@@ -74,4 +76,309 @@ TEST_F(CudaOps, Elementwise) {
     ExpectCudaMatchesCpu([](auto &in) { return vt_sqrt(in[0]); }, {p}, 1e-5);
     ExpectCudaMatchesCpu([](auto &in) { return vt_log(in[0]); }, {p}, 1e-5);
     ExpectCudaMatchesCpu([](auto &in) { return vt_exp(in[0]); }, {a}, 1e-5);
+}
+
+// i64 cpu tensor from values
+static vt_tensor *Ids(std::vector<int64_t> shape, std::vector<int64_t> v) {
+    vt_tensor *t = vt_empty(VT_I64, VT_CPU, (int)shape.size(), shape.data());
+    for (size_t i = 0; i < v.size(); i++) vt_i64(t)[i] = v[i];
+    return t;
+}
+
+static void RequireGrad(std::initializer_list<vt_tensor *> ts) {
+    for (auto *t : ts) vt_requires_grad(t, 1);
+}
+
+TEST_F(CudaOps, LinearAndLora) {
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 3, 5}, 1)), *w = R(RandN({4, 5}, 2)), *b = R(RandN({4}, 3));
+    RequireGrad({x, w, b});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_linear(in[0], in[1], in[2]); }, {x, w, b}, 1e-5);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_linear(in[0], in[1], nullptr); }, {x, w}, 1e-5);
+    // LoRA: W, b frozen, A, B and x want gradients (the VADER case); then everything
+    vt_tensor *wf = R(RandN({4, 5}, 4)), *bf = R(RandN({4}, 5));
+    vt_tensor *A = R(RandN({2, 5}, 6)), *B = R(RandN({4, 2}, 7));
+    RequireGrad({A, B});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_linear_lora(in[0], in[1], in[2], in[3], in[4], 0.5f); },
+                         {x, wf, bf, A, B}, 1e-5);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_linear_lora(in[0], in[1], in[2], in[3], in[4], 2.0f); },
+                         {x, w, b, A, B}, 1e-5);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_linear_lora(in[0], in[1], nullptr, in[2], in[3], 1.0f); },
+                         {x, w, A, B}, 1e-5);
+    // UNet-like sizes: a few hundred rows, GEMM tiles that do not divide the shapes
+    vt_tensor *xl = R(RandN({3, 77, 96}, 8)), *wl = R(RandN({80, 96}, 9, 0.1f)), *bl = R(RandN({80}, 10));
+    vt_tensor *Al = R(RandN({4, 96}, 11, 0.1f)), *Bl = R(RandN({80, 4}, 12, 0.1f));
+    RequireGrad({xl, Al, Bl});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_linear_lora(in[0], in[1], in[2], in[3], in[4], 0.25f); },
+                         {xl, wl, bl, Al, Bl}, 1e-5);
+}
+
+TEST_F(CudaOps, Matmul) {
+    Releaser R;
+    vt_tensor *a = R(RandN({2, 3, 4, 5}, 1)), *b = R(RandN({2, 3, 5, 6}, 2)), *s = R(RandN({5, 6}, 3));
+    vt_tensor *a2 = R(RandN({7, 9}, 4)), *b2 = R(RandN({9, 3}, 5));
+    RequireGrad({a, b, s, a2, b2});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_matmul(in[0], in[1]); }, {a, b}, 1e-5);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_matmul(in[0], in[1]); }, {a, s}, 1e-5);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_matmul(in[0], in[1]); }, {a2, b2}, 1e-5);
+}
+
+TEST_F(CudaOps, Activations) {
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 3, 5}, 2, 2.0f)), *big = R(RandN({4, 1000}, 3, 6.0f));
+    RequireGrad({x, big});
+    for (vt_tensor *t : {x, big}) {
+        ExpectCudaMatchesCpu([](auto &in) { return vt_silu(in[0]); }, {t}, 1e-5);
+        ExpectCudaMatchesCpu([](auto &in) { return vt_sigmoid(in[0]); }, {t}, 1e-5);
+        ExpectCudaMatchesCpu([](auto &in) { return vt_gelu(in[0]); }, {t}, 1e-5);
+        ExpectCudaMatchesCpu([](auto &in) { return vt_quick_gelu(in[0]); }, {t}, 1e-5);
+    }
+    vt_tensor *g = R(RandN({2, 3, 8}, 3, 1.5f)), *gb = R(RandN({5, 7, 64}, 4, 2.0f));
+    RequireGrad({g, gb});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_geglu(in[0]); }, {g}, 1e-5);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_geglu(in[0]); }, {gb}, 1e-5);
+}
+
+TEST_F(CudaOps, DropoutMaskIsTheCpuMask) {
+    Releaser R;
+    vt_tensor *x = R(RandN({3, 20}, 6)), *big = R(RandN({3, 50000}, 7));
+    RequireGrad({x, big});
+    // same mask bit for bit: forward and gradient agree exactly
+    ExpectCudaMatchesCpu([](auto &in) { return vt_dropout(in[0], 0.4f, 1234); }, {x}, 0.0);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_dropout(in[0], 0.1f, 0x123456789abcdefull); }, {big}, 0.0);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_dropout(in[0], 1.0f, 5); }, {x}, 0.0);
+}
+
+TEST_F(CudaOps, GroupNorm) {
+    Releaser R;
+    struct {
+        std::vector<int64_t> shape;
+        int G;
+    } cases[] = {{{2, 6, 3, 4}, 3}, {{2, 4, 3, 2, 3}, 2}, {{1, 8, 5}, 8}, {{3, 4}, 1}, {{1, 6, 2, 2, 2}, 6},
+                 {{2, 8, 72, 72}, 4}};
+    for (auto &k : cases) {
+        const int64_t C = k.shape[1];
+        const int G = k.G;
+        vt_tensor *x = R(RandN(k.shape, 1, 2.0f)), *w = R(RandN({C}, 2)), *b = R(RandN({C}, 3));
+        RequireGrad({x, w, b});
+        ExpectCudaMatchesCpu([G](auto &in) { return vt_group_norm(in[0], G, in[1], in[2], 1e-5f); }, {x, w, b}, 1e-5);
+        ExpectCudaMatchesCpu([G](auto &in) { return vt_group_norm(in[0], G, nullptr, nullptr, 1e-6f); }, {x}, 1e-5);
+        ExpectCudaMatchesCpu([G](auto &in) { return vt_group_norm(in[0], G, in[1], nullptr, 1e-2f); }, {x, w}, 1e-5);
+    }
+    // a large mean relative to the spread (the two-pass statistics)
+    vt_tensor *xm = R(RandN({2, 4, 8, 8}, 1));
+    float *p = vt_f32(xm);
+    for (int64_t i = 0; i < xm->numel; i++) p[i] = 1000.0f + 0.01f * p[i];
+    RequireGrad({xm});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_group_norm(in[0], 2, nullptr, nullptr, 1e-6f); }, {xm}, 1e-4);
+}
+
+TEST_F(CudaOps, LayerNormAndL2Normalize) {
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 3, 6}, 1, 3.0f)), *w = R(RandN({6}, 2)), *b = R(RandN({6}, 3));
+    vt_tensor *xw = R(RandN({77, 1280}, 4)), *ww = R(RandN({1280}, 5)), *bw = R(RandN({1280}, 6));
+    RequireGrad({x, w, b, xw, ww, bw});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_layer_norm(in[0], in[1], in[2], 1e-5f); }, {x, w, b}, 1e-5);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_layer_norm(in[0], nullptr, nullptr, 1e-5f); }, {x}, 1e-5);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_layer_norm(in[0], in[1], in[2], 1e-5f); }, {xw, ww, bw}, 1e-5);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_l2_normalize(in[0], 1e-12f); }, {x}, 1e-5);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_l2_normalize(in[0], 1e-12f); }, {xw}, 1e-5);
+    vt_tensor *s = R(RandN({2, 4}, 2, 1e-3f));  // norms below eps: the constant-denominator branch
+    RequireGrad({s});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_l2_normalize(in[0], 0.5f); }, {s}, 1e-5);
+}
+
+TEST_F(CudaOps, Softmax) {
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 3, 6}, 7, 2.0f)), *x2 = R(RandN({4, 5}, 8)), *lng = R(RandN({3, 3000}, 9, 4.0f));
+    RequireGrad({x, x2, lng});
+    for (vt_tensor *t : {x, x2, lng}) ExpectCudaMatchesCpu([](auto &in) { return vt_softmax(in[0]); }, {t}, 1e-5);
+}
+
+// The CPU op's shapes, then the head dims of the real models (64: UNet, CLIP-L, VideoMAE;
+// 80: ViT-H) and the largest kernel instantiation (d up to 256), with tiles that do not
+// divide the lengths.
+TEST_F(CudaOps, Attention) {
+    struct {
+        int64_t B, Lq, Lk;
+        int H;
+        int64_t d;
+        bool causal;
+    } cases[] = {{2, 5, 7, 2, 3, false}, {1, 6, 4, 3, 2, false},   {2, 6, 6, 2, 4, true},
+                 {1, 7, 4, 2, 3, true},  {1, 3, 8, 1, 5, true},    {2, 77, 77, 2, 64, true},
+                 {2, 40, 77, 3, 64, false}, {1, 50, 33, 2, 80, false}, {1, 16, 16, 5, 64, false},
+                 {1, 19, 21, 1, 200, false}, {1, 35, 35, 1, 130, true}, {1, 1, 9, 2, 32, false},
+                 {3, 130, 70, 1, 33, true}};
+    for (auto &c : cases) {
+        SCOPED_TRACE(testing::Message() << "B " << c.B << " Lq " << c.Lq << " Lk " << c.Lk << " H " << c.H << " d "
+                                        << c.d << (c.causal ? " causal" : ""));
+        Releaser R;
+        const int64_t C = c.H * c.d;
+        vt_tensor *q = R(RandN({c.B, c.Lq, C}, 11)), *k = R(RandN({c.B, c.Lk, C}, 12)), *v = R(RandN({c.B, c.Lk, C}, 13));
+        RequireGrad({q, k, v});
+        const float scale = 1.0f / std::sqrt((float)c.d);
+        const int H = c.H;
+        const bool causal = c.causal;
+        ExpectCudaMatchesCpu([=](auto &in) { return vt_attention(in[0], in[1], in[2], H, scale, causal); }, {q, k, v},
+                             1e-4);
+    }
+}
+
+TEST_F(CudaOps, AttentionOnlyRequestedGradients) {
+    Releaser R;
+    vt_tensor *q = R(RandN({1, 4, 6}, 21)), *k = R(RandN({1, 5, 6}, 22)), *v = R(RandN({1, 5, 6}, 23));
+    vt_requires_grad(v, 1);  // v alone: no query-side pass
+    ExpectCudaMatchesCpu([](auto &in) { return vt_attention(in[0], in[1], in[2], 2, 0.4f, 0); }, {q, k, v}, 1e-5);
+    vt_requires_grad(v, 0);
+    vt_requires_grad(q, 1);  // q alone: no key-side pass
+    ExpectCudaMatchesCpu([](auto &in) { return vt_attention(in[0], in[1], in[2], 3, 0.4f, 1); }, {q, k, v}, 1e-5);
+    vt_requires_grad(q, 0);
+    vt_requires_grad(k, 1);  // k alone: D from the query side, no dq
+    ExpectCudaMatchesCpu([](auto &in) { return vt_attention(in[0], in[1], in[2], 2, 0.4f, 1); }, {q, k, v}, 1e-5);
+}
+
+TEST_F(CudaOps, Conv2d) {
+    struct {
+        int64_t N, C, H, W, O, kh, kw;
+        int stride, pad;
+    } cases[] = {{2, 3, 5, 5, 4, 1, 1, 1, 0}, {2, 3, 6, 5, 4, 3, 3, 1, 1}, {1, 2, 7, 6, 3, 3, 3, 2, 1},
+                 {1, 2, 6, 7, 3, 3, 3, 2, 0}, {2, 3, 8, 8, 5, 4, 4, 4, 0}, {1, 2, 5, 6, 3, 2, 3, 1, 1},
+                 {1, 2, 4, 4, 2, 1, 1, 2, 1}, {1, 8, 33, 32, 4, 3, 3, 1, 1}, {2, 32, 16, 20, 24, 3, 3, 2, 1}};
+    for (auto &k : cases) {
+        SCOPED_TRACE(testing::Message() << "conv " << k.N << "x" << k.C << "x" << k.H << "x" << k.W << " O " << k.O
+                                        << " k " << k.kh << "x" << k.kw << " s " << k.stride << " p " << k.pad);
+        Releaser R;
+        vt_tensor *x = R(RandN({k.N, k.C, k.H, k.W}, 4)), *w = R(RandN({k.O, k.C, k.kh, k.kw}, 5, 0.5f));
+        vt_tensor *b = R(RandN({k.O}, 6));
+        RequireGrad({x, w, b});
+        const int s = k.stride, p = k.pad;
+        ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d(in[0], in[1], in[2], s, p); }, {x, w, b}, 1e-5);
+        ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d(in[0], in[1], nullptr, s, p); }, {x, w}, 1e-5);
+        vt_requires_grad(w, 0);  // frozen weight: input gradient only
+        ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d(in[0], in[1], in[2], s, p); }, {x, w, b}, 1e-5);
+    }
+}
+
+TEST_F(CudaOps, ConvTime) {
+    struct {
+        int64_t B, C, Tn, H, W, O, kt;
+        int pad;
+    } cases[] = {{2, 3, 4, 2, 3, 4, 3, 1}, {1, 2, 5, 3, 2, 3, 3, 0}, {1, 3, 3, 2, 2, 2, 1, 0},
+                 {1, 2, 2, 2, 1, 2, 3, 2}, {1, 16, 8, 6, 5, 16, 3, 1}};
+    for (auto &k : cases) {
+        Releaser R;
+        vt_tensor *x = R(RandN({k.B, k.C, k.Tn, k.H, k.W}, 4)), *w = R(RandN({k.O, k.C, k.kt, 1, 1}, 5, 0.5f));
+        vt_tensor *b = R(RandN({k.O}, 6));
+        RequireGrad({x, w, b});
+        const int p = k.pad;
+        ExpectCudaMatchesCpu([=](auto &in) { return vt_conv_time(in[0], in[1], in[2], p); }, {x, w, b}, 1e-5);
+        ExpectCudaMatchesCpu([=](auto &in) { return vt_conv_time(in[0], in[1], nullptr, p); }, {x, w}, 1e-5);
+    }
+}
+
+TEST_F(CudaOps, PermuteConcatSlice) {
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 3, 4}, 1)), *v = R(RandN({2, 3, 4, 2, 3}, 2));
+    RequireGrad({x, v});
+    ExpectCudaMatchesCpu([](auto &in) { const int p[] = {2, 0, 1}; return vt_permute(in[0], 3, p); }, {x}, 0.0);
+    ExpectCudaMatchesCpu([](auto &in) { const int p[] = {1, 0, 2}; return vt_permute(in[0], 3, p); }, {x}, 0.0);
+    // [b, c, t, h, w] -> [(b h w), t, c] and [(b t), c, h, w] layouts
+    ExpectCudaMatchesCpu([](auto &in) { const int p[] = {0, 3, 4, 2, 1}; return vt_permute(in[0], 5, p); }, {v}, 0.0);
+    ExpectCudaMatchesCpu([](auto &in) { const int p[] = {0, 2, 1, 3, 4}; return vt_permute(in[0], 5, p); }, {v}, 0.0);
+    vt_tensor *a = R(RandN({2, 1, 3}, 3)), *b = R(RandN({2, 4, 3}, 4)), *c = R(RandN({2, 2, 3}, 5));
+    vt_tensor *d = R(RandN({3, 3}, 6)), *e = R(RandN({1, 3}, 7)), *f = R(RandN({3, 2}, 8));
+    RequireGrad({a, b, c, d, e, f});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_concat(in.data(), 3, 1); }, {a, b, c}, 0.0);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_concat(in.data(), 2, 0); }, {d, e}, 0.0);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_concat(in.data(), 2, -1); }, {d, f}, 0.0);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_slice(in[0], 1, 1, 2); }, {x}, 0.0);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_slice(in[0], -1, 0, 3); }, {x}, 0.0);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_slice(in[0], 0, 1, 1); }, {v}, 0.0);
+}
+
+TEST_F(CudaOps, RepeatEmbeddingGatherUpsample) {
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 3, 4}, 1));
+    RequireGrad({x});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_repeat_interleave(in[0], 1, 3); }, {x}, 1e-6);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_repeat_interleave(in[0], 0, 2); }, {x}, 1e-6);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_repeat_interleave(in[0], -1, 4); }, {x}, 1e-6);
+    vt_tensor *w = R(RandN({6, 4}, 2)), *ids = R(Ids({2, 3}, {5, 0, 2, 2, 5, 1}));  // repeated ids add up
+    RequireGrad({w});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_embedding(in[0], in[1]); }, {w, ids}, 1e-6);
+    vt_tensor *xs = R(RandN({3, 5, 4}, 3)), *idx = R(Ids({3}, {4, 0, 2}));
+    RequireGrad({xs});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_gather_rows(in[0], in[1]); }, {xs, idx}, 0.0);
+    vt_tensor *u = R(RandN({2, 3, 3, 2}, 4));
+    RequireGrad({u});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_upsample_nearest2x(in[0]); }, {u}, 0.0);
+}
+
+TEST_F(CudaOps, IndicesOutOfRangeAreErrors) {
+    Releaser R;
+    vt_tensor *w = R(vt_to_device(R(RandN({6, 4}, 2)), VT_CUDA));
+    vt_tensor *ids = R(vt_to_device(R(Ids({3}, {1, 6, 2})), VT_CUDA));
+    ASSERT_VT(w);
+    ASSERT_VT(ids);
+    EXPECT_EQ(vt_embedding(w, ids), nullptr);
+    EXPECT_EQ(vt_error_code(), VT_ERR_ARG);
+    EXPECT_NE(std::string(vt_error_message()).find("id 6 (at position 1)"), std::string::npos) << vt_error_message();
+    vt_tensor *xs = R(vt_to_device(R(RandN({2, 5, 4}, 3)), VT_CUDA));
+    vt_tensor *idx = R(vt_to_device(R(Ids({2}, {0, -1})), VT_CUDA));
+    EXPECT_EQ(vt_gather_rows(xs, idx), nullptr);
+    EXPECT_NE(std::string(vt_error_message()).find("index -1 (at position 1)"), std::string::npos)
+        << vt_error_message();
+}
+
+TEST_F(CudaOps, Reductions) {
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 3, 4}, 1)), *big = R(RandN({3, 70000}, 2));
+    RequireGrad({x, big});
+    for (vt_tensor *t : {x, big}) {
+        ExpectCudaMatchesCpu([](auto &in) { return vt_sum(in[0]); }, {t}, 1e-6);
+        ExpectCudaMatchesCpu([](auto &in) { return vt_mean(in[0]); }, {t}, 1e-6);
+        ExpectCudaMatchesCpu([](auto &in) { return vt_sum_dim(in[0], 0, 0); }, {t}, 1e-6);
+        ExpectCudaMatchesCpu([](auto &in) { return vt_mean_dim(in[0], -1, 1); }, {t}, 1e-6);
+        ExpectCudaMatchesCpu([](auto &in) { return vt_sum_dim(in[0], 1, 1); }, {t}, 1e-6);
+    }
+}
+
+TEST_F(CudaOps, Resize) {
+    Releaser R;
+    struct {
+        int bc, aa, h, w, oh, ow;
+    } cases[] = {{0, 0, 4, 5, 7, 3}, {0, 1, 9, 7, 4, 3},  {1, 0, 4, 5, 7, 3},     {1, 1, 9, 7, 4, 3},
+                 {1, 1, 3, 4, 6, 9}, {0, 1, 6, 6, 6, 2},  {1, 1, 512, 320, 224, 224}, {0, 1, 40, 64, 40, 64},
+                 {1, 0, 5, 6, 5, 11}, {0, 0, 7, 6, 3, 6}};
+    for (auto &c : cases) {
+        SCOPED_TRACE(testing::Message() << "bicubic " << c.bc << " aa " << c.aa << " " << c.h << "x" << c.w << " -> "
+                                        << c.oh << "x" << c.ow);
+        vt_tensor *x = R(RandN({2, 3, c.h, c.w}, 3));
+        RequireGrad({x});
+        const int bc = c.bc, aa = c.aa, oh = c.oh, ow = c.ow;
+        ExpectCudaMatchesCpu(
+            [=](auto &in) {
+                return bc ? vt_resize_bicubic(in[0], oh, ow, aa) : vt_resize_bilinear(in[0], oh, ow, aa);
+            },
+            {x}, 1e-5);
+    }
+}
+
+TEST_F(CudaOps, NormalizeChannelsAndCosine) {
+    Releaser R;
+    const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f}, stdv[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+    vt_tensor *x = R(RandU({2, 3, 4, 5}, 4, 0.0f, 1.0f));
+    RequireGrad({x});
+    ExpectCudaMatchesCpu([&](auto &in) { return vt_normalize_channels(in[0], mean, stdv); }, {x}, 1e-6);
+    vt_tensor *a = R(RandN({2, 3, 6}, 5)), *b = R(RandN({2, 3, 6}, 6));
+    vt_tensor *a1 = R(RandN({7}, 8)), *b1 = R(RandN({7}, 9));
+    vt_tensor *al = R(RandN({4, 1024}, 10)), *bl = R(RandN({4, 1024}, 11));
+    RequireGrad({a, b, a1, b1, al, bl});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_cosine_similarity(in[0], in[1], 1e-8f); }, {a, b}, 1e-5);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_cosine_similarity(in[0], in[1], 1e-8f); }, {a1, b1}, 1e-5);
+    ExpectCudaMatchesCpu([](auto &in) { return vt_cosine_similarity(in[0], in[1], 1e-8f); }, {al, bl}, 1e-5);
+    const int64_t zshape[2] = {2, 5};
+    vt_tensor *z = R(vt_zeros(VT_F32, VT_CPU, 2, zshape)), *zb = R(RandN({2, 5}, 12));
+    RequireGrad({z, zb});  // a zero row: norms clamped to eps, the 0/0 term dropped
+    ExpectCudaMatchesCpu([](auto &in) { return vt_cosine_similarity(in[0], in[1], 1e-8f); }, {z, zb}, 1e-5);
 }

@@ -2,6 +2,7 @@
 // reference kernels; every backward recomputes f'(x) from the saved input (dropout recomputes
 // its mask from the seed and saves nothing).
 #include "ops_internal.h"
+#include "params.h"
 #include <math.h>
 
 // ---- scalar functions --------------------------------------------------------------------
@@ -24,8 +25,8 @@ static inline float gelu_df(float x) {
 }
 
 // ---- unary activations -------------------------------------------------------------------
-typedef enum act_kind { A_SILU, A_SIGMOID, A_GELU, A_QUICK_GELU } act_kind;
-typedef struct act_params { int kind; } act_params;
+enum { A_SILU = VT_ACT_SILU, A_SIGMOID = VT_ACT_SIGMOID, A_GELU = VT_ACT_GELU, A_QUICK_GELU = VT_ACT_QUICK_GELU };
+typedef vt_act_params act_params;
 
 static inline float act_f(int kind, float x) {
     switch (kind) {
@@ -155,7 +156,7 @@ vt_tensor *vt_geglu(vt_tensor *x) {
 // Element i is kept iff u_i >= p, u_i = top 24 bits of vt_hash64(seed, i) / 2^24 in [0, 1):
 // a counter-based mask, so a checkpoint segment's recompute (and the backward) rebuild it
 // exactly from (seed, i) without storing it.
-typedef struct dropout_params { float p, scale; uint64_t seed; } dropout_params;
+typedef vt_dropout_params dropout_params;
 
 static inline int dropout_keep(const dropout_params *p, int64_t i) {
     float u = (float)(vt_hash64(p->seed, (uint64_t)i) >> 40) * (1.0f / 16777216.0f);

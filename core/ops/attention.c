@@ -6,6 +6,7 @@
 // a time (as flash attention does), so memory is O(rows_per_block * Lk), not O(Lq * Lk), in
 // both passes.
 #include "ops_internal.h"
+#include "params.h"
 #include <math.h>
 #include <string.h>
 
@@ -68,7 +69,7 @@ vt_tensor *vt_softmax(vt_tensor *x) {
 // ---- attention ---------------------------------------------------------------------------
 // Head h of batch b is the strided submatrix q[b, :, h*d : (h+1)*d] (row stride C = H*d), fed
 // to sgemm through its leading dimension: no permute to [B, H, L, d] and back.
-typedef struct attention_params { int64_t B, Lq, Lk, H, d; float scale; int causal; } attention_params;
+typedef vt_attention_params attention_params;
 
 // Score-matrix floats per row block: bounds the scratch of both passes (1 MiB, cache-sized).
 #define ATTN_BLOCK_FLOATS ((int64_t)1 << 18)

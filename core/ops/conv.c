@@ -5,14 +5,11 @@
 // that kernel on x [B, C, T, H*W] with kernel (kt, 1), padding (pad, 0): a temporal kernel
 // only mixes frames, so the spatial dims fold into one "width" the kernel never moves along.
 #include "ops_internal.h"
+#include "params.h"
 #include <string.h>
 
 // Geometry, fixed at the frontend so forward and backward agree.
-typedef struct conv_params {
-    int64_t N, C, H, W;  // input planes
-    int64_t O, OH, OW;   // output planes
-    int kh, kw, sh, sw, ph, pw;
-} conv_params;
+typedef vt_conv_params conv_params;
 
 static int64_t conv_k(const conv_params *p) { return p->C * p->kh * p->kw; }   // GEMM depth
 static int64_t conv_l(const conv_params *p) { return p->OH * p->OW; }          // output pixels

@@ -1,16 +1,14 @@
 // image.c — reward preprocessing: per-channel normalisation and cosine similarity.
 // CPU reference kernels (resize is in resize.c).
 #include "ops_internal.h"
+#include "params.h"
 #include <math.h>
 #include <string.h>
 
 // ---- normalize_channels ------------------------------------------------------------------
 // x [N, C, H, W]: y = (x - mean[c]) / std[c] (torchvision Normalize); dx = g / std[c].
-#define NORM_MAX_C 31
-typedef struct normalize_params {
-    int C;
-    float mean[NORM_MAX_C], std[NORM_MAX_C];
-} normalize_params;
+#define NORM_MAX_C VT_NORMALIZE_MAX_C
+typedef vt_normalize_params normalize_params;
 
 static vt_err normalize_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const normalize_params *p = (const normalize_params *)n->params;
@@ -81,7 +79,7 @@ vt_tensor *vt_normalize_channels(vt_tensor *x, const float *mean, const float *s
 // (each norm clamped on its own). torch clamps under no-grad, so the gradient treats na as
 // ||a|| for its derivative (d na / d a = a / ||a||, 0 at a = 0) even when clamped:
 //   da = g (b / (na nb) - cos / na * a / ||a||),  db symmetric.
-typedef struct cosine_params { float eps; } cosine_params;
+typedef vt_cosine_params cosine_params;
 
 // <x, x>, <y, y>, <x, y> of two rows of D floats, accumulated in double.
 static void row_dots(const float *x, const float *y, int64_t D, double *xx, double *yy, double *xy) {

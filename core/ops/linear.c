@@ -1,5 +1,6 @@
 // linear.c — linear layers (with the LoRA branch) and batched matmul, on OpenBLAS sgemm.
 #include "ops_internal.h"
+#include "params.h"
 #include <cblas.h>
 #include <string.h>
 
@@ -13,7 +14,7 @@ void vt_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, cons
 // ---- linear + LoRA -----------------------------------------------------------------------
 // x [M, in] (leading dims flattened), W [out, in], b [out], A [r, in], B [out, r]
 // y = x W^T + b + s (x A^T) B^T
-typedef struct linear_params { float scale; int has_bias, has_lora; } linear_params;
+typedef vt_linear_params linear_params;
 
 static vt_err linear_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const linear_params *p = (const linear_params *)n->params;

@@ -9,15 +9,12 @@
 // The backward recomputes the statistics from the saved x instead of keeping them on the
 // tape: one more pass over x, nothing extra held, and exact in double.
 #include "ops_internal.h"
+#include "params.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct norm_params {
-    int64_t N, C, S;
-    int G;
-    float eps;
-} norm_params;
+typedef vt_norm_params norm_params;
 
 // Per (n, g): mean and 1 / sqrt(var + eps) of the Cg*S contiguous elements of the group.
 // x [N, C, S] -> mean, rstd [N*G]
@@ -200,7 +197,7 @@ vt_tensor *vt_layer_norm(vt_tensor *x, vt_tensor *w, vt_tensor *b, float eps) {
 
 // ---- L2 normalisation --------------------------------------------------------------------
 // x [M, C] (leading dims flattened) -> y = x / max(||x||, eps) per row (F.normalize, p = 2).
-typedef struct l2n_params { int64_t M, C; float eps; } l2n_params;
+typedef vt_l2n_params l2n_params;
 
 static double row_norm(const float *x, int64_t C) {
     double s = 0;

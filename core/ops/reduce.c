@@ -1,9 +1,10 @@
 // reduce.c — sum / mean over everything or over one dim. CPU reference kernels; sums are
 // accumulated in double so long reductions (a whole video) stay accurate.
 #include "ops_internal.h"
+#include "params.h"
 
 // View of x as [outer, n, inner] around dim d (all = one dim of everything).
-typedef struct reduce_params { int64_t outer, n, inner; float scale; } reduce_params;
+typedef vt_reduce_params reduce_params;
 
 static vt_err reduce_forward_cpu(vt_node *nd, vt_tensor *const *in, vt_tensor *out) {
     const reduce_params *p = (const reduce_params *)nd->params;

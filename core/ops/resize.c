@@ -18,22 +18,17 @@
 //             clipped to [0, in); w_j = f((j - center + 0.5) / max(scale, 1)) normalised to
 //             sum 1, f = triangle (bilinear) or Keys' cubic with a = -0.5 (bicubic).
 #include "ops_internal.h"
+#include "params.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { RESIZE_BILINEAR = 0, RESIZE_BICUBIC = 1 };
+enum { RESIZE_BILINEAR = VT_RESIZE_BILINEAR, RESIZE_BICUBIC = VT_RESIZE_BICUBIC };
 
-typedef struct resize_params { int oh, ow, mode, antialias; } resize_params;
+typedef vt_resize_params resize_params;
+typedef vt_resize_table resize_table;  // one axis: out outputs, K taps each; idx/w are [out, K]
 
-// One axis: out outputs, K taps each; idx/w are [out, K].
-typedef struct resize_table {
-    int64_t out, K;
-    int64_t *idx;
-    float *w;
-} resize_table;
-
-static void table_free(resize_table *t) {
+void vt_resize_table_free(resize_table *t) {
     free(t->idx);
     free(t->w);
     t->idx = NULL;
@@ -52,7 +47,7 @@ static inline float aa_filter(int mode, float x) {
     return 0.0f;
 }
 
-static vt_err table_build(resize_table *t, int64_t in, int64_t out, int mode, int antialias) {
+vt_err vt_resize_table_build(resize_table *t, int64_t in, int64_t out, int mode, int antialias) {
     const float scale = (float)in / (float)out;
     const float radius = mode == RESIZE_BICUBIC ? 2.0f : 1.0f;
     const float support = scale >= 1.0f ? radius * scale : radius;
@@ -64,7 +59,7 @@ static vt_err table_build(resize_table *t, int64_t in, int64_t out, int mode, in
     t->idx = calloc((size_t)(out * K), sizeof(int64_t));
     t->w = calloc((size_t)(out * K), sizeof(float));
     if (!t->idx || !t->w) {
-        table_free(t);
+        vt_resize_table_free(t);
         return vt_error(VT_ERR_OOM, "resize: out of host memory for %lld x %lld weights", (long long)out,
                         (long long)K);
     }
@@ -201,9 +196,9 @@ static void apply_h_t(const resize_table *t, int64_t planes, int64_t in, int64_t
 static vt_err tables_build(const resize_params *p, int64_t H, int64_t W, resize_table *th, resize_table *tw) {
     memset(th, 0, sizeof *th);
     memset(tw, 0, sizeof *tw);
-    if (W != p->ow && table_build(tw, W, p->ow, p->mode, p->antialias)) return vt_error_code();
-    if (H != p->oh && table_build(th, H, p->oh, p->mode, p->antialias)) {
-        table_free(tw);
+    if (W != p->ow && vt_resize_table_build(tw, W, p->ow, p->mode, p->antialias)) return vt_error_code();
+    if (H != p->oh && vt_resize_table_build(th, H, p->oh, p->mode, p->antialias)) {
+        vt_resize_table_free(tw);
         return vt_error_code();
     }
     return VT_OK;
@@ -237,8 +232,8 @@ static vt_err resize_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *ou
     }
 done:
     free(tmp);
-    table_free(&th);
-    table_free(&tw);
+    vt_resize_table_free(&th);
+    vt_resize_table_free(&tw);
     return e;
 }
 
@@ -276,8 +271,8 @@ static vt_err resize_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor *
     }
 done:
     free(tmp);
-    table_free(&th);
-    table_free(&tw);
+    vt_resize_table_free(&th);
+    vt_resize_table_free(&tw);
     return e;
 }
 

@@ -1,6 +1,7 @@
 // shape.c — reshape (a recorded view), permute, concat, slice, repeat_interleave, embedding
 // lookup, row gather and nearest x2 upsample. CPU reference kernels.
 #include "ops_internal.h"
+#include "params.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -68,7 +69,7 @@ static void split_at(int ndim, const int64_t *shape, int d, int64_t *outer, int6
 }
 
 // ---- permute -----------------------------------------------------------------------------
-typedef struct permute_params { int ndim; int perm[VT_MAX_DIMS]; } permute_params;
+typedef vt_permute_params permute_params;
 
 // src [in_shape] -> dst [in_shape[perm[0]], ..., in_shape[perm[nd-1]]]
 static void permute_copy(size_t es, const void *src, int nd, const int64_t *in_shape, const int *perm, void *dst) {
@@ -154,7 +155,7 @@ vt_tensor *vt_permute(vt_tensor *x, int ndim, const int *perm) {
 
 // ---- concat ------------------------------------------------------------------------------
 // inputs [outer, n_i, inner] -> out [outer, sum n_i, inner]
-typedef struct concat_params { int n; int64_t outer, inner, sizes[VT_MAX_INPUTS]; } concat_params;
+typedef vt_concat_params concat_params;
 
 static vt_err concat_forward_cpu(vt_node *nd, vt_tensor *const *in, vt_tensor *out) {
     const concat_params *p = (const concat_params *)nd->params;
@@ -240,7 +241,7 @@ vt_tensor *vt_concat(vt_tensor *const *xs, int n, int dim) {
 
 // ---- slice -------------------------------------------------------------------------------
 // x [outer, n, inner] -> out [outer, len, inner] = x[:, start : start + len, :]
-typedef struct slice_params { int64_t outer, n, inner, start, len; } slice_params;
+typedef vt_slice_params slice_params;
 
 static vt_err slice_forward_cpu(vt_node *nd, vt_tensor *const *in, vt_tensor *out) {
     const slice_params *p = (const slice_params *)nd->params;
@@ -286,7 +287,7 @@ vt_tensor *vt_slice(vt_tensor *x, int dim, int64_t start, int64_t len) {
 
 // ---- repeat_interleave -------------------------------------------------------------------
 // x [outer, n, inner] -> out [outer, n r, inner], out[o, i r + k, :] = x[o, i, :]
-typedef struct repeat_params { int64_t outer, n, inner, r; } repeat_params;
+typedef vt_repeat_params repeat_params;
 
 static vt_err repeat_forward_cpu(vt_node *nd, vt_tensor *const *in, vt_tensor *out) {
     const repeat_params *p = (const repeat_params *)nd->params;
@@ -339,7 +340,7 @@ vt_tensor *vt_repeat_interleave(vt_tensor *x, int dim, int64_t r) {
 
 // ---- embedding ---------------------------------------------------------------------------
 // weight [V, D], ids i64 [M] (flattened) -> out [M, D] = weight[ids[m], :]
-typedef struct embedding_params { int64_t V, D, M; } embedding_params;
+typedef vt_embedding_params embedding_params;
 
 static vt_err embedding_forward_cpu(vt_node *nd, vt_tensor *const *in, vt_tensor *out) {
     const embedding_params *p = (const embedding_params *)nd->params;
@@ -401,7 +402,7 @@ vt_tensor *vt_embedding(vt_tensor *weight, const vt_tensor *ids) {
 
 // ---- gather_rows -------------------------------------------------------------------------
 // x [B, L, D], index i64 [B] -> out [B, D] = x[b, index[b], :]
-typedef struct gather_params { int64_t B, L, D; } gather_params;
+typedef vt_gather_params gather_params;
 
 static vt_err gather_forward_cpu(vt_node *nd, vt_tensor *const *in, vt_tensor *out) {
     const gather_params *p = (const gather_params *)nd->params;
