@@ -256,13 +256,27 @@ static void unet_keys(keylist *kl, const vt_unet3d_config *c) {
     keys_wb(kl, "out.2");
 }
 
+// proj_in / proj_out weights that the checkpoint stores as kernel-1 convolutions: init_attn's
+// (Conv1d) always, the blocks' without use_linear (Conv2d in spatial, Conv1d in temporal
+// transformers). Returns the kernel dims (1 or 2) or 0 for a Linear.
+static int conv_proj_dims(const char *k, const vt_unet3d_config *c) {
+    size_t n = strlen(k);
+    int proj = (n > 15 && !strcmp(k + n - 15, ".proj_in.weight")) || (n > 16 && !strcmp(k + n - 16, ".proj_out.weight"));
+    if (!proj) return 0;
+    if (!strncmp(k, "init_attn.", 10)) return 1;
+    if (c->use_linear) return 0;
+    const char *dot = strstr(k, ".proj_");  // "...blocks.N.{1|2}.proj_*"
+    return dot - k >= 2 && dot[-1] == '1' && dot[-2] == '.' ? 2 : 1;
+}
+
 static int save_weights(const char *path, vt_unet3d *u, const vt_unet3d_config *c) {
     keylist kl = {0};
     unet_keys(&kl, c);
     int nl = vt_unet3d_n_lora(u), n = kl.n + nl, rc = 1;
     char **names = calloc((size_t)n, sizeof *names);
-    vt_tensor **ts = calloc((size_t)n, sizeof *ts);
-    if (kl.oom || !names || !ts) {
+    vt_tensor **ts = calloc((size_t)n, sizeof *ts), **views = calloc((size_t)n, sizeof *views);
+    int n_views = 0;
+    if (kl.oom || !names || !ts || !views) {
         fprintf(stderr, "vader-unet_bench: out of memory listing the weights\n");
         goto done;
     }
@@ -274,6 +288,11 @@ static int save_weights(const char *path, vt_unet3d *u, const vt_unet3d_config *
             goto done;
         }
         total += ts[i]->numel;
+        int kd = conv_proj_dims(kl.k[i], c);
+        if (kd && ts[i]->ndim == 2) {  // a kernel-1 conv the model keeps as a matrix: checkpoint shape
+            int64_t sh[4] = {ts[i]->shape[0], ts[i]->shape[1], 1, 1};
+            if (!(ts[i] = views[n_views++] = vt_view(ts[i], 2 + kd, sh))) goto done;
+        }
         size_t len = strlen(PREFIX) + strlen(kl.k[i]) + 1;
         if (!(names[i] = malloc(len))) goto done;
         snprintf(names[i], len, "%s%s", PREFIX, kl.k[i]);
@@ -301,6 +320,8 @@ done:
         for (int i = 0; i < n; i++) free(names[i]);
     free(names);
     free(ts);
+    for (int i = 0; i < n_views; i++) vt_release(views[i]);
+    free(views);
     return rc;
 }
 
