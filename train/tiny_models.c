@@ -111,8 +111,11 @@ vt_openclip *vt_openclip_text_build_random(const vt_openclip_config *cfg, uint64
         return NULL;
     }
     fill_random(m->tensors, m->n_tensors, seed);
-    vt_clip_transformer *tr = &m->text->transformer;
-    for (int i = 0; i < tr->layers; i++) set_ones(tr->resblocks[i].ln_1.w), set_ones(tr->resblocks[i].ln_2.w);
+    vt_vit_stack *tr = &m->text->transformer;
+    for (int i = 0; i < tr->layers; i++) {
+        set_ones(tr->blocks[i].ln_1.w);
+        set_ones(tr->blocks[i].ln_2.w);
+    }
     set_ones(m->text->ln_final.w);
     return m;
 }
