@@ -24,10 +24,11 @@ static const reward_kind kinds[] = {
     {"pickscore", "prefix", 1},
     {"color", "rgb", 0},
     {"aesthetic_hps", "aesthetic.*, hps.*, aesthetic.checkpoint, hps.checkpoint", 0},
+    {"action", "class, reward, frames, resize, prefix", 1},
 };
 #define N_KINDS (int)(sizeof kinds / sizeof kinds[0])
 
-const char *vt_reward_names(void) { return "aesthetic, hps, hpsv21, pickscore, color, aesthetic_hps"; }
+const char *vt_reward_names(void) { return "aesthetic, hps, hpsv21, pickscore, color, aesthetic_hps, action"; }
 
 static const reward_kind *find_kind(const char *name) {
     for (int i = 0; name && i < N_KINDS; i++)
@@ -179,6 +180,7 @@ static vt_reward *create(const char *name, vt_weights *w, int own, const vt_rewa
     else if (!strcmp(name, "hps") || !strcmp(name, "hpsv21")) r = vt_reward_new_hps(w, o);
     else if (!strcmp(name, "pickscore")) r = vt_reward_new_pickscore(w, o);
     else if (!strcmp(name, "color")) r = vt_reward_new_color(o);
+    else if (!strcmp(name, "action")) r = vt_reward_new_action(w, o);
     else r = new_aesthetic_hps(own ? NULL : w, o);
     if (!r) {
         if (own) vt_weights_free(w);
@@ -291,8 +293,9 @@ vt_reward *vt_reward_combine(const char *name, vt_reward **parts, const float *l
         goto fail;
     }
     for (int i = 0; i < n; i++)
-        if (!parts[i]) {
-            vt_error(VT_ERR_ARG, "reward combine: part %d is NULL", i);
+        if (!parts[i] || parts[i]->video) {
+            // a sum scores frames; a clip module (action) cannot share its forward
+            vt_error(VT_ERR_ARG, "reward combine: part %d is %s", i, parts[i] ? "a clip (video) module" : "NULL");
             goto fail;
         }
     r = vt_reward_alloc(name ? name : "sum");
@@ -337,7 +340,21 @@ vt_err vt_reward_forward(vt_reward *r, vt_tensor *frames, const char *const *pro
         return vt_error(VT_ERR_ARG, "reward %s: needs one prompt per sample, got none", r->name);
     vt_tensor *per_reward = NULL, *per_loss = NULL;
     vt_err e;
-    if (frames->ndim == 4) {
+    if (r->video) {
+        // whole clips; [n, 3, h, w] is one clip of n frames: [1, 3, n, h, w]
+        vt_tensor *clip = NULL;
+        if (frames->ndim == 4) {
+            vt_tensor *p = vt_permute(frames, 4, (const int[]){1, 0, 2, 3});
+            clip = vt_reshape(p, 5, (int64_t[]){1, 3, frames->shape[0], frames->shape[2], frames->shape[3]});
+            vt_release(p);
+        } else {
+            clip = vt_retain(frames);
+        }
+        e = clip ? r->forward(r, clip, prompts, &per_reward, &per_loss) : vt_error_code();
+        vt_release(clip);
+        if (e) return e;
+        *reward = per_reward;
+    } else if (frames->ndim == 4) {
         e = r->forward(r, frames, prompts, &per_reward, &per_loss);
         if (e) return e;
         *reward = per_reward;

@@ -13,6 +13,8 @@
 //   hpsv21      same code, HPSv2.1 weights
 //   pickscore   CLIP-H (HF CLIPModel, PickScore_v1)            exp(logit_scale) * cos      |1 - r / 100|
 //   color       none                                           mean_{h,w} sum_c img_c rgb_c  -r
+//   action      VideoMAE (HF VideoMAEForVideo-                 log p(class | clip)         -log p(class)
+//               Classification, Kinetics-400)                 (reward: prob -> p)          (VADER's cross-entropy)
 //   aesthetic_hps  weighted sum: 0.75 aesthetic + 0.5 hps (VADER's (1.5 a + h) / 2); reward
 //               (a + 15 h) / 2 (VADER's log value)
 // Preprocessing (VADER-VideoCrafter's loss functions, 224 = the tower's image_size):
@@ -27,6 +29,10 @@
 // Frames: [n, 3, h, w] with n prompts (reward per frame), or a video [b, 3, t, h, w] with b
 // prompts: the t frames of video j are scored with prompt j, reward[j] = mean over its frames,
 // loss = mean over all b * t frames (VADER scores the decoded frames as one (b t) batch).
+// Video modules (vt_reward.video: action) score each clip as a whole: [b, 3, t, h, w] gives
+// reward [b] and loss = mean over the b clips; [n, 3, h, w] is taken as one clip of n frames.
+// action: frames resampled to the classifier's 16 (or native, VADER), resized as
+// VideoMAEImageProcessor (or square, VADER), ImageNet mean / std (rewards/action_reward.c).
 #pragma once
 #include "core/models/vae_decoder.h"  // vt_act_hook
 #include "core/tokenizer.h"
@@ -57,6 +63,8 @@ typedef struct vt_reward_options {
     //              head_prefix ("")
     //   hps, hpsv21, pickscore: prefix ("")
     //   color: rgb ("0.7,-0.2,0.5")
+    //   action: class (Kinetics-400 name or id; required), reward (log_prob | prob),
+    //           frames (resample | native), resize (processor | square), prefix ("")
     //   aesthetic_hps: aesthetic.KEY / hps.KEY (passed on), aesthetic.checkpoint, hps.checkpoint
     // An unknown key is an error listing the module's keys.
     const vt_reward_kv *kv;
@@ -72,6 +80,7 @@ typedef vt_err (*vt_reward_forward_fn)(vt_reward *r, vt_tensor *frames, const ch
 struct vt_reward {
     char name[32];
     int needs_prompts;
+    int video;  // forward takes whole clips [b, 3, t, h, w] (reward and loss [b]), not frames
     vt_reward_forward_fn forward;
     void (*destroy)(vt_reward *r);  // frees impl
     void *impl;
@@ -90,7 +99,7 @@ struct vt_reward {
 };
 
 // Valid names for vt_reward_create, comma-separated ("aesthetic, hps, hpsv21, pickscore,
-// color, aesthetic_hps").
+// color, aesthetic_hps, action").
 const char *vt_reward_names(void);
 // Builds a module by name, opening opts->checkpoint. An unknown name fails listing the valid
 // names; a checkpoint of another architecture fails naming the key at fault.
