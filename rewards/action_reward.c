@@ -282,6 +282,21 @@ vt_reward *vt_reward_new_action(vt_weights *w, const vt_reward_options *o) {
     vt_videomae_config cfg;
     memset(&cfg, 0, sizeof cfg);
     if (o && o->config && vt_videomae_config_from_json(o->config, &cfg)) goto fail;
+    // image_size / num_frames are not in the weights (the position table is computed): options
+    // override the config (VADER passes num_frames to from_pretrained the same way)
+    const char *ints[2] = {"image_size", "num_frames"};
+    int *dst[2] = {&cfg.image_size, &cfg.num_frames};
+    for (int i = 0; i < 2; i++) {
+        const char *v = vt_reward_option(o, ints[i]);
+        if (!v) continue;
+        char *end;
+        long n = strtol(v, &end, 10);
+        if (end == v || *end || n < 1 || n > 4096) {
+            vt_error(VT_ERR_CONFIG, "reward action: option %s = \"%s\" is not a positive integer", ints[i], v);
+            goto fail;
+        }
+        *dst[i] = (int)n;
+    }
     a->model = vt_videomae_build(w, prefix, &cfg);
     if (!a->model || vt_weights_finish(w, prefix)) {
         vt_error_context("reward action: ");

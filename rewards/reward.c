@@ -24,7 +24,7 @@ static const reward_kind kinds[] = {
     {"pickscore", "prefix", 1},
     {"color", "rgb", 0},
     {"aesthetic_hps", "aesthetic.*, hps.*, aesthetic.checkpoint, hps.checkpoint", 0},
-    {"action", "class, reward, frames, resize, prefix", 1},
+    {"action", "class, reward, frames, resize, prefix, image_size, num_frames", 1},
 };
 #define N_KINDS (int)(sizeof kinds / sizeof kinds[0])
 

@@ -64,7 +64,8 @@ typedef struct vt_reward_options {
     //   hps, hpsv21, pickscore: prefix ("")
     //   color: rgb ("0.7,-0.2,0.5")
     //   action: class (Kinetics-400 name or id; required), reward (log_prob | prob),
-    //           frames (resample | native), resize (processor | square), prefix ("")
+    //           frames (resample | native), resize (processor | square), prefix (""),
+    //           image_size (224), num_frames (16) (not in the weights; override the config)
     //   aesthetic_hps: aesthetic.KEY / hps.KEY (passed on), aesthetic.checkpoint, hps.checkpoint
     // An unknown key is an error listing the module's keys.
     const vt_reward_kv *kv;
