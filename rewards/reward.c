@@ -23,11 +23,12 @@ static const reward_kind kinds[] = {
     {"hpsv21", "prefix", 1},
     {"pickscore", "prefix", 1},
     {"color", "rgb", 0},
+    {"temporal", "frames, image_size, heads, pred_heads, prefix, seed, mask, blocks, aspect, temporal_scale, ratio", 1},
     {"aesthetic_hps", "aesthetic.*, hps.*, aesthetic.checkpoint, hps.checkpoint", 0},
 };
 #define N_KINDS (int)(sizeof kinds / sizeof kinds[0])
 
-const char *vt_reward_names(void) { return "aesthetic, hps, hpsv21, pickscore, color, aesthetic_hps"; }
+const char *vt_reward_names(void) { return "aesthetic, hps, hpsv21, pickscore, color, aesthetic_hps, temporal"; }
 
 static const reward_kind *find_kind(const char *name) {
     for (int i = 0; name && i < N_KINDS; i++)
@@ -179,6 +180,7 @@ static vt_reward *create(const char *name, vt_weights *w, int own, const vt_rewa
     else if (!strcmp(name, "hps") || !strcmp(name, "hpsv21")) r = vt_reward_new_hps(w, o);
     else if (!strcmp(name, "pickscore")) r = vt_reward_new_pickscore(w, o);
     else if (!strcmp(name, "color")) r = vt_reward_new_color(o);
+    else if (!strcmp(name, "temporal")) r = vt_reward_new_temporal(w, o);
     else r = new_aesthetic_hps(own ? NULL : w, o);
     if (!r) {
         if (own) vt_weights_free(w);
@@ -337,7 +339,10 @@ vt_err vt_reward_forward(vt_reward *r, vt_tensor *frames, const char *const *pro
         return vt_error(VT_ERR_ARG, "reward %s: needs one prompt per sample, got none", r->name);
     vt_tensor *per_reward = NULL, *per_loss = NULL;
     vt_err e;
-    if (frames->ndim == 4) {
+    if (r->takes_video && frames->ndim != 5)
+        return vt_error(VT_ERR_SHAPE, "reward %s: frames %s; this reward scores a video [b, 3, t, h, w]", r->name,
+                        vt_shape_str(frames, s, sizeof s));
+    if (frames->ndim == 4 || r->takes_video) {
         e = r->forward(r, frames, prompts, &per_reward, &per_loss);
         if (e) return e;
         *reward = per_reward;

@@ -13,6 +13,8 @@
 //   hpsv21      same code, HPSv2.1 weights
 //   pickscore   CLIP-H (HF CLIPModel, PickScore_v1)            exp(logit_scale) * cos      |1 - r / 100|
 //   color       none                                           mean_{h,w} sum_c img_c rgb_c  -r
+//   temporal    V-JEPA 2 (HF VJEPA2Model: encoder + predictor)    -L1(predicted, target         -r
+//               on the whole video (temporal.h)                   features of masked tubelets)
 //   aesthetic_hps  weighted sum: 0.75 aesthetic + 0.5 hps (VADER's (1.5 a + h) / 2); reward
 //               (a + 15 h) / 2 (VADER's log value)
 // Preprocessing (VADER-VideoCrafter's loss functions, 224 = the tower's image_size):
@@ -78,6 +80,7 @@ struct vt_reward {
     vt_weights *weights;     // owned when the module opened its checkpoint, else NULL
     vt_tokenizer *tokenizer; // owned; NULL for modules without prompts
     int segments;            // run the towers' blocks as checkpoint segments
+    int takes_video;         // forward gets the whole video [b, 3, t, h, w] (reward, loss [b])
     // Optional debugging hook, called with the tensors the module computes: "pixel_values",
     // "tokens" (i64), "image_embeds", "text_embeds", "image_features", "text_features"
     // (names as in the fixtures). Borrowed tensors.

@@ -63,7 +63,7 @@ vt_err vt_vjepa2_config_from_json(const cJSON *o, vt_vjepa2_config *c) {
 }
 
 // Missing config: everything but the head counts and crop size from the shapes.
-static vt_err infer_config(vt_weights *w, const char *prefix, vt_vjepa2_config *c) {
+vt_err vt_vjepa2_infer_config(vt_weights *w, const char *prefix, vt_vjepa2_config *c) {
     char key[512];
     int nd = 0;
     int64_t s[VT_MAX_DIMS];
@@ -111,7 +111,6 @@ void vt_vjepa2_free(vt_vjepa2 *m) {
     vt_vit_stack_free(&m->encoder);
     vt_vit_stack_free(&m->predictor);
     vt_param_list_free(m->params, m->n_tensors);
-    free(m->params);
     free(m);
 }
 
@@ -128,7 +127,7 @@ vt_vjepa2 *vt_vjepa2_build(vt_weights *w, const char *prefix, const vt_vjepa2_co
     }
     if (cfg) {
         m->cfg = *cfg;
-    } else if (infer_config(w, prefix, &m->cfg)) {
+    } else if (vt_vjepa2_infer_config(w, prefix, &m->cfg)) {
         free(m);
         return NULL;
     }
