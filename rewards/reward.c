@@ -23,12 +23,13 @@ static const reward_kind kinds[] = {
     {"hpsv21", "prefix", 1},
     {"pickscore", "prefix", 1},
     {"color", "rgb", 0},
+    {"temporal", "frames, image_size, heads, pred_heads, prefix, seed, mask, blocks, aspect, temporal_scale, ratio", 1},
     {"aesthetic_hps", "aesthetic.*, hps.*, aesthetic.checkpoint, hps.checkpoint", 0},
     {"action", "class, reward, frames, resize, prefix, image_size, num_frames", 1},
 };
 #define N_KINDS (int)(sizeof kinds / sizeof kinds[0])
 
-const char *vt_reward_names(void) { return "aesthetic, hps, hpsv21, pickscore, color, aesthetic_hps, action"; }
+const char *vt_reward_names(void) { return "aesthetic, hps, hpsv21, pickscore, color, aesthetic_hps, action, temporal"; }
 
 static const reward_kind *find_kind(const char *name) {
     for (int i = 0; name && i < N_KINDS; i++)
@@ -181,6 +182,7 @@ static vt_reward *create(const char *name, vt_weights *w, int own, const vt_rewa
     else if (!strcmp(name, "pickscore")) r = vt_reward_new_pickscore(w, o);
     else if (!strcmp(name, "color")) r = vt_reward_new_color(o);
     else if (!strcmp(name, "action")) r = vt_reward_new_action(w, o);
+    else if (!strcmp(name, "temporal")) r = vt_reward_new_temporal(w, o);
     else r = new_aesthetic_hps(own ? NULL : w, o);
     if (!r) {
         if (own) vt_weights_free(w);

@@ -15,6 +15,8 @@
 //   color       none                                           mean_{h,w} sum_c img_c rgb_c  -r
 //   action      VideoMAE (HF VideoMAEForVideo-                 log p(class | clip)         -log p(class)
 //               Classification, Kinetics-400)                 (reward: prob -> p)          (VADER's cross-entropy)
+//   temporal    V-JEPA 2 (HF VJEPA2Model: encoder + predictor)    -L1(predicted, target         -r
+//               on the whole video (temporal.h)                   features of masked tubelets)
 //   aesthetic_hps  weighted sum: 0.75 aesthetic + 0.5 hps (VADER's (1.5 a + h) / 2); reward
 //               (a + 15 h) / 2 (VADER's log value)
 // Preprocessing (VADER-VideoCrafter's loss functions, 224 = the tower's image_size):

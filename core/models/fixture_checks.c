@@ -8,6 +8,7 @@
 const vt_fixture_kind vt_fixture_kinds[] = {
     {"VADER training step", "vader_step", vt_fixture_check_vader_step},
     {"AutoencoderKL", "vae_decoder", vt_fixture_check_vae},
+    {"VJEPA2Model", "temporal", vt_fixture_check_temporal},  // rewards/fixture_temporal.c (library vader)
     {"vader reward", "reward", vt_fixture_check_reward},  // rewards/fixture_rewards.c (library vader)
     {"open_clip", "openclip", vt_fixture_check_openclip},
     {"UNetModel", "unet3d", vt_fixture_check_unet},

@@ -80,6 +80,8 @@ vt_err vt_fixture_check_vae(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixtu
 vt_err vt_fixture_check_openclip(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep);
 // rewards/fixture_rewards.c: "vader reward: NAME" cases (scripts/make_reward_fixtures.py)
 vt_err vt_fixture_check_reward(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep);
+// rewards/fixture_temporal.c: V-JEPA 2 and the temporal reward (scripts/make_vjepa_fixture.py)
+vt_err vt_fixture_check_temporal(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep);
 vt_err vt_fixture_check_unet(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep);
 // One VADER training step (core/models/fixture_vader_step.c, running train/vader_step.c).
 vt_err vt_fixture_check_vader_step(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep);

@@ -93,8 +93,36 @@ void vt_vit_stack_free(vt_vit_stack *s) {
 }
 
 // ---- forward -------------------------------------------------------------------------------
-// x [B, L, W] -> x + out_proj(attn(ln_1(x))) -> + proj(act(fc(ln_2(.))))
-static vt_tensor *block_forward(const vt_vit_block *b, vt_tensor *x) {
+vt_tensor *vt_vit_rope_apply(vt_tensor *x, vt_tensor *rope_cos, vt_tensor *rope_sin) {
+    if (!x || !rope_cos || !rope_sin) return NULL;
+    int64_t B = x->shape[0], L = x->shape[1], W = x->shape[2];
+    if (x->ndim != 3 || W % 2) {
+        char s[VT_SHAPE_BUF];
+        vt_error(VT_ERR_SHAPE, "rope: x %s, expected [B, L, W] with W even", vt_shape_str(x, s, sizeof s));
+        return NULL;
+    }
+    // swap_pairs(x)[2i] = x[2i + 1], [2i + 1] = x[2i]: [B, L, W/2, 2] halves exchanged
+    vt_tensor *xp = vt_reshape(x, 4, (int64_t[]){B, L, W / 2, 2});
+    vt_tensor *ev = vt_slice(xp, 3, 0, 1), *od = vt_slice(xp, 3, 1, 1);
+    vt_release(xp);
+    vt_tensor *parts[2] = {od, ev};
+    vt_tensor *sw = od && ev ? vt_concat(parts, 2, 3) : NULL;
+    vt_release(ev);
+    vt_release(od);
+    vt_tensor *swr = vt_reshape(sw, 3, (int64_t[]){B, L, W});
+    vt_release(sw);
+    vt_tensor *a = vt_mul(x, rope_cos);
+    vt_tensor *c = vt_mul(swr, rope_sin);
+    vt_release(swr);
+    vt_tensor *y = vt_add(a, c);
+    vt_release(a);
+    vt_release(c);
+    return y;
+}
+
+// x [B, L, W] -> x + out_proj(attn(ln_1(x))) -> + proj(act(fc(ln_2(.)))); q and k rotated when
+// rope_cos / rope_sin are given.
+static vt_tensor *block_forward(const vt_vit_block *b, vt_tensor *x, vt_tensor *rope_cos, vt_tensor *rope_sin) {
     if (!x) return NULL;
     int64_t W = vt_dim(x, -1);
     vt_tensor *h = vt_layer_norm(x, b->ln_1.w, b->ln_1.b, b->eps);
@@ -102,6 +130,14 @@ static vt_tensor *block_forward(const vt_vit_block *b, vt_tensor *x) {
     vt_tensor *k = vt_linear(h, b->k.w, b->k.b);
     vt_tensor *v = vt_linear(h, b->v.w, b->v.b);
     vt_release(h);
+    if (rope_cos) {
+        vt_tensor *qr = vt_vit_rope_apply(q, rope_cos, rope_sin);
+        vt_tensor *kr = vt_vit_rope_apply(k, rope_cos, rope_sin);
+        vt_release(q);
+        vt_release(k);
+        q = qr;
+        k = kr;
+    }
     vt_tensor *a = vt_attention(q, k, v, b->heads, 1.0f / sqrtf((float)(W / b->heads)), b->causal);
     vt_release(q);
     vt_release(k);
@@ -123,17 +159,29 @@ static vt_tensor *block_forward(const vt_vit_block *b, vt_tensor *x) {
     return y;
 }
 
+// in: x, or x, rope_cos, rope_sin (constants saved with the segment's input)
 static vt_tensor *block_segment(void *ctx, vt_tensor *const *in, int n_in) {
-    (void)n_in;
-    return block_forward((const vt_vit_block *)ctx, in[0]);
+    return block_forward((const vt_vit_block *)ctx, in[0], n_in == 3 ? in[1] : NULL, n_in == 3 ? in[2] : NULL);
 }
 
 vt_tensor *vt_vit_stack_forward(const vt_vit_stack *s, vt_tensor *x, int n, int segments, vt_act_hook hook,
                                 void *hook_user, const char *hook_prefix) {
+    return vt_vit_stack_forward_rope(s, x, n, segments, NULL, NULL, hook, hook_user, hook_prefix);
+}
+
+vt_tensor *vt_vit_stack_forward_rope(const vt_vit_stack *s, vt_tensor *x, int n, int segments, vt_tensor *rope_cos,
+                                     vt_tensor *rope_sin, vt_act_hook hook, void *hook_user, const char *hook_prefix) {
     char name[128];
+    if (!rope_cos != !rope_sin) {
+        vt_release(x);
+        vt_error(VT_ERR_ARG, "vit stack: rope_cos and rope_sin must be given together");
+        return NULL;
+    }
     for (int i = 0; i < n && x; i++) {
         const vt_vit_block *b = &s->blocks[i];
-        vt_tensor *y = segments ? vt_segment(block_segment, (void *)b, &x, 1) : block_forward(b, x);
+        vt_tensor *in[3] = {x, rope_cos, rope_sin};
+        vt_tensor *y = segments ? vt_segment(block_segment, (void *)b, in, rope_cos ? 3 : 1)
+                                : block_forward(b, x, rope_cos, rope_sin);
         vt_release(x);
         x = y;
         if (hook && x) {

@@ -62,6 +62,16 @@ void vt_vit_stack_free(vt_vit_stack *s);
 vt_tensor *vt_vit_stack_forward(const vt_vit_stack *s, vt_tensor *x, int n, int segments, vt_act_hook hook,
                                 void *hook_user, const char *hook_prefix);
 
+// The same with rotary position embeddings (V-JEPA 2's 3-D RoPE, vjepa2.h) applied to q and k
+// of every block: q' = q * rope_cos + swap(q) * rope_sin, where swap exchanges the channels of
+// each pair (2i, 2i+1) of the merged [.., heads * d] layout and rope_sin carries the sign
+// (-sin on even channels). rope_cos / rope_sin [L, W] or [B, L, W] (constants, no gradient;
+// built by vt_vjepa2_rope_tables); both NULL: plain attention. The head dim must be even.
+vt_tensor *vt_vit_stack_forward_rope(const vt_vit_stack *s, vt_tensor *x, int n, int segments, vt_tensor *rope_cos,
+                                     vt_tensor *rope_sin, vt_act_hook hook, void *hook_user, const char *hook_prefix);
+// x [B, L, W] -> x * cos + swap_pairs(x) * sin (the rotation above); W even.
+vt_tensor *vt_vit_rope_apply(vt_tensor *x, vt_tensor *rope_cos, vt_tensor *rope_sin);
+
 // Zero-copy view of rows [r0, r0 + n) of a row-major [R, C] (or [R]) tensor.
 vt_tensor *vt_vit_row_view(vt_tensor *t, int64_t r0, int64_t n);
 

@@ -1,0 +1,140 @@
+// fixture_temporal.c — the fixture check of V-JEPA 2 and the temporal reward (model string
+// "VJEPA2Model", scripts/make_vjepa_fixture.py): transformers' forward (encoder_hidden_state,
+// predictor_output on io hf_mask.*, mask token 1), then the reward with the io's fixed masks
+// mask.G.context / mask.G.target: pixel_values, pred.G, target.G, reward, loss and
+// grad.frames = d loss / d frames.
+#include <stdlib.h>
+#include <string.h>
+#include "core/models/fixture_checks.h"
+#include "core/ops.h"
+#include "temporal.h"
+
+#define MAX_FIXTURE_MASKS 16
+
+static void compare_hooked(void *user, const char *name, vt_tensor *t) {
+    vt_fixture_act_ctx *c = user;
+    if (vt_fixture_io_has(c->fx, name)) vt_fixture_compare(c->fx, c->opt, c->rep, name, t, 1);
+}
+
+// io i64 [K] -> malloc'ed ids
+static int64_t *io_ids(vt_fixture *fx, const char *name, int64_t *n) {
+    vt_tensor *t = vt_fixture_io_raw(fx, name);
+    if (!t) return NULL;
+    int64_t *ids = NULL;
+    if (t->dtype != VT_I64 || t->ndim != 1) {
+        vt_error(VT_ERR_CONFIG, "%s: io %s must be i64 [K]", fx->name, name);
+    } else if ((ids = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *ids))) {
+        memcpy(ids, vt_i64(t), (size_t)t->numel * sizeof *ids);
+        *n = t->numel;
+    } else {
+        vt_error(VT_ERR_OOM, "%s: out of host memory", fx->name);
+    }
+    vt_release(t);
+    return ids;
+}
+
+// transformers' VJEPA2Model.forward on io pixel_values with hf_mask.{context, target}
+static vt_err check_hf_forward(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep, vt_vjepa2 *m) {
+    int64_t nc = 0, nt = 0;
+    int64_t *ctx = io_ids(fx, "hf_mask.context", &nc), *tgt = ctx ? io_ids(fx, "hf_mask.target", &nt) : NULL;
+    vt_tensor *pv = tgt ? vt_fixture_input(fx, "pixel_values") : NULL;
+    if (!pv) {
+        free(ctx);
+        free(tgt);
+        return vt_error_code();
+    }
+    vt_tape *ng = vt_nograd_begin();
+    vt_tensor *enc = vt_vjepa2_encode(m, pv, NULL, 0);
+    vt_fixture_compare(fx, opt, rep, "encoder_hidden_state", enc, 1);
+    vt_tensor *z = vt_vjepa2_gather_tokens(enc, ctx, nc);
+    vt_tensor *p = vt_vjepa2_predict(m, z, ctx, nc, tgt, nt, 1);
+    vt_fixture_compare(fx, opt, rep, "predictor_output", p, 1);
+    vt_nograd_end(ng);
+    vt_err e = enc && p ? VT_OK : vt_error_code();
+    vt_release(enc);
+    vt_release(z);
+    vt_release(p);
+    vt_release(pv);
+    free(ctx);
+    free(tgt);
+    return e;
+}
+
+vt_err vt_fixture_check_temporal(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep) {
+    vt_reward_kv kv[32];
+    char numbuf[32][64];
+    int n_kv = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, vt_fixture_json(fx, "options")) {
+        if (n_kv == 32) break;
+        kv[n_kv].key = it->string;
+        if (cJSON_IsString(it)) {
+            kv[n_kv].value = it->valuestring;
+        } else if (cJSON_IsNumber(it)) {
+            snprintf(numbuf[n_kv], sizeof numbuf[n_kv], "%.17g", it->valuedouble);
+            kv[n_kv].value = numbuf[n_kv];
+        } else {
+            return vt_error(VT_ERR_CONFIG, "%s: options.%s must be a string or a number", fx->name, it->string);
+        }
+        n_kv++;
+    }
+    vt_reward_options o = {NULL, NULL, vt_fixture_json(fx, "config"), kv, n_kv};
+    vt_reward *r = vt_reward_create_from_weights("temporal", fx->weights, &o);
+    if (!r) return vt_error_context("%s: ", fx->name);
+    vt_err e = vt_weights_finish(fx->weights, "");
+    vt_vjepa2_mask masks[MAX_FIXTURE_MASKS];
+    memset(masks, 0, sizeof masks);
+    int n_masks = 0;
+    vt_tensor *frames = NULL, *reward = NULL, *loss = NULL;
+    vt_tape *tape = NULL;
+    if (e) goto done;
+    r->segments = opt->segments;
+    vt_vjepa2 *m = vt_reward_temporal_model(r);
+    m->segments = opt->segments;
+    if ((e = check_hf_forward(fx, opt, rep, m))) goto done;
+    for (; n_masks < MAX_FIXTURE_MASKS; n_masks++) {
+        char cn[64], tn[64];
+        snprintf(cn, sizeof cn, "mask.%d.context", n_masks);
+        snprintf(tn, sizeof tn, "mask.%d.target", n_masks);
+        if (!vt_fixture_io_has(fx, cn)) break;
+        vt_vjepa2_mask *k = &masks[n_masks];
+        k->ctx = io_ids(fx, cn, &k->n_ctx);
+        k->tgt = k->ctx ? io_ids(fx, tn, &k->n_tgt) : NULL;
+        if (!k->tgt) {
+            e = vt_error_code();
+            n_masks++;
+            goto done;
+        }
+    }
+    if (n_masks && (e = vt_reward_temporal_set_masks(r, masks, n_masks))) goto done;
+    frames = vt_fixture_input(fx, "frames");
+    if (!frames) {
+        e = vt_error_code();
+        goto done;
+    }
+    vt_requires_grad(frames, 1);
+    vt_fixture_act_ctx hc = {fx, opt, rep};
+    r->hook = compare_hooked;
+    r->hook_user = &hc;
+    tape = vt_tape_begin();
+    e = vt_reward_forward(r, frames, NULL, &reward, &loss);
+    vt_tape_end(tape);
+    r->hook = NULL;
+    if (e) goto done;
+    vt_fixture_compare(fx, opt, rep, "reward", reward, 1);
+    vt_fixture_compare(fx, opt, rep, "loss", loss, 1);
+    if (vt_fixture_io_has(fx, "grad.frames")) {
+        if ((e = vt_backward(tape, loss, NULL))) goto done;
+        vt_fixture_compare(fx, opt, rep, "grad.frames", frames->grad, 1);
+    }
+    const char *handled[] = {"grad.frames"};
+    vt_fixture_report_unsupported_grads(fx, rep, handled, 1);
+done:
+    for (int i = 0; i < n_masks; i++) vt_vjepa2_mask_free(&masks[i]);
+    vt_tape_free(tape);
+    vt_release(reward);
+    vt_release(loss);
+    vt_release(frames);
+    vt_reward_free(r);
+    return e;
+}
