@@ -47,6 +47,7 @@ typedef struct object_removal_impl {
     vt_yolos *model;
     int target, aggregation, height, antialias;
     float threshold;
+    uint64_t seed;  // random_weights
 } object_removal_impl;
 
 // ---- labels ----------------------------------------------------------------------------------
@@ -256,6 +257,48 @@ static cJSON *read_json(const char *path) {
     return j;
 }
 
+// Option values that need no model (shared with vt_reward_object_removal_check).
+static vt_err parse_options(const vt_reward_options *opts, object_removal_impl *o, int *frame_max, int *random) {
+    o->height = 512;
+    o->threshold = 0.2f;
+    float height = 512.0f, seed = 0.0f;
+    vt_err e;
+    if ((e = option_bool(opts, "antialias", &o->antialias)) || (e = option_bool(opts, "random_weights", random)) ||
+        (e = vt_reward_option_float(opts, "object_removal", "threshold", &o->threshold)) ||
+        (e = vt_reward_option_float(opts, "object_removal", "height", &height)) ||
+        (e = vt_reward_option_float(opts, "object_removal", "seed", &seed)))
+        return e;
+    if (height < 1 || height > 8192 || height != (float)(int)height)
+        return vt_error(VT_ERR_CONFIG, "reward object_removal: option height = %g must be an integer in [1, 8192]",
+                        height);
+    if (seed < 0 || seed != (float)(int64_t)seed)
+        return vt_error(VT_ERR_CONFIG, "reward object_removal: option seed = %g must be a non-negative integer", seed);
+    o->height = (int)height;
+    o->seed = (uint64_t)seed;
+    const char *agg = vt_reward_option(opts, "aggregation");
+    if (!agg || !strcmp(agg, "max")) o->aggregation = AGG_MAX;
+    else if (!strcmp(agg, "mean")) o->aggregation = AGG_MEAN;
+    else if (!strcmp(agg, "vader")) o->aggregation = AGG_VADER;
+    else return vt_error(VT_ERR_CONFIG, "reward object_removal: aggregation \"%s\" (valid: max, mean, vader)", agg);
+    const char *fr = vt_reward_option(opts, "frames");
+    *frame_max = 0;
+    if (fr && !strcmp(fr, "max")) *frame_max = 1;
+    else if (fr && strcmp(fr, "mean"))
+        return vt_error(VT_ERR_CONFIG, "reward object_removal: frames \"%s\" (valid: mean, max)", fr);
+    return VT_OK;
+}
+
+vt_err vt_reward_object_removal_check(const vt_reward_options *opts) {
+    object_removal_impl o;
+    memset(&o, 0, sizeof o);
+    int frame_max = 0, random = 0, id = 0;
+    if (parse_options(opts, &o, &frame_max, &random)) return vt_error_code();
+    // class names are checked against COCO unless a config (its own id2label) is given
+    const char *target = vt_reward_option(opts, "target");
+    if (target && !vt_reward_option(opts, "config")) return resolve_target(target, NULL, 91, &id);
+    return VT_OK;
+}
+
 // The random model of `random_weights: true` without a config: 2 layers of width 32, 16-pixel
 // patches, a 64x96 position grid, 10 detection tokens, the 91 COCO labels, mid embeddings on.
 static vt_yolos_config tiny_random_config(void) {
@@ -286,34 +329,8 @@ vt_reward *vt_reward_new_object_removal(vt_weights *w, const vt_reward_options *
     r->impl = o;
     r->forward = object_removal_forward;
     r->destroy = object_removal_destroy;
-    o->height = 512;
-    o->threshold = 0.2f;
     int random = 0;
-    float height = 512.0f, seed = 0.0f;
-    if (option_bool(opts, "antialias", &o->antialias) || option_bool(opts, "random_weights", &random) ||
-        vt_reward_option_float(opts, "object_removal", "threshold", &o->threshold) ||
-        vt_reward_option_float(opts, "object_removal", "height", &height) ||
-        vt_reward_option_float(opts, "object_removal", "seed", &seed))
-        goto fail;
-    if (height < 1 || height > 8192 || height != (float)(int)height) {
-        vt_error(VT_ERR_CONFIG, "reward object_removal: option height = %g must be an integer in [1, 8192]", height);
-        goto fail;
-    }
-    o->height = (int)height;
-    const char *agg = vt_reward_option(opts, "aggregation");
-    if (!agg || !strcmp(agg, "max")) o->aggregation = AGG_MAX;
-    else if (!strcmp(agg, "mean")) o->aggregation = AGG_MEAN;
-    else if (!strcmp(agg, "vader")) o->aggregation = AGG_VADER;
-    else {
-        vt_error(VT_ERR_CONFIG, "reward object_removal: aggregation \"%s\" (valid: max, mean, vader)", agg);
-        goto fail;
-    }
-    const char *fr = vt_reward_option(opts, "frames");
-    if (fr && !strcmp(fr, "max")) r->frame_max = 1;
-    else if (fr && strcmp(fr, "mean")) {
-        vt_error(VT_ERR_CONFIG, "reward object_removal: frames \"%s\" (valid: mean, max)", fr);
-        goto fail;
-    }
+    if (parse_options(opts, o, &r->frame_max, &random)) goto fail;
     // the model's config: opts->config (a parsed json), else option config (a file)
     const cJSON *cj = opts ? opts->config : NULL;
     const char *cpath = vt_reward_option(opts, "config");
@@ -334,7 +351,7 @@ vt_reward *vt_reward_new_object_removal(vt_weights *w, const vt_reward_options *
         if (!o->model || vt_weights_finish(r->weights, prefix)) goto fail;
     } else if (random) {
         if (!cj) cfg = tiny_random_config();
-        o->model = vt_yolos_build_random(&cfg, (uint64_t)seed);
+        o->model = vt_yolos_build_random(&cfg, o->seed);
         if (!o->model) goto fail;
     } else {
         vt_error(VT_ERR_CONFIG,

@@ -136,6 +136,11 @@ vt_aesthetic_head *vt_aesthetic_head_build(vt_weights *w, const char *prefix, in
 vt_tensor *vt_aesthetic_head_forward(const vt_aesthetic_head *h, vt_tensor *embeds);
 void vt_aesthetic_head_free(vt_aesthetic_head *h);
 
+// object_removal's option values checked without building the model (config validation):
+// aggregation, frames, numbers, and the target against the COCO labels (unless option config
+// names a model config with its own id2label).
+vt_err vt_reward_object_removal_check(const vt_reward_options *o);
+
 // Option lookup shared by the modules: the value for key or NULL.
 const char *vt_reward_option(const vt_reward_options *o, const char *key);
 

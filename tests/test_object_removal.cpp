@@ -222,6 +222,21 @@ TEST(ObjectRemoval, BadFrameSizesAreRejected) {
     vt_reward_free(r);
 }
 
+// The trainer checks the options before building anything.
+TEST(ObjectRemoval, TrainerRejectsAnUnknownClassBeforeCompute) {
+    vt_config c;
+    ASSERT_EQ(vt_config_load(&c, TestsPath("object_removal_tiny.yaml").c_str()), VT_OK) << vt_error_message();
+    std::string dir = "output.dir=" + TempDir() + "/object_removal_bad";
+    ASSERT_EQ(vt_config_set(&c, dir.c_str()), VT_OK) << vt_error_message();
+    ASSERT_EQ(vt_config_set(&c, "reward.0.options.target=unicorn"), VT_OK) << vt_error_message();
+    vt_train_options o = vt_train_options_default();
+    EXPECT_EQ(vt_trainer_create(&c, &o), nullptr);
+    std::string m = vt_error_message();
+    EXPECT_NE(m.find("reward.0.options: "), std::string::npos) << m;
+    EXPECT_NE(m.find("unknown target class \"unicorn\""), std::string::npos) << m;
+    vt_config_free(&c);
+}
+
 // 2 VADER steps on the tiny CPU preset with a tiny random YOLOS.
 TEST(ObjectRemoval, TinyCpuTrainingRuns) {
     vt_config c;
