@@ -67,25 +67,48 @@ void BuildFromManifest(const char *file, vt_yolos_config cfg, int mid, int64_t h
 TEST(ObjectRemoval, YolosBaseBuildsFromManifest) { BuildFromManifest("yolos_base.txt", vt_yolos_config_base(), 1, 12); }
 TEST(ObjectRemoval, YolosTinyBuildsFromManifest) { BuildFromManifest("yolos_tiny.txt", vt_yolos_config_tiny(), 0, 3); }
 
-// Without a config the non-square position grid of the released models cannot be recovered:
-// the error says what to give; the rest is inferred from the shapes.
-TEST(ObjectRemoval, InferenceNeedsTheImageSizeOfNonSquareGrids) {
-    vt_weights *w = vt_weights_from_manifest(TestsPath("manifests/yolos_tiny.txt").c_str(), 0, 0);
+// Without a config everything comes from the shapes: the released checkpoints' grids are 800
+// pixels high (50 rows of 16); a table that fits no grid asks for the config.
+TEST(ObjectRemoval, ConfigIsInferredFromTheWeights) {
+    vt_weights *w = vt_weights_from_manifest(TestsPath("manifests/yolos_base.txt").c_str(), 0, 0);
     ASSERT_VT(w);
-    EXPECT_EQ(vt_yolos_build(w, "", nullptr), nullptr);
-    EXPECT_NE(std::string(vt_error_message()).find("image_size"), std::string::npos) << vt_error_message();
-    vt_yolos_config c = vt_yolos_config_empty();
-    c.image_size[0] = 800;
-    c.image_size[1] = 1333;
-    c.num_attention_heads = 3;
-    vt_yolos *m = vt_yolos_build(w, "", &c);
+    vt_yolos *m = vt_yolos_build(w, "", nullptr);
     ASSERT_VT(m);
-    EXPECT_EQ(m->cfg.hidden_size, 192);
+    vt_yolos_config want = vt_yolos_config_base();
+    EXPECT_EQ(m->cfg.hidden_size, want.hidden_size);
+    EXPECT_EQ(m->cfg.num_attention_heads, want.num_attention_heads);
+    EXPECT_EQ(m->cfg.num_hidden_layers, 12);
+    EXPECT_EQ(m->cfg.image_size[0] / 16, 50);
+    EXPECT_EQ(m->cfg.image_size[1] / 16, 84);
     EXPECT_EQ(m->cfg.num_detection_tokens, 100);
     EXPECT_EQ(m->cfg.num_labels, 91);
+    EXPECT_EQ(m->cfg.use_mid_position_embeddings, 1);
+    vt_yolos_free(m);
+    vt_mem_trim(VT_CPU);
+    vt_weights_free(w);
+    vt_weights *t = vt_weights_from_manifest(TestsPath("manifests/yolos_tiny.txt").c_str(), 0, 0);
+    ASSERT_VT(t);
+    m = vt_yolos_build(t, "", nullptr);
+    ASSERT_VT(m);
+    EXPECT_EQ(m->cfg.num_attention_heads, 3);
+    EXPECT_EQ(m->cfg.image_size[1] / 16, 83);
     EXPECT_EQ(m->cfg.use_mid_position_embeddings, 0);
     vt_yolos_free(m);
-    vt_weights_free(w);
+    vt_weights_free(t);
+    // a table of 7 patch rows (plus cls and 2 detection tokens) fits no grid
+    std::string path = TempDir() + "/odd.txt";
+    std::ofstream(path) << "vit.embeddings.patch_embeddings.projection.weight\t[8, 3, 4, 4]\tfloat32\n"
+                        << "vit.embeddings.detection_tokens\t[1, 2, 8]\tfloat32\n"
+                        << "vit.embeddings.position_embeddings\t[1, 10, 8]\tfloat32\n"
+                        << "vit.encoder.layer.0.layernorm_before.weight\t[8]\tfloat32\n"
+                        << "vit.encoder.layer.0.intermediate.dense.weight\t[16, 8]\tfloat32\n"
+                        << "class_labels_classifier.layers.2.weight\t[5, 8]\tfloat32\n";
+    vt_weights *o = vt_weights_from_manifest(path.c_str(), 0, 0);
+    ASSERT_VT(o);
+    EXPECT_EQ(vt_yolos_build(o, "", nullptr), nullptr);
+    EXPECT_NE(std::string(vt_error_message()).find("give the config (image_size [height, width])"), std::string::npos)
+        << vt_error_message();
+    vt_weights_free(o);
 }
 
 // Checkpoints saved by older transformers name the mid table vit.encoder.mid_position_embeddings.

@@ -9,6 +9,7 @@
 #include "param_list.h"
 
 #define YOLOS_MID_KEY "vit.encoder.interpolation.mid_position_embeddings"
+#define YOLOS_RELEASED_HEIGHT 800  // every hustvl checkpoint's config image_size[0]
 #define YOLOS_MID_KEY_OLD "vit.encoder.mid_position_embeddings"  // transformers before the interpolation module
 
 // ---- config --------------------------------------------------------------------------------
@@ -120,15 +121,21 @@ static vt_err infer_config(vt_weights *w, const char *prefix, vt_yolos_config *c
     }
     if (!c->image_size[0] && c->patch_size > 0 && c->num_detection_tokens > 0 &&
         shape_of(w, prefix, "vit.embeddings.position_embeddings", s) == 3) {
-        // only a square grid can be recovered from the table's length
-        int64_t G = s[1] - 1 - c->num_detection_tokens;
+        // the table's length gives the grid only up to its shape: the released models' grid is
+        // 800 pixels high (800 / p rows: [800, 1344] base, [800, 1333] tiny / small), else square
+        int64_t G = s[1] - 1 - c->num_detection_tokens, p = c->patch_size, rows = YOLOS_RELEASED_HEIGHT / p;
         int64_t g = (int64_t)llround(sqrt((double)(G > 0 ? G : 0)));
-        if (g > 0 && g * g == G) c->image_size[0] = c->image_size[1] = (int)(g * c->patch_size);
-        else
+        if (G > 0 && rows > 0 && G % rows == 0) {
+            c->image_size[0] = (int)(rows * p);
+            c->image_size[1] = (int)(G / rows * p);
+        } else if (g > 0 && g * g == G) {
+            c->image_size[0] = c->image_size[1] = (int)(g * p);
+        } else {
             return vt_error(VT_ERR_CONFIG,
-                            "YOLOS (prefix \"%s\"): the position table holds %lld patch rows, not a square grid: give "
-                            "the config (image_size [height, width])",
-                            prefix, (long long)G);
+                            "YOLOS (prefix \"%s\"): the position table holds %lld patch rows, neither %lld rows "
+                            "(800 pixels) of patches nor a square grid: give the config (image_size [height, width])",
+                            prefix, (long long)G, (long long)rows);
+        }
     }
     if (!c->num_attention_heads && c->hidden_size)
         c->num_attention_heads = c->hidden_size == 192 ? 3 : (c->hidden_size >= 64 ? c->hidden_size / 64 : 1);

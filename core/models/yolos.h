@@ -38,8 +38,9 @@ typedef struct vt_yolos_config {
     float layer_norm_eps;  // 1e-12 in every released config
 } vt_yolos_config;
 
-// Every field 0 / -1: inferred from the weight shapes (heads: hidden / 64, at least 1;
-// image_size: needs the config unless the grid is square).
+// Every field 0 / -1: inferred from the weight shapes (heads: hidden / 64, 3 for the 192-wide
+// tiny; image_size: the position table's patch rows read as 800 / p rows, as every released
+// checkpoint, else as a square grid, else the config must give it).
 vt_yolos_config vt_yolos_config_empty(void);
 // hustvl/yolos-base: 768 wide, 12 layers, 12 heads, mlp 3072, [800, 1344] / 16, 100 detection
 // tokens, 91 COCO labels, mid position embeddings.
