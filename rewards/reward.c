@@ -24,12 +24,17 @@ static const reward_kind kinds[] = {
     {"pickscore", "prefix", 1},
     {"color", "rgb", 0},
     {"temporal", "frames, image_size, heads, pred_heads, prefix, seed, mask, blocks, aspect, temporal_scale, ratio", 1},
+    // needs_weights 0: it opens its checkpoint itself, or builds random weights (random_weights)
+    {"object_removal", "target, aggregation, frames, threshold, height, antialias, prefix, config, random_weights, seed",
+     0},
     {"aesthetic_hps", "aesthetic.*, hps.*, aesthetic.checkpoint, hps.checkpoint", 0},
     {"action", "class, reward, frames, resize, prefix, image_size, num_frames", 1},
 };
 #define N_KINDS (int)(sizeof kinds / sizeof kinds[0])
 
-const char *vt_reward_names(void) { return "aesthetic, hps, hpsv21, pickscore, color, aesthetic_hps, action, temporal"; }
+const char *vt_reward_names(void) {
+    return "aesthetic, hps, hpsv21, pickscore, color, aesthetic_hps, action, temporal, object_removal";
+}
 
 static const reward_kind *find_kind(const char *name) {
     for (int i = 0; name && i < N_KINDS; i++)
@@ -183,6 +188,7 @@ static vt_reward *create(const char *name, vt_weights *w, int own, const vt_rewa
     else if (!strcmp(name, "color")) r = vt_reward_new_color(o);
     else if (!strcmp(name, "action")) r = vt_reward_new_action(w, o);
     else if (!strcmp(name, "temporal")) r = vt_reward_new_temporal(w, o);
+    else if (!strcmp(name, "object_removal")) r = vt_reward_new_object_removal(w, o);
     else r = new_aesthetic_hps(own ? NULL : w, o);
     if (!r) {
         if (own) vt_weights_free(w);
@@ -329,6 +335,41 @@ fail:
 }
 
 // ---- forward wrapper ----------------------------------------------------------------------------
+// frame_max: per video, the frame with the largest loss (first of equals); loss [B, T], reward
+// [B, T] -> that frame's loss [B] and reward [B]. The choice is a constant one-hot weight (the
+// gradient flows to the chosen frame, as torch.max).
+static vt_err worst_frame(vt_tensor *loss, vt_tensor *reward, vt_tensor **loss_out, vt_tensor **reward_out) {
+    int64_t B = loss->shape[0], T = loss->shape[1];
+    vt_tensor *lc = loss->device == VT_CPU ? vt_retain(loss) : vt_to_device(loss, VT_CPU);
+    vt_tensor *oh = lc ? vt_new_f32(2, (int64_t[]){B, T}) : NULL;
+    for (int64_t b = 0; oh && b < B; b++) {
+        const float *l = vt_f32(lc) + b * T;
+        int64_t best = 0;
+        for (int64_t t = 1; t < T; t++)
+            if (l[t] > l[best]) best = t;
+        vt_f32(oh)[b * T + best] = 1.0f;
+    }
+    vt_release(lc);
+    if (oh && loss->device != VT_CPU) {
+        vt_tensor *d = vt_to_device(oh, loss->device);
+        vt_release(oh);
+        oh = d;
+    }
+    if (!oh) return vt_error_code() ? vt_error_code() : vt_error(VT_ERR_OOM, "out of memory");
+    vt_tensor *wl = vt_mul(loss, oh), *wr = vt_mul(reward, oh);
+    vt_release(oh);
+    *loss_out = vt_sum_dim(wl, 1, 0);
+    *reward_out = vt_sum_dim(wr, 1, 0);
+    vt_release(wl);
+    vt_release(wr);
+    if (!*loss_out || !*reward_out) {
+        vt_clear(loss_out);
+        vt_clear(reward_out);
+        return vt_error_code();
+    }
+    return VT_OK;
+}
+
 vt_err vt_reward_forward(vt_reward *r, vt_tensor *frames, const char *const *prompts, vt_tensor **reward,
                          vt_tensor **loss) {
     char s[VT_SHAPE_BUF];
@@ -378,8 +419,22 @@ vt_err vt_reward_forward(vt_reward *r, vt_tensor *frames, const char *const *pro
         if (e) return e;
         vt_tensor *rr = vt_reshape(per_reward, 2, (int64_t[]){B, T});
         vt_release(per_reward);
-        *reward = vt_mean_dim(rr, 1, 0);
-        vt_release(rr);
+        if (r->frame_max) {
+            vt_tensor *lr = vt_reshape(per_loss, 2, (int64_t[]){B, T});
+            vt_release(per_loss);
+            per_loss = NULL;
+            e = rr && lr ? worst_frame(lr, rr, &per_loss, reward) : vt_error_code();
+            vt_release(lr);
+            vt_release(rr);
+            if (e) {
+                vt_release(per_loss);
+                vt_clear(reward);
+                return vt_error_context("reward %s: ", r->name);
+            }
+        } else {
+            *reward = vt_mean_dim(rr, 1, 0);
+            vt_release(rr);
+        }
     }
     *loss = vt_mean(per_loss);
     vt_release(per_loss);

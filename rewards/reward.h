@@ -17,10 +17,16 @@
 //               Classification, Kinetics-400)                 (reward: prob -> p)          (VADER's cross-entropy)
 //   temporal    V-JEPA 2 (HF VJEPA2Model: encoder + predictor)    -L1(predicted, target         -r
 //               on the whole video (temporal.h)                   features of masked tubelets)
+//   object_removal YOLOS (HF YolosForObjectDetection,     -confidence of the target   confidence
+//               hustvl/yolos-base / yolos-tiny)              class (rewards/object_removal.c:
+//                                                            softmax, max / mean / vader over
+//                                                            detection tokens, frames mean / max)
 //   aesthetic_hps  weighted sum: 0.75 aesthetic + 0.5 hps (VADER's (1.5 a + h) / 2); reward
 //               (a + 15 h) / 2 (VADER's log value)
 // Preprocessing (VADER-VideoCrafter's loss functions, 224 = the tower's image_size):
 //   aesthetic, hps: clamp(x / 2 + 0.5, 0, 1) -> Resize((224, 224)) bilinear antialias -> Normalize
+//   object_removal: clamp(x / 2 + 0.5, 0, 1) -> Resize((512, 512 * w // h)) bilinear, no antialias
+//              -> ImageNet mean / std (VADER's objectDetection_loss_fn)
 //   pickscore: clamp(x/2+0.5) * 255 -> shorter side to 224, bicubic antialias -> centre crop 224
 //              -> / 255 -> Normalize
 //   color: img = (clamp(x, -1, 1) + 1) / 2
@@ -68,6 +74,9 @@ typedef struct vt_reward_options {
     //   action: class (Kinetics-400 name or id; required), reward (log_prob | prob),
     //           frames (resample | native), resize (processor | square), prefix (""),
     //           image_size (224), num_frames (16) (not in the weights; override the config)
+    //   object_removal: target ("book"; COCO name or id), aggregation (max | mean | vader),
+    //              frames (mean | max), threshold (0.2), height (512), antialias (false), prefix,
+    //              config (YolosConfig json file), random_weights (false), seed (0)
     //   aesthetic_hps: aesthetic.KEY / hps.KEY (passed on), aesthetic.checkpoint, hps.checkpoint
     // An unknown key is an error listing the module's keys.
     const vt_reward_kv *kv;
@@ -90,6 +99,9 @@ struct vt_reward {
     vt_weights *weights;     // owned when the module opened its checkpoint, else NULL
     vt_tokenizer *tokenizer; // owned; NULL for modules without prompts
     int segments;            // run the towers' blocks as checkpoint segments
+    // Videos [b, 3, t, h, w]: 0 = reward and loss averaged over the frames (default); 1 = per
+    // video the frame with the largest loss (object_removal's frames: max).
+    int frame_max;
     // Optional debugging hook, called with the tensors the module computes: "pixel_values",
     // "tokens" (i64), "image_embeds", "text_embeds", "image_features", "text_features"
     // (names as in the fixtures). Borrowed tensors.
@@ -102,7 +114,7 @@ struct vt_reward {
 };
 
 // Valid names for vt_reward_create, comma-separated ("aesthetic, hps, hpsv21, pickscore,
-// color, aesthetic_hps, action").
+// color, aesthetic_hps, action, temporal, object_removal").
 const char *vt_reward_names(void);
 // Builds a module by name, opening opts->checkpoint. An unknown name fails listing the valid
 // names; a checkpoint of another architecture fails naming the key at fault.
@@ -135,6 +147,11 @@ vt_aesthetic_head *vt_aesthetic_head_build(vt_weights *w, const char *prefix, in
 // embeds [n, E] -> [n]
 vt_tensor *vt_aesthetic_head_forward(const vt_aesthetic_head *h, vt_tensor *embeds);
 void vt_aesthetic_head_free(vt_aesthetic_head *h);
+
+// object_removal's option values checked without building the model (config validation):
+// aggregation, frames, numbers, and the target against the COCO labels (unless option config
+// names a model config with its own id2label).
+vt_err vt_reward_object_removal_check(const vt_reward_options *o);
 
 // Option lookup shared by the modules: the value for key or NULL.
 const char *vt_reward_option(const vt_reward_options *o, const char *key);

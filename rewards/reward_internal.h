@@ -10,6 +10,8 @@ vt_reward *vt_reward_new_pickscore(vt_weights *w, const vt_reward_options *o);
 vt_reward *vt_reward_new_color(const vt_reward_options *o);
 vt_reward *vt_reward_new_action(vt_weights *w, const vt_reward_options *o);  // action_reward.c
 vt_reward *vt_reward_new_temporal(vt_weights *w, const vt_reward_options *o);
+// object_removal.c: w may be NULL (then opts->checkpoint, or options.random_weights).
+vt_reward *vt_reward_new_object_removal(vt_weights *w, const vt_reward_options *o);
 
 // A zeroed module with its name set (NULL + VT_ERR_OOM).
 vt_reward *vt_reward_alloc(const char *name);

@@ -5,6 +5,7 @@ VideoMAE, V-JEPA 2, ...) -> one safetensors file with the HF state-dict names.
     # convert: a pytorch_model.bin / model.safetensors / *.index.json, or a model directory
     python3 scripts/convert_hf.py MODEL_DIR_OR_FILE --out model.safetensors
         [--manifest F] [--dtype f16|bf16|f32|keep] [--strip-prefix P] [--drop REGEX] [--trust-pickle]
+        [--rename REGEX=REPLACEMENT]
 
     # write a manifest (shared/manifests format) of a checkpoint's state dict ...
     python3 scripts/convert_hf.py MODEL_DIR_OR_FILE --write-manifest F [--description TEXT]
@@ -15,7 +16,9 @@ VideoMAE, V-JEPA 2, ...) -> one safetensors file with the HF state-dict names.
 
 With --manifest the state dict is checked before writing and the written file after; a
 mismatch exits 1 naming every missing / unexpected / mis-shaped key. Old .bin files may hold
-buffers newer transformers no longer save (e.g. *.position_ids): --drop 'position_ids$'.
+buffers newer transformers no longer save (e.g. *.position_ids): --drop 'position_ids$'. Keys
+newer transformers renamed are mapped with --rename (re.sub on every key, repeatable), e.g. the
+YOLOS checkpoints' mid table: --rename 'encoder\.mid_position_embeddings$=encoder.interpolation.mid_position_embeddings'.
 """
 import json
 import os
@@ -37,6 +40,8 @@ def parse_args(argv):
     p.add_argument("--from-config", default=None, metavar="CONFIG",
                    help="take the state dict of a transformers model built from this config.json (or its directory)")
     p.add_argument("--architecture", default=None, help="transformers class for --from-config")
+    p.add_argument("--rename", action="append", default=[], metavar="REGEX=REPLACEMENT",
+                   help="rename keys (re.sub) before the check; repeatable")
     C.add_common_args(p, "f16")
     a = p.parse_args(argv)
     if bool(a.ckpt) == bool(a.from_config):
@@ -83,6 +88,11 @@ def main(argv=None):
     sd = C.state_dict_of(C.load_checkpoint(a.ckpt, a.trust_pickle), strip_module=False)
     if a.strip_prefix:
         sd = C.rename(C.select(sd, a.strip_prefix), a.strip_prefix, "")
+    for r in a.rename:
+        pat, sep, repl = r.partition("=")
+        if not sep or not pat:
+            raise C.ConversionError("--rename %r: expected REGEX=REPLACEMENT" % r)
+        sd = C.OrderedDict((re.sub(pat, repl, k), v) for k, v in sd.items())
     tensors = C.select(sd, "", a.drop)
     what = "HF checkpoint %s" % a.ckpt
     if manifest is not None:

@@ -460,6 +460,16 @@ static vt_err check_config(const vt_config *c) {
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (files[i].path && check_readable(files[i].field, files[i].path)) return vt_error_code();
     for (int i = 0; i < c->reward.n_modules; i++) {
+        const vt_config_reward *rm = &c->reward.modules[i];
+        if (rm->kind != VT_CFG_REWARD_OBJECT_REMOVAL) continue;
+        // class name, aggregation, ... before any model is built (rewards/object_removal.c)
+        vt_reward_kv kv[32];
+        int n = rm->n_options < 32 ? rm->n_options : 32;
+        for (int k = 0; k < n; k++) kv[k].key = rm->options[k].key, kv[k].value = rm->options[k].value;
+        vt_reward_options o = {rm->checkpoint, NULL, NULL, kv, n};
+        if (vt_reward_object_removal_check(&o)) return vt_error_context("reward.%d.options: ", i);
+    }
+    for (int i = 0; i < c->reward.n_modules; i++) {
         const char *p = c->reward.modules[i].checkpoint;
         char field[64];
         snprintf(field, sizeof field, "reward.%d.checkpoint", i);
