@@ -375,7 +375,7 @@ static const char *human(double b, char *buf, size_t n) {
 }
 
 void vt_memplan_format(const vt_memplan *p, char *buf, size_t n) {
-    char a[12][32];
+    char a[16][32];
     snprintf(buf, n,
              "memory plan (%s activations): predicted peak %s (during %s)\n"
              "  frozen weights     unet %s, vae %s, text %s, reward %s\n"
@@ -390,7 +390,7 @@ void vt_memplan_format(const vt_memplan *p, char *buf, size_t n) {
              human(p->w_vae, a[2], 32), human(p->w_text, a[3], 32), human(p->w_reward, a[4], 32),
              human(p->lora, a[5], 32), (long long)p->n_lora, human(p->contexts, a[6], 32), human(p->sampling, a[7], 32),
              human(p->taped, a[8], 32), human(p->taped_ckpt, a[9], 32), human(p->taped_full, a[10], 32),
-             human(p->decode, a[11], 32), human(p->reward, a[1], 32), human(p->backward, a[2], 32));
+             human(p->decode, a[11], 32), human(p->reward, a[12], 32), human(p->backward, a[13], 32));
 }
 
 size_t vt_memplan_parse_size(const char *s) {
