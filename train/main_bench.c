@@ -308,13 +308,35 @@ static void add_attn(named *s, const char *pre, const char *name, const vt_vae_a
     snprintf(k, sizeof k, "%s.proj_out", name), add_conv(s, pre, k, &a->proj_out);
 }
 
+// Kernel dims of a proj_in / proj_out weight the checkpoint stores as a kernel-1 convolution
+// (init_attn's Conv1d always; the blocks' without use_linear: Conv2d spatial, Conv1d temporal)
+// and the model keeps as a matrix; 0 for a Linear.
+static int conv_proj_dims(const char *k, const vt_unet3d_config *c) {
+    size_t n = strlen(k);
+    int proj = (n > 15 && !strcmp(k + n - 15, ".proj_in.weight")) || (n > 16 && !strcmp(k + n - 16, ".proj_out.weight"));
+    if (!proj) return 0;
+    if (!strncmp(k, "init_attn.", 10)) return 1;
+    if (c->use_linear) return 0;
+    const char *dot = strstr(k, ".proj_");
+    return dot - k >= 2 && dot[-1] == '1' && dot[-2] == '.' ? 2 : 1;
+}
+
 static int save_weights(const char *path, bench *b) {
     named s = {0};
     char k[512];
     int64_t total = 0;
-    for (int i = 0; i < vt_unet3d_n_weights(b->unet); i++) {
+    const vt_unet3d_config *uc = vt_unet3d_get_config(b->unet);
+    int nw = vt_unet3d_n_weights(b->unet), n_views = 0;
+    vt_tensor **views = calloc((size_t)nw + 1, sizeof *views);
+    if (!views) return 1;
+    for (int i = 0; i < nw; i++) {
         const char *nm;
         vt_tensor *t = vt_unet3d_weight(b->unet, i, &nm);
+        int kd = conv_proj_dims(nm, uc);
+        if (t && kd && t->ndim == 2) {  // checkpoint shape [out, in, 1(, 1)]
+            int64_t sh[4] = {t->shape[0], t->shape[1], 1, 1};
+            if (!(t = views[n_views++] = vt_view(t, 2 + kd, sh))) return 1;
+        }
         snprintf(k, sizeof k, "model.diffusion_model.%s", nm);
         add_named(&s, k, t);
     }
@@ -351,6 +373,8 @@ static int save_weights(const char *path, bench *b) {
     else printf("weights: %d tensors (%d LoRA) -> %s\n", s.n, b->n_params, path);
     for (int i = 0; i < s.n; i++) free(s.owned[i]);
     free(s.owned), free(s.names), free(s.ts);
+    for (int i = 0; i < n_views; i++) vt_release(views[i]);
+    free(views);
     return e ? 1 : 0;
 }
 
