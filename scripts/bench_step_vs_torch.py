@@ -188,7 +188,6 @@ def color_reward(frames):
 
 class TorchStep:
     def __init__(self, meta, weights, checkpointing):
-        cfg = json.loads(meta["config_yaml_json"]) if "config_yaml_json" in meta else None  # noqa: F841
         self.unet = UNet3D(dict(meta["unet_config"])).eval()
         c = meta["_cfg"]
         targets = tuple(c["lora_targets"])
