@@ -253,17 +253,25 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     // parameter counts
     if (cfg->model.unet) {
         p->n_unet = count_file(cfg->model.unet, "model.diffusion_model.out.2.weight", "model.diffusion_model.", NULL);
-    } else {
-        vt_unet3d *u = vt_unet3d_build_random(&uc, 1);
-        p->n_unet = u ? vt_unet3d_n_params(u) : -1;
-        vt_unet3d_free(u);
+    } else {  // the tiny presets are fixed: counted once per process
+        static int64_t tiny_unet = 0;
+        if (!tiny_unet) {
+            vt_unet3d *u = vt_unet3d_build_random(&uc, 1);
+            tiny_unet = u ? vt_unet3d_n_params(u) : 0;
+            vt_unet3d_free(u);
+        }
+        p->n_unet = tiny_unet ? tiny_unet : -1;
     }
     if (cfg->model.vae) {
         p->n_vae = count_file(cfg->model.vae, "first_stage_model.post_quant_conv.weight", "first_stage_model.", "encoder.");
     } else {
-        vt_vae_decoder *d = vt_vae_decoder_build_random(&vc, 1);
-        p->n_vae = d ? vt_vae_decoder_n_params(d) : -1;
-        vt_vae_decoder_free(d);
+        static int64_t tiny_vae = 0;
+        if (!tiny_vae) {
+            vt_vae_decoder *d = vt_vae_decoder_build_random(&vc, 1);
+            tiny_vae = d ? vt_vae_decoder_n_params(d) : 0;
+            vt_vae_decoder_free(d);
+        }
+        p->n_vae = tiny_vae ? tiny_vae : -1;
     }
     int text_width = 32;
     if (cfg->model.text) {
@@ -271,10 +279,14 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
                                "visual.");
         text_width = 1024;
     } else {
+        static int64_t tiny_text = 0;
         vt_openclip_config oc = vt_tiny_text_config();
-        vt_openclip *m = vt_openclip_text_build_random(&oc, 1);
-        p->n_text = m ? m->n_params : -1;
-        vt_openclip_free(m);
+        if (!tiny_text) {
+            vt_openclip *m = vt_openclip_text_build_random(&oc, 1);
+            tiny_text = m ? m->n_params : 0;
+            vt_openclip_free(m);
+        }
+        p->n_text = tiny_text ? tiny_text : -1;
         text_width = oc.text.width;
     }
     if (p->n_unet < 0 || p->n_vae < 0 || p->n_text < 0) return vt_error_context("memory plan: ");
