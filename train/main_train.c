@@ -5,11 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include "train/config.h"
+#include "train/memplan.h"
 #include "train/trainer.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: vader-train [CONFIG] [--set a.b=c]... [--resume DIR|auto] [--steps N] [--max-bad-steps N]\n"
+            "                   [--memory-limit SIZE] [--print-config]\n"
             "  CONFIG            YAML training config (default: the embedded configs/tiny-cpu.yaml)\n"
             "  --set a.b=c       override one config field (YAML value), repeatable\n"
             "  --resume DIR|auto continue from the latest state-STEP.safetensors in DIR (auto: output.dir)\n"
@@ -17,7 +19,9 @@ static void usage(FILE *f) {
             "  --steps N         stop after N optimisation steps in total (the LR schedule still spans\n"
             "                    optim.steps); a checkpoint is written at the stop\n"
             "  --max-bad-steps N stop after N steps in a row with a non-finite loss (default 5)\n"
-            "  --print-config    print the resolved config and exit\n");
+            "  --print-config    print the resolved config and exit\n"
+            "  --memory-limit S  memory the run may use (bytes, or with K/M/G suffix); default: the\n"
+            "                    device's (CPU: MemAvailable). A run whose planned peak exceeds it is refused\n");
 }
 
 int main(int argc, char **argv) {
@@ -48,6 +52,12 @@ int main(int argc, char **argv) {
             }
         } else if (strcmp(a, "--max-bad-steps") == 0 && i + 1 < argc) {
             opt.max_bad_steps = atoi(argv[++i]);
+        } else if (strcmp(a, "--memory-limit") == 0 && i + 1 < argc) {
+            if (!(opt.memory_limit = vt_memplan_parse_size(argv[++i]))) {
+                fprintf(stderr, "vader-train: --memory-limit %s: expected a size such as 8G or 512M\n", argv[i]);
+                free(sets);
+                return 2;
+            }
         } else if (strcmp(a, "--print-config") == 0) {
             print_config = 1;
         } else if (a[0] == '-' || config_path) {

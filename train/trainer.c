@@ -18,6 +18,7 @@
 #include "train/ddim.h"
 #include "train/h5log.h"
 #include "train/lora.h"
+#include "train/memplan.h"
 #include "train/tiny_models.h"
 #include "train/vader_step.h"
 #include "rewards/reward.h"
@@ -52,6 +53,7 @@ struct vt_trainer {
     int T, lh, lw;
     unsigned lora_targets;
     vt_reward *rewards[MAX_REWARDS];
+    vt_step_timing *timing;
     int has_first;
     double first_reward, last_reward;
 };
@@ -481,7 +483,9 @@ static vt_err check_config(const vt_config *c) {
 }
 
 vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt) {
-    if (check_config(cfg)) return NULL;
+    if (check_config(cfg) ||
+        vt_memplan_check(cfg, opt ? opt->memory_limit : 0, opt ? opt->progress : NULL, NULL))
+        return NULL;
     vt_trainer *t = calloc(1, sizeof *t);
     if (!t) {
         vt_error(VT_ERR_OOM, "trainer");
@@ -581,6 +585,8 @@ void vt_trainer_free(vt_trainer *t) {
     free(t);
 }
 
+void vt_trainer_set_timing(vt_trainer *t, vt_step_timing *tm) { t->timing = tm; }
+
 vt_trainer_stats vt_trainer_get_stats(const vt_trainer *t) {
     vt_trainer_stats s = {t->step, t->skipped, t->first_reward, t->last_reward};
     return s;
@@ -652,6 +658,7 @@ static vt_err train_step(vt_trainer *t, double *row) {
         a.reward = reward_sum;
         a.reward_user = &rc;
         a.loss_scale = 1.0f / (float)A;
+        a.timing = t->timing;
         vt_vader_step_result r = {0};
         if (!e) e = vt_vader_step(&a, &r);
         if (!e) {
@@ -674,7 +681,7 @@ static vt_err train_step(vt_trainer *t, double *row) {
         free(rewards);
         return e;
     }
-    double loss = loss_sum / A;
+    double loss = loss_sum / A, t_opt = now_s();
     double gnorm = vt_clip_grad_norm(t->params, t->n_params, c->optim.grad_clip);
     float lr = vt_lr_at((vt_lr_schedule)c->optim.schedule, (float)c->optim.lr, t->step, c->optim.warmup_steps, c->optim.steps);
     int bad = !isfinite(loss) || !isfinite(gnorm);
@@ -686,6 +693,10 @@ static vt_err train_step(vt_trainer *t, double *row) {
         e = vt_adamw_step(&t->adam, lr);
     }
     for (int i = 0; i < t->n_params; i++) vt_zero_grad(t->params[i]);
+    if (t->timing) {
+        t->timing->optimizer_s += now_s() - t_opt;
+        if (t->timing->n_step_s < VT_STEP_TIMING_MAX_STEPS) t->timing->step_s[t->timing->n_step_s++] = now_s() - t0;
+    }
     t->step++;
     double rmean, rstd;
     mean_std(rewards, A * B, &rmean, &rstd);

@@ -32,17 +32,23 @@ typedef struct vt_train_options {
                           // LR schedule still runs over optim.steps
     int max_bad_steps;    // non-finite steps in a row before giving up (default 5)
     FILE *progress;       // progress lines (NULL: none)
+    size_t memory_limit;  // bytes the memory plan may use (0: the device's, train/memplan.h)
 } vt_train_options;
 
 static inline vt_train_options vt_train_options_default(void) {
-    vt_train_options o = {NULL, 0, 5, NULL};
+    vt_train_options o = {NULL, 0, 5, NULL, 0};
     return o;
 }
 
 typedef struct vt_trainer vt_trainer;
 
 // Checks and builds everything (no sampling yet). NULL + error naming the config field / file.
+// The memory plan (train/memplan.h) runs first: a run that does not fit opt->memory_limit (or
+// the device) is refused before anything is built, naming what to change.
 vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt);
+// Phase timing (vader_step.h vt_step_timing): accumulated into tm from now on (NULL: off).
+struct vt_step_timing;
+void vt_trainer_set_timing(vt_trainer *t, struct vt_step_timing *tm);
 // Runs until optim.steps (or opt->stop_at). Returns VT_OK or the error that stopped it.
 vt_err vt_trainer_run(vt_trainer *t);
 void vt_trainer_free(vt_trainer *t);

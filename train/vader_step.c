@@ -106,6 +106,12 @@ void vt_vader_step_result_free(vt_vader_step_result *r) {
     memset(r, 0, sizeof *r);
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static vt_tensor *filled_i64(int64_t n, int64_t v) {
     vt_tensor *t = vt_empty(VT_I64, VT_CPU, 1, (int64_t[]){n});
     if (t)
@@ -233,9 +239,12 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
         }
     }
 
+    vt_step_timing *tm = a->timing;
+    double tp = tm ? now_s() : 0;
     for (int i = a->start_step; i < S; i++) {
         int index = S - 1 - i;
         int taped = i >= start;
+        if (tm) tp = now_s();
         vt_tensor *noise = NULL;
         if (a->noise) noise = vt_retain(a->noise[i]);
         else if ((noise = vt_new_f32(x->ndim, x->shape))) vt_fill_normal(noise, a->rng, 0.0f, 1.0f);
@@ -265,6 +274,11 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
             r->pred_x0[i] = vt_detach(pred);
         }
         vt_release(pred);
+        if (tm) {
+            double dt = now_s() - tp;
+            if (taped) tm->taped_fwd_s += dt, tm->taped_steps++;
+            else tm->nograd_s += dt, tm->nograd_steps++;
+        }
     }
     set_lora_grad(a->unet, 1);
 
@@ -276,8 +290,11 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
             r->n_frames = n;
             for (int j = 0; j < n; j++) zs[j] = vt_slice(x, 2, r->frame_index[j], 1);
             z = n == 1 ? vt_retain(zs[0]) : vt_concat(zs, n, 2);
+            if (tm) tp = now_s();
             frames = vt_vae_decode_video(a->vae, z);
+            if (tm) tm->decode_s += now_s() - tp, tp = now_s();
             loss = frames ? a->reward(a->reward_user, frames, &reward) : NULL;
+            if (tm) tm->reward_s += now_s() - tp;
         }
         if (!tape) vt_nograd_end(tok);
         if (!loss) {
@@ -289,15 +306,18 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
     if (tape) vt_tape_end(tape);
     r->loss = vt_f32(loss)[0];
     if (tape && a->backward && K > 0) {
+        if (tm) tp = now_s();
         vt_tensor *gout = a->loss_scale != 1.0f ? vt_full(VT_CPU, loss->ndim, loss->shape, a->loss_scale) : NULL;
         if (a->loss_scale != 1.0f && !gout) e = vt_error_code();
         else if (loss->requires_grad) e = vt_backward(tape, loss, gout);
         vt_release(gout);
+        if (tm) tm->backward_s += now_s() - tp;
         if (e) {
             vt_error_context("vader step backward: ");
             goto done;
         }
     }
+    if (tm) tm->vader_steps++;
     r->samples = vt_detach(x);
     r->frames = vt_detach(frames);
     r->reward = vt_retain(reward);

@@ -46,6 +46,23 @@ typedef vt_tensor *(*vt_vader_reward_fn)(void *user, vt_tensor *frames, vt_tenso
 vt_tensor *vt_color_reward(void *user, vt_tensor *frames, vt_tensor **reward);
 extern const float vt_color_reward_rgb[3];
 
+// Wall time of the phases of VADER steps, accumulated (+=) when vt_vader_step_args.timing is
+// non-NULL (vader-bench); nothing is timed otherwise. The trainer adds the optimizer and
+// all-reduce phases and each optimisation step's total.
+#define VT_STEP_TIMING_MAX_STEPS 256
+typedef struct vt_step_timing {
+    double nograd_s;     // sampling steps before the taped window (no tape)
+    double taped_fwd_s;  // steps on the tape: UNet forwards + DDIM updates
+    double decode_s;     // VAE decode of the chosen frames
+    double reward_s;     // reward forward
+    double backward_s;   // backward (segment recompute included)
+    double optimizer_s;  // gradient clipping + AdamW (trainer)
+    double allreduce_s;  // gradient all-reduce across ranks (trainer)
+    int nograd_steps, taped_steps, vader_steps;
+    int n_step_s;                                // optimisation steps recorded below
+    double step_s[VT_STEP_TIMING_MAX_STEPS];     // wall time of each optimisation step (trainer)
+} vt_step_timing;
+
 typedef struct vt_vader_step_args {
     vt_unet3d *unet;
     vt_vae_decoder *vae;
@@ -72,6 +89,7 @@ typedef struct vt_vader_step_args {
     int record_steps;           // keep every step's x_prev / pred_x0 in the result
     int start_step;             // resume sampling at this step: x_T is then the x entering it
                                 // (tests: the truncated gradient holds that x constant)
+    vt_step_timing *timing;     // phase times accumulate here when non-NULL
 } vt_vader_step_args;
 
 // Fills the defaults: guidance 12, batch_cfg on, K 1, last, decode "-1", checkpointing on,

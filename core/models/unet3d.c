@@ -402,6 +402,14 @@ vt_err vt_unet3d_check_weights(vt_weights *w, const char *prefix, const vt_unet3
 const vt_unet3d_config *vt_unet3d_get_config(const vt_unet3d *u) { return &u->cfg; }
 int64_t vt_unet3d_n_params(const vt_unet3d *u) { return u->n_values; }
 
+int vt_unet3d_n_weights(const vt_unet3d *u) { return u->n_params; }
+
+vt_tensor *vt_unet3d_weight(const vt_unet3d *u, int i, const char **name) {
+    if (i < 0 || i >= u->n_params) return NULL;
+    if (name) *name = u->params[i].name;
+    return u->params[i].t;
+}
+
 vt_tensor *vt_unet3d_param(const vt_unet3d *u, const char *name) {
     for (int i = 0; i < u->n_params; i++)
         if (strcmp(u->params[i].name, name) == 0) return u->params[i].t;

@@ -90,6 +90,9 @@ const vt_unet3d_config *vt_unet3d_get_config(const vt_unet3d *u);
 int64_t vt_unet3d_n_params(const vt_unet3d *u);  // frozen weights (LoRA not counted)
 // The weight for a state-dict key without the prefix ("out.2.weight"), borrowed, or NULL.
 vt_tensor *vt_unet3d_param(const vt_unet3d *u, const char *name);
+// Every weight in build order: count, and the i-th with its key (without the prefix), borrowed.
+int vt_unet3d_n_weights(const vt_unet3d *u);
+vt_tensor *vt_unet3d_weight(const vt_unet3d *u, int i, const char **name);
 
 // Run settings (may change between forwards; a forward's values are captured for its
 // segments' recompute).

@@ -1,0 +1,189 @@
+// test_bench_memplan.cpp — the step FLOP count (train/flops.h) against the issue's figure for
+// the paper config, the memory plan (train/memplan.h) against the CPU allocator's measured
+// peak on the tiny config, the plan's refusal message, the LoRA / parameter counts it uses,
+// and the phase timing hooks of vt_vader_step / the trainer.
+#include <cmath>
+#include <string>
+#include <vector>
+#include "testutil.h"
+#include "core/models/unet3d.h"
+#include "train/config.h"
+#include "train/flops.h"
+#include "train/lora.h"
+#include "train/memplan.h"
+#include "train/tiny_models.h"
+#include "train/trainer.h"
+#include "train/vader_step.h"
+
+namespace {
+
+struct Cfg {
+    vt_config c{};
+    bool ok = false;
+    Cfg(const char *yaml, std::vector<std::string> sets) {
+        if (vt_config_load_string(&c, yaml, "test") != VT_OK) return;
+        for (auto &s : sets)
+            if (vt_config_set(&c, s.c_str()) != VT_OK) return;
+        ok = true;
+    }
+    ~Cfg() { vt_config_free(&c); }
+};
+
+// The paper's configuration (VADER-VideoCrafter, HPS): 320x512, 12 frames, DDIM 25 + CFG,
+// K = 1, checkpointing, one frame decoded, HPSv2.1 (ViT-H-14); one micro-batch of one video.
+// The checkpoints are manifests (shapes only: the FLOP count needs nothing else).
+std::vector<std::string> PaperSets() {
+    std::string m = SharedPath("manifests/");
+    return {"model.unet=" + m + "videocrafter2_unet.txt", "model.vae=" + m + "videocrafter2_vae_decoder.txt",
+            "model.text=" + m + "openclip_vit_h_14.txt", "model.random_weights=true", "model.height=320",
+            "model.width=512", "model.frames=12", "sampler.steps=25", "sampler.guidance_scale=12",
+            "sampler.backprop_steps=1", "memory.checkpointing=true", "memory.decode_frames=\"-1\"",
+            "reward=[{name: hpsv21}]", "data.batch_size=1", "optim.accumulation=1", "lora.rank=16"};
+}
+
+TEST(Flops, PaperConfigMatchesIssue) {
+    Cfg c(vt_config_default_yaml, PaperSets());
+    ASSERT_TRUE(c.ok) << vt_error_message();
+    vt_step_flops f;
+    ASSERT_VT_OK(vt_step_flops_count(&c.c, nullptr, nullptr, &f));
+    char buf[2048];
+    vt_step_flops_format(&f, buf, sizeof buf);
+    std::printf("%s", buf);
+    EXPECT_EQ(f.unet_forwards, 50);
+    EXPECT_EQ(f.taped_steps, 1);
+    EXPECT_EQ(f.frames_decoded, 1);
+    // the issue: 516 TFLOP per step, 475 of them in the 50 UNet forwards
+    EXPECT_NEAR(f.total / 1e12, 516.0, 0.10 * 516.0);
+    EXPECT_NEAR(f.unet_forward / 1e12, 475.0, 0.10 * 475.0);
+    double sum = f.unet_forward + f.unet_backward + f.unet_recompute + f.vae_forward + f.vae_backward +
+                 f.vae_recompute + f.reward_forward + f.reward_backward + f.reward_recompute;
+    EXPECT_NEAR(sum, f.total, 1e-6 * f.total);
+    // accumulation scales linearly; no checkpointing drops the recompute terms
+    Cfg c8(vt_config_default_yaml, [] { auto s = PaperSets(); s.push_back("optim.accumulation=8"); return s; }());
+    Cfg nock(vt_config_default_yaml, [] { auto s = PaperSets(); s.push_back("memory.checkpointing=false"); return s; }());
+    ASSERT_TRUE(c8.ok && nock.ok);
+    vt_step_flops f8, fn;
+    ASSERT_VT_OK(vt_step_flops_count(&c8.c, nullptr, nullptr, &f8));
+    ASSERT_VT_OK(vt_step_flops_count(&nock.c, nullptr, nullptr, &fn));
+    EXPECT_NEAR(f8.total, 8 * f.total, 1e-6 * f8.total);
+    EXPECT_EQ(fn.unet_recompute, 0.0);
+    EXPECT_NEAR(fn.total, f.total - f.unet_recompute - f.vae_recompute - f.reward_recompute, 1e-6 * f.total);
+}
+
+TEST(Flops, VitVisionMatchesKnownSize) {
+    // ViT-H-14 at 224: ~167 GMAC -> ~334 GFLOP per image (open_clip's published 167.4 GMACs)
+    vt_flops_vit v = vt_flops_reward_tower(VT_CFG_REWARD_HPS, nullptr);
+    double fv = vt_flops_vit_vision(&v, 1, nullptr);
+    EXPECT_NEAR(fv / 1e9, 2 * 167.4, 0.05 * 2 * 167.4);
+}
+
+TEST(Memplan, CountsMatchBuiltModels) {
+    Cfg c(vt_config_default_yaml, {});
+    ASSERT_TRUE(c.ok);
+    vt_memplan p;
+    ASSERT_VT_OK(vt_memplan_compute(&c.c, &p));
+    vt_unet3d_config uc = vt_tiny_unet_config();
+    vt_unet3d *u = vt_unet3d_build_random(&uc, 3);
+    ASSERT_VT(u);
+    unsigned targets = 0;
+    ASSERT_VT_OK(vt_lora_targets_from_names(c.c.lora.targets, c.c.lora.n_targets, &targets));
+    vt_unet3d_lora_config lc = {c.c.lora.rank, (float)c.c.lora.alpha, targets, 1};
+    ASSERT_VT_OK(vt_unet3d_add_lora(u, &lc));
+    int64_t n = 0;
+    for (int i = 0; i < vt_unet3d_n_lora(u); i++) n += vt_unet3d_lora_param(u, i, nullptr)->numel;
+    EXPECT_EQ(p.n_lora, n);
+    EXPECT_EQ(p.n_unet, vt_unet3d_n_params(u));
+    vt_unet3d_free(u);
+    // the full model: the manifest's parameter count (1,413,284,420) without building it
+    Cfg full(vt_config_default_yaml, PaperSets());
+    ASSERT_TRUE(full.ok);
+    vt_memplan pf;
+    ASSERT_VT_OK(vt_memplan_compute(&full.c, &pf));
+    EXPECT_EQ(pf.n_unet, 1413284420);
+    EXPECT_GT(pf.n_lora, 0);
+    char buf[2048];
+    vt_memplan_format(&pf, buf, sizeof buf);
+    std::printf("paper config, CPU fp32:\n%s", buf);
+}
+
+// The plan's peak against the CPU allocator's measured peak over a tiny training step.
+void ExpectPlanMatchesRun(const std::vector<std::string> &sets) {
+    std::string dir = TempDir();
+    std::vector<std::string> all = {"output.dir=" + dir, "optim.steps=2", "output.checkpoint_every=0"};
+    all.insert(all.end(), sets.begin(), sets.end());
+    Cfg c(vt_config_default_yaml, all);
+    ASSERT_TRUE(c.ok) << vt_error_message();
+    vt_memplan p;
+    ASSERT_VT_OK(vt_memplan_compute(&c.c, &p));
+    vt_mem_reset_peak(VT_CPU);
+    size_t before = vt_mem_stats_get(VT_CPU).current;
+    vt_train_options o = vt_train_options_default();
+    vt_trainer *t = vt_trainer_create(&c.c, &o);
+    ASSERT_VT(t);
+    ASSERT_VT_OK(vt_trainer_run(t));
+    double measured = (double)(vt_mem_stats_get(VT_CPU).peak - before);
+    vt_trainer_free(t);
+    double ratio = p.peak / measured;
+    std::printf("predicted %.2f MiB, measured %.2f MiB, ratio %.3f (%s)\n", p.peak / 1048576.0, measured / 1048576.0,
+                ratio, p.peak_phase);
+    EXPECT_GT(ratio, 0.7);
+    EXPECT_LT(ratio, 1.3);
+}
+
+TEST(Memplan, PredictsTinyPeakWithin30Percent) { ExpectPlanMatchesRun({}); }
+TEST(Memplan, PredictsTinyPeakWithoutCheckpointing) {
+    ExpectPlanMatchesRun({"memory.checkpointing=false", "memory.decode_frames=alt"});
+}
+
+TEST(Memplan, RefusesTooSmallLimitNamingWhatToChange) {
+    std::string dir = TempDir();
+    Cfg c(vt_config_default_yaml, {"output.dir=" + dir, "memory.checkpointing=false", "memory.decode_frames=all"});
+    ASSERT_TRUE(c.ok);
+    vt_train_options o = vt_train_options_default();
+    o.memory_limit = 1 << 20;  // 1 MiB
+    vt_trainer *t = vt_trainer_create(&c.c, &o);
+    EXPECT_EQ(t, nullptr);
+    EXPECT_EQ(vt_error_code(), VT_ERR_OOM);
+    std::string msg = vt_error_message();
+    EXPECT_NE(msg.find("memory plan: this run needs about"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--memory-limit allows 1.0 MiB"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("memory.checkpointing: true"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("memory.decode_frames"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("model.height/width/frames"), std::string::npos) << msg;
+    vt_trainer_free(t);
+    // a generous limit passes
+    o.memory_limit = (size_t)8 << 30;
+    t = vt_trainer_create(&c.c, &o);
+    EXPECT_NE(t, nullptr) << vt_error_message();
+    vt_trainer_free(t);
+    EXPECT_EQ(vt_memplan_parse_size("8G"), (size_t)8 << 30);
+    EXPECT_EQ(vt_memplan_parse_size("512MiB"), (size_t)512 << 20);
+    EXPECT_EQ(vt_memplan_parse_size("junk"), (size_t)0);
+}
+
+TEST(Timing, TrainerFillsPhases) {
+    std::string dir = TempDir();
+    Cfg c(vt_config_default_yaml, {"output.dir=" + dir, "optim.steps=2", "output.checkpoint_every=0"});
+    ASSERT_TRUE(c.ok);
+    vt_train_options o = vt_train_options_default();
+    vt_trainer *t = vt_trainer_create(&c.c, &o);
+    ASSERT_VT(t);
+    vt_step_timing tm{};
+    vt_trainer_set_timing(t, &tm);
+    ASSERT_VT_OK(vt_trainer_run(t));
+    vt_trainer_free(t);
+    EXPECT_EQ(tm.n_step_s, 2);
+    EXPECT_EQ(tm.vader_steps, 2);
+    EXPECT_EQ(tm.nograd_steps, 2 * 3);  // 4 DDIM steps, the last one taped
+    EXPECT_EQ(tm.taped_steps, 2);
+    EXPECT_GT(tm.nograd_s, 0);
+    EXPECT_GT(tm.taped_fwd_s, 0);
+    EXPECT_GT(tm.decode_s, 0);
+    EXPECT_GT(tm.reward_s, 0);
+    EXPECT_GT(tm.backward_s, 0);
+    EXPECT_GT(tm.optimizer_s, 0);
+    double phases = tm.nograd_s + tm.taped_fwd_s + tm.decode_s + tm.reward_s + tm.backward_s + tm.optimizer_s;
+    EXPECT_LE(phases, tm.step_s[0] + tm.step_s[1] + 1e-6);
+}
+
+}  // namespace

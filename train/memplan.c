@@ -1,0 +1,467 @@
+// memplan.c — the memory plan (see memplan.h).
+#include "memplan.h"
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "core/models/openclip.h"
+#include "core/models/unet3d.h"
+#include "core/models/vae_decoder.h"
+#include "core/weights.h"
+#include "train/flops.h"
+#include "train/lora.h"
+#include "train/tiny_models.h"
+
+#define CONTEXT_TOKENS 77
+#define MB (1024.0 * 1024.0)
+#define GB (1024.0 * 1024.0 * 1024.0)
+
+// ---- parameter counts -----------------------------------------------------------------------
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+static vt_weights *open_header(const char *path) {
+    return ends_with(path, ".txt") ? vt_weights_from_manifest(path, 0, 0) : vt_weights_open1(path);
+}
+
+// Parameters in the store at path: keys under the first prefix present (or all), skipping
+// keys that contain `skip` (NULL: none). -1 + error when the file cannot be opened.
+static int64_t count_file(const char *path, const char *probe_key, const char *prefix, const char *skip) {
+    vt_weights *w = open_header(path);
+    if (!w) return -1;
+    const char *pre = probe_key && vt_weights_has(w, probe_key) ? prefix : "";
+    int64_t n = 0;
+    for (int i = 0; i < vt_weights_n_keys(w); i++) {
+        const char *k = vt_weights_key(w, i);
+        if (strncmp(k, pre, strlen(pre)) != 0 || (skip && strstr(k, skip))) continue;
+        int nd = 0;
+        int64_t shape[8], e = 1;
+        if (!vt_weights_shape(w, k, &nd, shape)) continue;
+        for (int d = 0; d < nd; d++) e *= shape[d];
+        n += e;
+    }
+    vt_weights_free(w);
+    return n;
+}
+
+// LoRA parameters (r x (in + out) per targeted projection) of every attention of the UNet,
+// init_attn included: the structure of vt_unet3d_add_lora's visit.
+static int64_t lora_params(const vt_unet3d_config *c, int rank, unsigned targets) {
+    int64_t n = 0;
+    int dh = c->num_head_channels;
+    // one attention: query dim q, key/value input dim kv, inner width
+    #define ATTN(q, kv, inner)                                                   \
+        n += (targets & VT_LORA_TO_Q ? (int64_t)rank * ((q) + (inner)) : 0) +     \
+             (targets & VT_LORA_TO_K ? (int64_t)rank * ((kv) + (inner)) : 0) +    \
+             (targets & VT_LORA_TO_V ? (int64_t)rank * ((kv) + (inner)) : 0) +    \
+             (targets & VT_LORA_TO_OUT ? (int64_t)rank * ((inner) + (q)) : 0)
+    if (c->addition_attention) {
+        int inner = c->init_attn_heads * dh;
+        for (int d = 0; d < c->transformer_depth; d++) {
+            ATTN(inner, inner, inner);
+            ATTN(inner, inner, inner);
+        }
+    }
+    int ds = 1;
+    for (int level = 0; level < c->n_levels; level++) {
+        int ch = c->channel_mult[level] * c->model_channels, att = 0;
+        for (int i = 0; i < c->n_attention_resolutions; i++) att |= c->attention_resolutions[i] == ds;
+        // input blocks (num_res_blocks) + output blocks (num_res_blocks + 1) at this level
+        int blocks = att ? 2 * c->num_res_blocks + 1 : 0;
+        if (level == c->n_levels - 1) blocks += 1;  // middle block
+        for (int b = 0; b < blocks; b++)
+            for (int d = 0; d < c->transformer_depth; d++) {
+                ATTN(ch, ch, ch);
+                ATTN(ch, c->context_dim, ch);
+                if (c->temporal_attention) {
+                    ATTN(ch, ch, ch);
+                    ATTN(ch, ch, ch);
+                }
+            }
+        ds *= 2;
+    }
+    #undef ATTN
+    return n;
+}
+
+// The released reward models' sizes (used when a reward has no checkpoint): ViT-H-14 text +
+// vision (HPSv2, PickScore's CLIP-H), CLIP ViT-L/14 vision + the aesthetic head.
+static int64_t reward_nominal(vt_cfg_reward_kind k) {
+    switch (k) {
+    case VT_CFG_REWARD_HPS:
+    case VT_CFG_REWARD_HPSV21:
+    case VT_CFG_REWARD_PICKSCORE: return 986109441;
+    case VT_CFG_REWARD_AESTHETIC: return 303179776 + 919681;
+    default: return 0;
+    }
+}
+
+// ---- activation model -----------------------------------------------------------------------
+// Counted in elements; every block is described by the token count n (B' T h w at its level)
+// and its widths. Constants: tensors of the block's size that the CPU reference ops keep.
+typedef struct act_acc {
+    double skips;         // input-block outputs held for the output blocks (no-grad)
+    double work;          // largest no-grad working set of one block
+    double saved_full;    // every op's saved tensors
+    double saved_ckpt;    // segment inputs + ops outside segments
+    double recompute;     // largest segment tape + its gradients
+} act_acc;
+
+static double dmax(double a, double b) { return a > b ? a : b; }
+
+// ResBlock (+ TemporalConvBlock): GroupNorm/SiLU/conv x 2 save their inputs (3 in + 3 out),
+// the temporal conv block 4 x (norm, silu, conv) (12 out), skip 1x1 (in).
+static void res_block(act_acc *a, double n, double in, double out, int temporal) {
+    double full = n * (3 * in + 3 * out + (temporal ? 12 * out : 0) + (in != out ? in : 0));
+    a->saved_full += full;
+    a->saved_ckpt += n * in;                        // segment input
+    a->work = dmax(a->work, n * (2 * in + 3 * out));
+    a->recompute = dmax(a->recompute, full + n * (in + 2 * out));
+}
+
+// Spatial or temporal transformer of width C: GroupNorm + proj_in + proj_out outside the
+// segment (3 C), one BasicTransformerBlock per depth: norms (3 C), attn1 q/k/v inputs and
+// outputs + out-proj input (5 C), attn2 (3 C), GEGLU: proj input C, 8 C gate, 4 C out input
+// (13 C) ~ 24 C, plus the temporal transformer's permuted copies (2 C).
+static void transformer(act_acc *a, double n, double C, int depth, int temporal) {
+    double blk = n * C * (24 + (temporal ? 2 : 0));
+    a->saved_full += n * C * 3 + depth * blk;
+    a->saved_ckpt += n * C * 3 + depth * n * C;
+    a->work = dmax(a->work, n * C * 15);
+    a->recompute = dmax(a->recompute, blk + n * C * 3);
+}
+
+static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, double w, act_acc *a) {
+    memset(a, 0, sizeof *a);
+    double px = h * w, nf = N * T, mc = c->model_channels, ch = mc;
+    double chans[64];
+    int nc = 0, ds = 1, tc = c->temporal_conv;
+    a->saved_full += nf * px * c->in_channels;  // conv_in input
+    a->saved_ckpt += nf * px * c->in_channels;
+    a->skips += nf * px * mc;
+    chans[nc++] = mc;
+    if (c->addition_attention) transformer(a, nf * px, c->init_attn_heads * c->num_head_channels, c->transformer_depth, 1);
+    for (int level = 0; level < c->n_levels; level++) {
+        int att = 0;
+        for (int i = 0; i < c->n_attention_resolutions; i++) att |= c->attention_resolutions[i] == ds;
+        for (int i = 0; i < c->num_res_blocks; i++) {
+            double out = c->channel_mult[level] * mc;
+            res_block(a, nf * px, ch, out, tc);
+            ch = out;
+            if (att) {
+                transformer(a, nf * px, ch, c->transformer_depth, 0);
+                if (c->temporal_attention) transformer(a, nf * px, ch, c->transformer_depth, 1);
+            }
+            a->skips += nf * px * ch;
+            if (nc < 64) chans[nc++] = ch;
+        }
+        if (level != c->n_levels - 1) {
+            a->saved_full += nf * px * ch;  // downsample conv input
+            a->saved_ckpt += nf * px * ch;
+            px /= 4;
+            a->skips += nf * px * ch;
+            if (nc < 64) chans[nc++] = ch;
+            ds *= 2;
+        }
+    }
+    res_block(a, nf * px, ch, ch, tc);
+    transformer(a, nf * px, ch, c->transformer_depth, 0);
+    if (c->temporal_attention) transformer(a, nf * px, ch, c->transformer_depth, 1);
+    res_block(a, nf * px, ch, ch, tc);
+    for (int level = c->n_levels - 1; level >= 0; level--) {
+        int att = 0;
+        for (int i = 0; i < c->n_attention_resolutions; i++) att |= c->attention_resolutions[i] == ds;
+        for (int i = 0; i <= c->num_res_blocks; i++) {
+            double out = c->channel_mult[level] * mc, skip = nc > 0 ? chans[--nc] : 0;
+            a->saved_full += nf * px * (ch + skip);  // the concat's output feeds the ResBlock
+            res_block(a, nf * px, ch + skip, out, tc);
+            ch = out;
+            if (att) {
+                transformer(a, nf * px, ch, c->transformer_depth, 0);
+                if (c->temporal_attention) transformer(a, nf * px, ch, c->transformer_depth, 1);
+            }
+            if (level && i == c->num_res_blocks) {
+                px *= 4;
+                a->saved_full += nf * px * ch;  // upsample conv input
+                a->saved_ckpt += nf * px * ch;
+                ds /= 2;
+            }
+        }
+    }
+    a->saved_full += nf * px * ch * 2;  // out: norm, silu, conv
+    a->saved_ckpt += nf * px * ch * 2;
+}
+
+// VAE decoder on n frames: ResnetBlocks save 6 tensors (norm/silu/conv x 2), segment input 1;
+// upsample convs keep their (4x larger) input; attention q, k, v, out + norm.
+static void vae_acts(const vt_vae_config *c, double n, double h, double w, act_acc *a) {
+    memset(a, 0, sizeof *a);
+    double px = h * w, ch = (double)c->ch * c->ch_mult[c->n_levels - 1];
+    a->saved_full += n * px * (c->z_channels * 2);
+    a->saved_ckpt += n * px * (c->z_channels * 2);
+    #define VRES(in, out)                                                                  \
+        do {                                                                               \
+            double f_ = n * px * (3 * (in) + 3 * (out) + ((in) != (out) ? (in) : 0));      \
+            a->saved_full += f_;                                                           \
+            a->saved_ckpt += n * px * (in);                                                \
+            a->work = dmax(a->work, n * px * ((in) + 3 * (out)));                          \
+            a->recompute = dmax(a->recompute, f_ + n * px * ((in) + 2 * (out)));           \
+        } while (0)
+    VRES(ch, ch);
+    a->saved_full += n * px * ch * 6;  // mid attention
+    a->saved_ckpt += n * px * ch;
+    VRES(ch, ch);
+    for (int i = c->n_levels - 1; i >= 0; i--) {
+        double out = (double)c->ch * c->ch_mult[i];
+        for (int j = 0; j <= c->num_res_blocks; j++) {
+            VRES(ch, out);
+            ch = out;
+        }
+        if (i) {
+            px *= 4;
+            a->saved_full += n * px * ch;  // conv input after nearest 2x
+            a->saved_ckpt += n * px * ch;
+            a->work = dmax(a->work, n * px * ch * 2);
+        }
+    }
+    #undef VRES
+    a->saved_full += n * px * (ch * 2 + c->out_ch);  // norm_out, swish, conv_out; the frames
+    a->saved_ckpt += n * px * (ch * 2 + c->out_ch);
+}
+
+// A reward vision tower on n frames: per layer 2 LayerNorms, qkv, attention, out, MLP in,
+// GELU (mlp), MLP out: ~ 8 W + 2 mlp per token; segment input W. Preprocessing: the frames
+// clamped / resized to 224 (a few 3 x 224 x 224 copies).
+static void reward_acts(const vt_flops_vit *v, double n, int ckpt, double *saved, double *recompute) {
+    *saved = 0;
+    *recompute = 0;
+    if (v->width <= 0) return;
+    double g = v->image_size / v->patch_size, tok = n * (g * g + 1), W = v->width;
+    double layer = tok * (8 * W + 2 * v->mlp);
+    *saved = n * 6 * 3 * v->image_size * v->image_size + (ckpt ? v->layers * tok * W : v->layers * layer);
+    *recompute = ckpt ? layer + tok * W * 3 : tok * W * 3;
+}
+
+vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
+    memset(p, 0, sizeof *p);
+    int cuda = cfg->device == VT_CFG_DEVICE_CUDA;
+    int wb = cuda && cfg->model.dtype != VT_CFG_DTYPE_FP32 ? 2 : 4;
+    p->act_bytes = wb;
+    vt_unet3d_config uc = cfg->model.unet ? vt_unet3d_config_videocrafter2() : vt_tiny_unet_config();
+    vt_vae_config vc = cfg->model.vae ? vt_vae_config_videocrafter2() : vt_tiny_vae_config();
+    // parameter counts
+    if (cfg->model.unet) {
+        p->n_unet = count_file(cfg->model.unet, "model.diffusion_model.out.2.weight", "model.diffusion_model.", NULL);
+    } else {  // the tiny presets are fixed: counted once per process
+        static int64_t tiny_unet = 0;
+        if (!tiny_unet) {
+            vt_unet3d *u = vt_unet3d_build_random(&uc, 1);
+            tiny_unet = u ? vt_unet3d_n_params(u) : 0;
+            vt_unet3d_free(u);
+        }
+        p->n_unet = tiny_unet ? tiny_unet : -1;
+    }
+    if (cfg->model.vae) {
+        p->n_vae = count_file(cfg->model.vae, "first_stage_model.post_quant_conv.weight", "first_stage_model.", "encoder.");
+    } else {
+        static int64_t tiny_vae = 0;
+        if (!tiny_vae) {
+            vt_vae_decoder *d = vt_vae_decoder_build_random(&vc, 1);
+            tiny_vae = d ? vt_vae_decoder_n_params(d) : 0;
+            vt_vae_decoder_free(d);
+        }
+        p->n_vae = tiny_vae ? tiny_vae : -1;
+    }
+    int text_width = 32;
+    if (cfg->model.text) {
+        p->n_text = count_file(cfg->model.text, "cond_stage_model.model.token_embedding.weight", "cond_stage_model.model.",
+                               "visual.");
+        text_width = 1024;
+    } else {
+        static int64_t tiny_text = 0;
+        vt_openclip_config oc = vt_tiny_text_config();
+        if (!tiny_text) {
+            vt_openclip *m = vt_openclip_text_build_random(&oc, 1);
+            tiny_text = m ? m->n_params : 0;
+            vt_openclip_free(m);
+        }
+        p->n_text = tiny_text ? tiny_text : -1;
+        text_width = oc.text.width;
+    }
+    if (p->n_unet < 0 || p->n_vae < 0 || p->n_text < 0) return vt_error_context("memory plan: ");
+    for (int m = 0; m < cfg->reward.n_modules; m++) {
+        const vt_config_reward *r = &cfg->reward.modules[m];
+        int64_t n = reward_nominal(r->kind);
+        if (r->checkpoint && !strchr(r->checkpoint, ',')) {
+            n = count_file(r->checkpoint, NULL, "", r->kind == VT_CFG_REWARD_AESTHETIC ? "text_model." : NULL);
+            if (n < 0) return vt_error_context("memory plan: reward.%d: ", m);
+        }
+        p->n_reward += n;
+    }
+    unsigned targets = 0;
+    if (vt_lora_targets_from_names(cfg->lora.targets, cfg->lora.n_targets, &targets)) return vt_error_code();
+    p->n_lora = lora_params(&uc, cfg->lora.rank, targets);
+
+    p->w_unet = (double)p->n_unet * wb;
+    p->w_vae = (double)p->n_vae * wb;
+    p->w_text = (double)p->n_text * wb;
+    p->w_reward = (double)p->n_reward * wb;
+    p->lora = (double)p->n_lora * 4 * 4;
+    double B = cfg->data.batch_size, T = cfg->model.frames, h = cfg->model.height / 8, w = cfg->model.width / 8;
+    double N = cfg->sampler.guidance_scale != 1.0 ? 2 * B : B;
+    int n_prompts = cfg->data.n_prompts > 0 ? cfg->data.n_prompts : 1000;
+    double latent = B * 4 * T * h * w;
+    // contexts (fp32 on the host), the CFG pair's contexts, x, noise, x_prev, pred_x0, eps
+    p->contexts = (double)(n_prompts + 1) * CONTEXT_TOKENS * text_width * 4 + 2 * N * CONTEXT_TOKENS * text_width * wb +
+                  8 * latent * wb;
+    p->resident = p->w_unet + p->w_vae + p->w_text + p->w_reward + p->lora + p->contexts;
+
+    vt_step_flops f;
+    if (vt_step_flops_count(cfg, &uc, &vc, &f)) return vt_error_code();
+    int tape = f.taped_steps, ck = cfg->memory.checkpointing;
+    act_acc ua;
+    unet_acts(&uc, N, T, h, w, &ua);
+    p->sampling = (ua.skips + ua.work) * wb;
+    p->taped_ckpt = tape * ua.saved_ckpt * wb;
+    p->taped_full = tape * ua.saved_full * wb;
+    p->taped = ck ? p->taped_ckpt : p->taped_full;
+    act_acc va;
+    double nfr = f.frames_decoded;
+    vae_acts(&vc, nfr, h, w, &va);
+    double grad = tape > 0;
+    p->decode_ckpt = va.saved_ckpt * wb;
+    p->decode_full = va.saved_full * wb;
+    p->decode = grad ? (ck ? p->decode_ckpt : p->decode_full) : va.work * wb;
+    double rsave = 0, rrec = 0;
+    for (int m = 0; m < cfg->reward.n_modules; m++) {
+        vt_flops_vit v = vt_flops_reward_tower(cfg->reward.modules[m].kind, NULL);
+        double s, r;
+        reward_acts(&v, nfr, ck, &s, &r);
+        rsave += s;
+        rrec = dmax(rrec, r);
+    }
+    p->reward = rsave * wb;
+    // backward: the largest recompute (with checkpointing) or gradient working set, plus the
+    // gradient of x and its double-buffer through the DDIM steps
+    double rec = ck ? dmax(dmax(ua.recompute, va.recompute), rrec) : dmax(ua.work, va.work);
+    p->backward = grad ? (rec + 4 * N * 4 * T * h * w) * wb : 0;
+    double ph_sample = p->sampling;
+    double ph_fwd = p->taped + (grad ? ua.work * wb : 0);
+    double ph_bwd = p->taped + p->decode + p->reward + p->backward;
+    double act = ph_sample;
+    p->peak_phase = "sampling";
+    if (ph_fwd > act) act = ph_fwd, p->peak_phase = "taped forward";
+    if (ph_bwd > act) act = ph_bwd, p->peak_phase = grad ? "decode + reward + backward" : "decode + reward";
+    p->peak = p->resident + act;
+    return VT_OK;
+}
+
+size_t vt_memplan_device_memory(const vt_config *cfg, const char **source) {
+    if (source) *source = "unknown";
+    if (cfg->device == VT_CFG_DEVICE_CUDA) return 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kb = 0;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+        fclose(f);
+        if (kb) {
+            if (source) *source = "MemAvailable in /proc/meminfo";
+            return (size_t)kb * 1024;
+        }
+    }
+    long pages = sysconf(_SC_PHYS_PAGES), ps = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && ps > 0) {
+        if (source) *source = "physical memory (sysconf)";
+        return (size_t)pages * (size_t)ps;
+    }
+    return 0;
+}
+
+static const char *human(double b, char *buf, size_t n) {
+    if (b >= GB) snprintf(buf, n, "%.2f GiB", b / GB);
+    else snprintf(buf, n, "%.1f MiB", b / MB);
+    return buf;
+}
+
+void vt_memplan_format(const vt_memplan *p, char *buf, size_t n) {
+    char a[16][32];
+    snprintf(buf, n,
+             "memory plan (%s activations): predicted peak %s (during %s)\n"
+             "  frozen weights     unet %s, vae %s, text %s, reward %s\n"
+             "  lora + adamw       %s (%lld params)\n"
+             "  contexts, latents  %s\n"
+             "  sampling forward   %s (no-grad UNet working set)\n"
+             "  taped steps        %s (checkpointing: %s, without: %s)\n"
+             "  vae decode         %s\n"
+             "  reward activations %s\n"
+             "  backward working   %s\n",
+             p->act_bytes == 4 ? "fp32" : "16-bit", human(p->peak, a[0], 32), p->peak_phase, human(p->w_unet, a[1], 32),
+             human(p->w_vae, a[2], 32), human(p->w_text, a[3], 32), human(p->w_reward, a[4], 32),
+             human(p->lora, a[5], 32), (long long)p->n_lora, human(p->contexts, a[6], 32), human(p->sampling, a[7], 32),
+             human(p->taped, a[8], 32), human(p->taped_ckpt, a[9], 32), human(p->taped_full, a[10], 32),
+             human(p->decode, a[11], 32), human(p->reward, a[12], 32), human(p->backward, a[13], 32));
+}
+
+size_t vt_memplan_parse_size(const char *s) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v <= 0) return 0;
+    double m = 1;
+    switch (*end) {
+    case 'k': case 'K': m = 1024.0; end++; break;
+    case 'm': case 'M': m = MB; end++; break;
+    case 'g': case 'G': m = GB; end++; break;
+    case 't': case 'T': m = GB * 1024.0; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'I') end++;
+    if (*end == 'b' || *end == 'B') end++;
+    if (*end) return 0;
+    return (size_t)(v * m);
+}
+
+vt_err vt_memplan_check(const vt_config *cfg, size_t limit, FILE *log, vt_memplan *out) {
+    vt_memplan p;
+    if (vt_memplan_compute(cfg, &p)) return vt_error_code();
+    if (out) *out = p;
+    const char *src = "--memory-limit";
+    if (!limit) limit = vt_memplan_device_memory(cfg, &src);
+    if (log) {
+        char buf[2048];
+        vt_memplan_format(&p, buf, sizeof buf);
+        fputs(buf, log);
+    }
+    if (!limit || p.peak <= (double)limit) return VT_OK;
+    // what to change, largest saving first
+    char a[8][32], advice[1024];
+    size_t k = 0;
+    advice[0] = 0;
+    #define ADVISE(...)                                                                   \
+        do {                                                                               \
+            int w_ = snprintf(advice + k, sizeof advice - k, __VA_ARGS__);                 \
+            if (w_ > 0) k += (size_t)w_ < sizeof advice - k ? (size_t)w_ : sizeof advice - k - 1; \
+        } while (0)
+    if (!cfg->memory.checkpointing && p.taped_full > p.taped_ckpt)
+        ADVISE("; memory.checkpointing: true (taped steps %s -> %s)", human(p.taped_full, a[0], 32),
+               human(p.taped_ckpt, a[1], 32));
+    if (cfg->sampler.backprop_steps > 1 || cfg->sampler.backprop_mode != VT_CFG_BACKPROP_LAST)
+        ADVISE("; sampler.backprop_steps: 1 with backprop_mode last (taped steps now %s)", human(p.taped, a[2], 32));
+    if (cfg->memory.decode_frames != VT_CFG_DECODE_RANDOM && cfg->memory.decode_frames != VT_CFG_DECODE_INDEX)
+        ADVISE("; memory.decode_frames: \"-1\" (one frame; decode + reward now %s)", human(p.decode + p.reward, a[3], 32));
+    if (!cfg->memory.offload && p.w_reward + p.w_text > 0.1 * p.peak)
+        ADVISE("; memory.offload: true (text and reward weights %s)", human(p.w_reward + p.w_text, a[4], 32));
+    if (cfg->data.batch_size > 1) ADVISE("; data.batch_size: 1 (with optim.accumulation for the same batch)");
+    ADVISE("; or a smaller model.height/width/frames (now %dx%d x %d)", cfg->model.width, cfg->model.height,
+           cfg->model.frames);
+    #undef ADVISE
+    return vt_error(VT_ERR_OOM,
+                    "memory plan: this run needs about %s (peak during %s: weights %s, taped steps %s, decode + reward "
+                    "%s, backward %s) but %s allows %s. Change: %s",
+                    human(p.peak, a[0], 32), p.peak_phase,
+                    human(p.w_unet + p.w_vae + p.w_text + p.w_reward, a[1], 32), human(p.taped, a[2], 32),
+                    human(p.decode + p.reward, a[3], 32), human(p.backward, a[4], 32), src, human((double)limit, a[5], 32),
+                    advice + 2);
+}
