@@ -118,6 +118,8 @@ int main(int argc, char **argv) {
     vt_dist dist;
     vt_dist_backend want = VT_DIST_AUTO;
     e = vt_dist_backend_parse(vt_cfg_dist_name(cfg.dist.backend), &want);
+    // a CPU run needs no NCCL communicator even where GPUs are visible
+    if (!e && want == VT_DIST_AUTO && cfg.device == VT_CFG_DEVICE_CPU) want = VT_DIST_MPI;
     if (!e) e = vt_dist_init(&dist, want);
     if (e) {
         char msg[2048];
