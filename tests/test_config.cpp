@@ -90,7 +90,9 @@ TEST(Config, Defaults) {
     EXPECT_EQ(c.memory.decode_frames, VT_CFG_DECODE_RANDOM);
     EXPECT_FALSE(c.memory.offload);
     EXPECT_EQ(c.data.batch_size, 1);
+    EXPECT_EQ(c.data.global_batch_size, 0);
     EXPECT_EQ(c.dist.backend, VT_CFG_DIST_AUTO);
+    EXPECT_DOUBLE_EQ(c.dist.timeout, 300.0);
     EXPECT_STREQ(c.output.dir, "out");
     EXPECT_EQ(c.seed, 20230211u);
     EXPECT_EQ(c.device, VT_CFG_DEVICE_AUTO);
@@ -247,6 +249,11 @@ TEST(Config, Overrides) {
     EXPECT_EQ(c.optim.accumulation, 4);
     EXPECT_EQ(c.optim.steps, 7);
     EXPECT_DOUBLE_EQ(c.optim.lr, 1e-4);  // a section override merges
+    ASSERT_EQ(vt_config_set(&c, "dist={backend: mpi, timeout: 2.5}"), VT_OK) << vt_error_message();
+    EXPECT_EQ(c.dist.backend, VT_CFG_DIST_MPI);
+    EXPECT_DOUBLE_EQ(c.dist.timeout, 2.5);
+    ASSERT_EQ(vt_config_set(&c, "data.global_batch_size=16"), VT_OK) << vt_error_message();
+    EXPECT_EQ(c.data.global_batch_size, 16);
     // reward modules: a field, an option, appending, replacing the list
     ASSERT_EQ(vt_config_set(&c, "reward.0.weight=0.5"), VT_OK) << vt_error_message();
     EXPECT_DOUBLE_EQ(c.reward.modules[0].weight, 0.5);
@@ -304,6 +311,8 @@ TEST(Config, WrongTypes) {
     ExpectLoadError("model:\n  height: 6.5\n", VT_ERR_CONFIG, {"configs/x.yaml:2:11: model.height: expected an integer in [8, 16384], got \"6.5\""});
     ExpectLoadError("model:\n  frames: -4\n", VT_ERR_CONFIG, {"configs/x.yaml:2:11: model.frames: expected an integer in [1, 4096], got \"-4\""});
     ExpectLoadError("optim:\n  accumulation: -1\n", VT_ERR_CONFIG, {"2:17: optim.accumulation: expected an integer >= 1"});
+    ExpectLoadError("dist:\n  timeout: -5\n", VT_ERR_CONFIG, {"2:12: dist.timeout"});
+    ExpectLoadError("data:\n  global_batch_size: -1\n", VT_ERR_CONFIG, {"2:22: data.global_batch_size"});
     ExpectLoadError("optim:\n  warmup_steps: -1\n", VT_ERR_CONFIG, {"2:17: optim.warmup_steps: expected an integer >= 0"});
     ExpectLoadError("optim:\n  lr: -1e-4\n", VT_ERR_CONFIG, {"2:7: optim.lr: expected a number > 0, got \"-1e-4\""});
     ExpectLoadError("optim:\n  beta2: 1\n", VT_ERR_CONFIG, {"2:10: optim.beta2: expected a number in [0, 1), got \"1\""});

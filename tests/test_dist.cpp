@@ -235,6 +235,34 @@ TEST(Dist, SeedsDifferPerRankAndAreDeterministic) {
     EXPECT_NE(vt_rng_u64(&a), vt_rng_u64(&b));
 }
 
+TEST(Dist, ShareSplitsContiguouslyInRankOrder) {
+    for (int n : {0, 1, 5, 7, 16})
+        for (int w : {1, 2, 3, 8}) {
+            int next = 0, lo, hi;
+            for (int r = 0; r < w; r++) {
+                vt_dist_share(n, r, w, &lo, &hi);
+                EXPECT_EQ(lo, next) << n << " over " << w << ", rank " << r;
+                EXPECT_GE(hi - lo, n / w);
+                EXPECT_LE(hi - lo, n / w + 1);
+                next = hi;
+            }
+            EXPECT_EQ(next, n) << n << " over " << w;
+        }
+}
+
+TEST(Dist, GatherF64OneRank) {
+    vt_dist d;
+    if (launched_for_real()) GTEST_SKIP() << "under a launcher";
+    ASSERT_EQ(vt_dist_init(&d, VT_DIST_NONE), VT_OK);
+    double v[3] = {1.5, -2, 3}, *all = nullptr;
+    int n = 0;
+    ASSERT_EQ(vt_dist_gather_f64(&d, v, 3, &all, &n), VT_OK) << vt_error_message();
+    ASSERT_EQ(n, 3);
+    for (int i = 0; i < 3; i++) EXPECT_EQ(all[i], v[i]);
+    free(all);
+    vt_dist_finalize(&d);
+}
+
 TEST(Dist, HashIsFnv1a) {
     EXPECT_EQ(vt_dist_hash(VT_DIST_HASH_INIT, "", 0), 0xcbf29ce484222325ull);
     EXPECT_EQ(vt_dist_hash(VT_DIST_HASH_INIT, "a", 1), 0xaf63dc4c8601ec8cull);

@@ -105,7 +105,9 @@ static const field k_fields[] = {
     {.path = "data.prompts", .type = FT_STRLIST, .off = OFF(data.prompts), .off_n = OFF(data.n_prompts)},
     {.path = "data.eval_prompts", .type = FT_STRLIST, .off = OFF(data.eval_prompts), .off_n = OFF(data.n_eval_prompts)},
     {.path = "data.batch_size", .type = FT_INT, .off = OFF(data.batch_size), .lo = 1, .hi = 4096},
+    {.path = "data.global_batch_size", .type = FT_INT, .off = OFF(data.global_batch_size), .lo = 0, .hi = INT_MAX},
     {.path = "dist.backend", .type = FT_ENUM, .off = OFF(dist.backend), .names = k_dist_names},
+    {.path = "dist.timeout", .type = FT_DOUBLE, .off = OFF(dist.timeout), .lo = 0, .hi = BIG},
     {.path = "output.dir", .type = FT_STR, .off = OFF(output.dir)},
     {.path = "output.checkpoint_every", .type = FT_INT, .off = OFF(output.checkpoint_every), .lo = 0, .hi = INT_MAX},
     {.path = "output.eval_every", .type = FT_INT, .off = OFF(output.eval_every), .lo = 0, .hi = INT_MAX},
@@ -865,7 +867,9 @@ vt_err vt_config_defaults(vt_config *cfg) {
     cfg->memory.decode_index = 0;
     cfg->memory.offload = false;
     cfg->data.batch_size = 1;
+    cfg->data.global_batch_size = 0;
     cfg->dist.backend = VT_CFG_DIST_AUTO;
+    cfg->dist.timeout = 300.0;
     cfg->output.checkpoint_every = 100;
     cfg->output.eval_every = 10;
     cfg->output.log_every = 1;

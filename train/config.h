@@ -104,10 +104,14 @@ typedef struct vt_config {
         int n_prompts;
         char **eval_prompts;
         int n_eval_prompts;
-        int batch_size;           // prompts per micro-batch per rank
+        int batch_size;           // prompts per micro-batch per rank (unless global_batch_size)
+        int global_batch_size;    // > 0: samples per optimisation step over all ranks and micro-
+                                  // batches; the per-rank micro-batch is then
+                                  // global_batch_size / (ranks x optim.accumulation)
     } data;
     struct {
         vt_cfg_dist backend;
+        double timeout;           // seconds a collective may wait for peers (0: forever)
     } dist;
     struct {
         char *dir;

@@ -41,7 +41,7 @@ const char *vt_config_default_yaml =
     "    - a red fox running through snow\n"
     "    - a sailboat on a calm lake at sunset\n"
     "dist:\n"
-    "  backend: none\n"
+    "  backend: auto\n"
     "output:\n"
     "  dir: out/tiny-cpu\n"
     "  checkpoint_every: 10\n"

@@ -548,6 +548,40 @@ vt_err vt_dist_gather(vt_dist *d, const void *data, size_t nbytes, vt_dist_gathe
 #endif
 }
 
+void vt_dist_share(int n, int rank, int world, int *begin, int *end) {
+    if (n < 0) n = 0;
+    if (world < 1) world = 1;
+    if (rank < 0) rank = 0;
+    if (rank >= world) rank = world - 1;
+    int base = n / world, extra = n % world;
+    *begin = rank * base + (rank < extra ? rank : extra);
+    *end = *begin + base + (rank < extra ? 1 : 0);
+}
+
+vt_err vt_dist_gather_f64(vt_dist *d, const double *v, int n, double **all, int *n_all) {
+    *all = NULL;
+    *n_all = 0;
+    if (n < 0) return vt_error(VT_ERR_ARG, "dist gather: n = %d", n);
+    vt_dist_gathered g;
+    vt_err e = vt_dist_gather(d, v, sizeof(double) * (size_t)n, &g);
+    if (e || d->rank != 0) {
+        vt_dist_gathered_free(&g);
+        return e;
+    }
+    size_t total = 0;
+    for (int r = 0; r < g.n; r++) total += g.sizes[r];
+    double *out = malloc(total ? total : 1);
+    if (!out) {
+        vt_dist_gathered_free(&g);
+        return vt_error(VT_ERR_OOM, "dist gather: %zu bytes", total);
+    }
+    if (total) memcpy(out, g.data, total);  // the ranks' parts are contiguous, in rank order
+    vt_dist_gathered_free(&g);
+    *all = out;
+    *n_all = (int)(total / sizeof(double));
+    return VT_OK;
+}
+
 uint64_t vt_dist_hash(uint64_t h, const void *data, size_t n) {
     const unsigned char *p = data;
     for (size_t i = 0; i < n; i++) {

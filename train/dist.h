@@ -106,6 +106,13 @@ typedef struct vt_dist_gathered {
 // vt_dist_gathered_free); other ranks get an empty out. At most INT_MAX bytes in all.
 vt_err vt_dist_gather(vt_dist *d, const void *data, size_t nbytes, vt_dist_gathered *out);
 void vt_dist_gathered_free(vt_dist_gathered *g);
+// Items [*begin, *end) of n for `rank` of `world`: contiguous shares in rank order, sizes
+// differing by at most one (the first n % world ranks get one more), so concatenating the
+// shares in rank order gives 0..n-1 (evaluation prompts over ranks).
+void vt_dist_share(int n, int rank, int world, int *begin, int *end);
+// Gathers each rank's n doubles to rank 0 in rank order: *all (malloc'd, free it) and *n_all
+// on rank 0; NULL and 0 on the other ranks. With vt_dist_share: eval rewards in prompt order.
+vt_err vt_dist_gather_f64(vt_dist *d, const double *v, int n, double **all, int *n_all);
 
 // All-gathers a hash (of the resolved config, the LoRA layout, ...) and returns
 // VT_ERR_CONFIG on every rank if they differ, naming the ranks:

@@ -1,11 +1,18 @@
 // vader-train — fine-tunes the video UNet's LoRA with VADER.
 //   vader-train [CONFIG] [--set a.b=c]... [--resume DIR|auto] [--steps N] [--max-bad-steps N]
 // With no CONFIG the embedded tiny CPU config (configs/tiny-cpu.yaml) runs.
+// Under an MPI launcher (`mpirun -np N vader-train CONFIG`) every process is one rank of a
+// data-parallel job (train/dist.h, README "Multi-GPU runs"); an error on any rank ends the
+// whole job through vt_dist_abort with that rank's message.
+// Hidden debugging flags (tests/mpi): --debug-fail STEP:RANK:MODE (MODE error, kill or hang:
+// rank RANK fails at the start of optimisation step STEP), --debug-dump-lora PREFIX (every rank
+// writes its LoRA to PREFIX.rankR.safetensors at the end).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "train/config.h"
 #include "train/memplan.h"
+#include "train/dist.h"
 #include "train/trainer.h"
 
 static void usage(FILE *f) {
@@ -24,12 +31,34 @@ static void usage(FILE *f) {
             "                    device's (CPU: MemAvailable). A run whose planned peak exceeds it is refused\n");
 }
 
+static int parse_debug_fail(const char *s, vt_train_options *o) {
+    char mode[16] = "";
+    if (sscanf(s, "%d:%d:%15s", &o->debug_fail_step, &o->debug_fail_rank, mode) != 3 || o->debug_fail_step < 1)
+        return -1;
+    o->debug_fail_mode = strcmp(mode, "error") == 0 ? 1 : strcmp(mode, "kill") == 0 ? 2 : strcmp(mode, "hang") == 0 ? 3 : 0;
+    return o->debug_fail_mode ? 0 : -1;
+}
+
+// A config that failed to load or validate: under a launcher with several ranks the job is
+// ended through MPI (the other ranks may already wait in a collective), otherwise exit 1.
+static int fail_before_dist(const char *msg) {
+    vt_dist_launch l;
+    if (vt_dist_launch_from_env(&l, NULL) == VT_OK && l.launched && l.world > 1) {
+        vt_dist d;
+        if (vt_dist_init(&d, VT_DIST_MPI) == VT_OK) vt_dist_abort(&d, 1, "vader-train: %s", msg);
+        vt_dist_abort(NULL, 1, "vader-train: %s", msg);
+    }
+    fprintf(stderr, "vader-train: %s\n", msg);
+    return 1;
+}
+
 int main(int argc, char **argv) {
     const char *config_path = NULL;
     vt_train_options opt = vt_train_options_default();
     opt.progress = stdout;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
     int n_sets = 0, print_config = 0;
+    const char *dump_lora = NULL;
     if (!sets) return 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -58,6 +87,14 @@ int main(int argc, char **argv) {
                 free(sets);
                 return 2;
             }
+        } else if (strcmp(a, "--debug-fail") == 0 && i + 1 < argc) {
+            if (parse_debug_fail(argv[++i], &opt)) {
+                fprintf(stderr, "vader-train: --debug-fail %s: expected STEP:RANK:error|kill|hang\n", argv[i]);
+                free(sets);
+                return 2;
+            }
+        } else if (strcmp(a, "--debug-dump-lora") == 0 && i + 1 < argc) {
+            dump_lora = argv[++i];
         } else if (strcmp(a, "--print-config") == 0) {
             print_config = 1;
         } else if (a[0] == '-' || config_path) {
@@ -76,9 +113,8 @@ int main(int argc, char **argv) {
     free(sets);
     if (!e) e = vt_config_validate(&cfg);
     if (e) {
-        fprintf(stderr, "vader-train: %s\n", vt_error_message());
         vt_config_free(&cfg);
-        return 1;
+        return fail_before_dist(vt_error_message());
     }
     if (print_config) {
         char *y = vt_config_dump(&cfg);
@@ -87,23 +123,57 @@ int main(int argc, char **argv) {
         vt_config_free(&cfg);
         return 0;
     }
-    printf("vader-train: %s, %d steps of %d x %d prompts, %dx%d x %d frames, DDIM %d (K %d), output %s\n",
-           config_path ? config_path : "tiny-cpu (embedded)", cfg.optim.steps, cfg.optim.accumulation,
-           cfg.data.batch_size, cfg.model.width, cfg.model.height, cfg.model.frames, cfg.sampler.steps,
-           cfg.sampler.backprop_steps, cfg.output.dir);
+    // join the job (a single process without a launcher); from here on an error on any rank
+    // ends every rank through vt_dist_abort
+    vt_dist dist;
+    vt_dist_backend want = VT_DIST_AUTO;
+    e = vt_dist_backend_parse(vt_cfg_dist_name(cfg.dist.backend), &want);
+    // a CPU run needs no NCCL communicator even where GPUs are visible
+    if (!e && want == VT_DIST_AUTO && cfg.device == VT_CFG_DEVICE_CPU) want = VT_DIST_MPI;
+    if (!e) e = vt_dist_init(&dist, want);
+    if (e) {
+        char msg[2048];
+        snprintf(msg, sizeof msg, "dist.backend %s: %s", vt_cfg_dist_name(cfg.dist.backend), vt_error_message());
+        vt_config_free(&cfg);
+        return fail_before_dist(msg);
+    }
+    const char *env_timeout = getenv("VADER_DIST_TIMEOUT");
+    if (!env_timeout || !*env_timeout) dist.timeout_s = cfg.dist.timeout;  // $VADER_DIST_TIMEOUT wins
+    opt.dist = &dist;
+    if (dist.rank != 0) opt.progress = NULL;
     vt_trainer *t = vt_trainer_create(&cfg, &opt);
     if (!t) {
+        if (dist.world > 1) vt_dist_abort(&dist, 1, "vader-train: %s", vt_error_message());
         fprintf(stderr, "vader-train: %s\n", vt_error_message());
         vt_config_free(&cfg);
         return 1;
     }
+    int micro = 0, global = 0;
+    vt_trainer_batch(t, &micro, &global);
+    if (dist.rank == 0)
+        printf("vader-train: %s, %d steps of %d prompts (%d rank%s x %d micro-batches x %d), %dx%d x %d frames, "
+               "DDIM %d (K %d), output %s\n",
+               config_path ? config_path : "tiny-cpu (embedded)", cfg.optim.steps, global, dist.world,
+               dist.world == 1 ? "" : "s", cfg.optim.accumulation, micro, cfg.model.width, cfg.model.height,
+               cfg.model.frames, cfg.sampler.steps, cfg.sampler.backprop_steps, cfg.output.dir);
+    if (dist.world > 1 && dist.rank == 0)
+        printf("vader-train: data parallel over %d ranks (%s backend, %s launcher), collective timeout %g s\n",
+               dist.world, vt_dist_backend_name(dist.backend), dist.launcher, dist.timeout_s);
+    fflush(stdout);
     e = vt_trainer_run(t);
+    if (!e && dump_lora) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s.rank%d.safetensors", dump_lora, dist.rank);
+        e = vt_trainer_save_lora(t, path);
+    }
+    if (e && dist.world > 1) vt_dist_abort(&dist, 1, "vader-train: %s", vt_error_message());
     vt_trainer_stats s = vt_trainer_get_stats(t);
     if (e) fprintf(stderr, "vader-train: %s\n", vt_error_message());
-    else
+    else if (dist.rank == 0)
         printf("vader-train: done, %lld steps (%lld skipped), reward %.5f -> %.5f; outputs in %s\n", (long long)s.step,
                (long long)s.skipped, s.first_reward, s.last_reward, cfg.output.dir);
     vt_trainer_free(t);
     vt_config_free(&cfg);
+    if (!e && (e = vt_dist_finalize(&dist))) fprintf(stderr, "vader-train: %s\n", vt_error_message());
     return e ? 1 : 0;
 }

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 #include "core/weights.h"
 #include "train/adamw.h"
 #include "train/ddim.h"
+#include "train/dist.h"
 #include "train/h5log.h"
 #include "train/lora.h"
 #include "train/memplan.h"
@@ -41,7 +43,11 @@ struct vt_trainer {
     int n_params;
     vt_adamw adam;
     int adam_ready;
-    vt_rng rng;
+    vt_rng rng;              // seeded from `seed`; training micro-batches use micro_rng instead
+    vt_dist *dist;           // opt.dist, or single below
+    vt_dist single;          // a one-process "job" when opt.dist is NULL
+    int micro_B;             // prompts per micro-batch on this rank
+    vt_tensor *flat;         // flat f32 buffer for the gradient all-reduce and broadcasts
     int64_t step, skipped, bad_in_row;
     char **prompts;
     int n_prompts;
@@ -57,6 +63,10 @@ struct vt_trainer {
     int has_first;
     double first_reward, last_reward;
 };
+
+// data parallel helpers (defined in their section below)
+static int is_main(const vt_trainer *t);
+static int micro_per_step(const vt_trainer *t);
 
 // ---- small helpers ------------------------------------------------------------------------
 static double now_s(void) {
@@ -351,8 +361,9 @@ static vt_err save_checkpoint(vt_trainer *t) {
         }
     }
     int64_t counters[4] = {t->step, t->adam.step, t->skipped, t->bad_in_row};
-    int64_t rng[4];
-    memcpy(rng, t->rng.s, sizeof rng);
+    // the random streams are counter-based (micro_rng): their position is (seed, step, micro-batch
+    // layout); the layout tells a resume whether it will draw what the uninterrupted run drew
+    int64_t rng[4] = {(int64_t)c->seed, t->step, micro_per_step(t), t->micro_B};
     names[3 * n] = "counters";  // step, adam step, skipped, bad in a row
     ts[3 * n] = i64_tensor(4, counters);
     names[3 * n + 1] = "rng";
@@ -426,7 +437,13 @@ static vt_err load_state(vt_trainer *t, const char *path) {
         t->adam.step = vt_i64(cnt)[1];
         t->skipped = vt_i64(cnt)[2];
         t->bad_in_row = vt_i64(cnt)[3];
-        memcpy(t->rng.s, vt_data(rng), sizeof t->rng.s);
+        const int64_t *r = vt_i64(rng);
+        if (t->opt.progress && (r[2] != micro_per_step(t) || r[3] != t->micro_B))
+            fprintf(t->opt.progress,
+                    "vader-train: note: %s was written with %lld micro-batches of %lld prompts per step, this run "
+                    "has %d of %d: it continues the training but draws other prompts and noise than an "
+                    "uninterrupted run would\n",
+                    path, (long long)r[2], (long long)r[3], micro_per_step(t), t->micro_B);
     }
     vt_release(cnt);
     vt_release(rng);
@@ -439,8 +456,133 @@ static vt_err load_state(vt_trainer *t, const char *path) {
     return e ? vt_error_context("resume %s: ", path) : VT_OK;
 }
 
+// ---- data parallel (train/dist.h, train/DIST.md) -------------------------------------------
+// Everything rank-related of the trainer is in these functions; with one process (t->dist is
+// t->single, world 1) every collective is a no-op and the run is the plain single-process one.
+static int is_main(const vt_trainer *t) { return t->dist->rank == 0; }
+
+// Micro-batch g of optimisation step `step`, g counted over all ranks (g = rank x accumulation +
+// micro): its own random stream. N ranks with accumulation A therefore draw exactly what one
+// process with accumulation N x A draws, and a resumed run draws what the uninterrupted one did
+// (the streams depend on (seed, step, g) only: no RNG state to save per rank).
+static void micro_rng(const vt_trainer *t, int64_t step, int g, vt_rng *r) {
+    vt_rng_seed(r, vt_hash64(vt_dist_seed(t->cfg.seed, g), (uint64_t)step));
+}
+static int global_micro(const vt_trainer *t, int micro) { return t->dist->rank * t->cfg.optim.accumulation + micro; }
+static int micro_per_step(const vt_trainer *t) { return t->dist->world * t->cfg.optim.accumulation; }
+
+// What must agree across ranks: the resolved config without output.dir (only rank 0 reads and
+// writes it) and dist.timeout (a per-rank watchdog, as $VADER_DIST_TIMEOUT is), and the options
+// that shape the run (--steps, --max-bad-steps). --resume matters on rank 0 only.
+static uint64_t rank_config_hash(const vt_trainer *t) {
+    vt_config tmp;
+    uint64_t h = VT_DIST_HASH_INIT;
+    if (vt_config_copy(&tmp, &t->cfg) == VT_OK) {
+        free(tmp.output.dir);
+        tmp.output.dir = NULL;
+        tmp.dist.timeout = 0;
+        h = vt_config_hash(&tmp);
+        vt_config_free(&tmp);
+    }
+    int64_t o[2] = {t->opt.stop_at, t->opt.max_bad_steps};
+    return vt_dist_hash(h, o, sizeof o);
+}
+
+// Before anything loads: the same config on every rank, then the batch split over ranks and
+// micro-batches.
+static vt_err dist_check_start(vt_trainer *t) {
+    const vt_config *c = &t->cfg;
+    vt_err e = vt_dist_check_same(t->dist, rank_config_hash(t), "resolved config");
+    if (e) return e;
+    if (c->data.global_batch_size > 0) {
+        if (vt_dist_check_batch(c->data.global_batch_size, c->optim.accumulation, t->dist->world, &t->micro_B))
+            return vt_error_context("data.global_batch_size: ");
+    } else {
+        t->micro_B = c->data.batch_size;
+    }
+    if (t->micro_B > 64)
+        return vt_error(VT_ERR_CONFIG, "data.batch_size: %d prompts per micro-batch and rank, at most 64", t->micro_B);
+    return VT_OK;
+}
+
+// Once the LoRA, the AdamW state and (on rank 0 only) the resume state are in place: rank 0's
+// counters, LoRA and AdamW moments to every rank. Only rank 0 reads a state file, so resuming
+// needs no file system shared between nodes, and works with any number of ranks.
+static vt_err dist_sync_initial(vt_trainer *t) {
+    int64_t numel = vt_dist_flat_numel(t->params, t->n_params);
+    if (numel < 1) return vt_error(VT_ERR_INTERNAL, "trainer: no LoRA parameters");
+    t->flat = vt_empty(VT_F32, t->params[0]->device, 1, (int64_t[]){numel});
+    if (!t->flat) return vt_error_code();
+    if (t->dist->world == 1) return VT_OK;
+    int64_t cnt[4] = {t->step, t->adam.step, t->skipped, t->bad_in_row};
+    vt_err e = vt_dist_broadcast(t->dist, cnt, sizeof cnt, VT_CPU);
+    if (!e) {
+        t->step = cnt[0];
+        t->adam.step = cnt[1];
+        t->skipped = cnt[2];
+        t->bad_in_row = cnt[3];
+        e = vt_dist_broadcast_params(t->dist, t->params, t->n_params, t->flat);
+    }
+    if (!e) e = vt_dist_broadcast_params(t->dist, t->adam.m, t->n_params, t->flat);
+    if (!e) e = vt_dist_broadcast_params(t->dist, t->adam.v, t->n_params, t->flat);
+    return e ? vt_error_context("initial LoRA / AdamW state from rank 0: ") : VT_OK;
+}
+
+// The one all-reduce of an optimisation step (average of the flat LoRA gradient), after
+// accumulation and before clipping, so the clip sees the averaged gradient.
+static vt_err dist_average_grads(vt_trainer *t) {
+    return vt_dist_average_grads(t->dist, t->params, t->n_params, t->flat);
+}
+
+#define MAX_STAT_COLS (MAX_REWARDS + 1)
+// The logged scalars of a step over all ranks. vals holds ncol columns of n local samples each;
+// mean and std (sample std) are over every sample of every rank, in two passes as one process
+// computes them; *loss is averaged over ranks; peaks[0..1] (step time, memory) are maxima.
+static vt_err dist_reduce_stats(vt_trainer *t, const double *vals, int ncol, int n, double *loss, double *mean,
+                                double *std, double *peaks) {
+    double buf[MAX_STAT_COLS + 2];
+    buf[0] = (double)n;
+    buf[1] = *loss;
+    for (int k = 0; k < ncol; k++) {
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += vals[(size_t)k * (size_t)n + (size_t)i];
+        buf[2 + k] = sum;
+    }
+    vt_err e = vt_dist_allreduce_f64(t->dist, buf, ncol + 2, VT_DIST_SUM);
+    if (e) return e;
+    double N = buf[0];
+    *loss = buf[1] / (double)t->dist->world;
+    for (int k = 0; k < ncol; k++) mean[k] = N > 0 ? buf[2 + k] / N : NAN;
+    for (int k = 0; k < ncol; k++) {
+        double q = 0;
+        for (int i = 0; i < n; i++) {
+            double d = vals[(size_t)k * (size_t)n + (size_t)i] - mean[k];
+            q += d * d;
+        }
+        buf[k] = q;
+    }
+    if ((e = vt_dist_allreduce_f64(t->dist, buf, ncol, VT_DIST_SUM))) return e;
+    for (int k = 0; k < ncol; k++) std[k] = N > 1 ? sqrt(buf[k] / (N - 1)) : 0.0;
+    return vt_dist_allreduce_f64(t->dist, peaks, 2, VT_DIST_MAX);
+}
+
+// Failure injection for the multi-rank tests (vt_train_options.debug_fail_*).
+static vt_err dist_debug_fail(const vt_trainer *t) {
+    const vt_train_options *o = &t->opt;
+    if (o->debug_fail_mode <= 0 || t->step + 1 != o->debug_fail_step || t->dist->rank != o->debug_fail_rank)
+        return VT_OK;
+    if (o->debug_fail_mode == 2) raise(SIGKILL);
+    while (o->debug_fail_mode == 3) sleep(1);
+    return vt_error(VT_ERR_INTERNAL, "injected failure at step %d (--debug-fail)", o->debug_fail_step);
+}
+
+// Evaluation hook (output.eval_every, data.eval_prompts): split the eval prompts over ranks
+// with vt_dist_share (contiguous shares in rank order), score this rank's share, then
+// vt_dist_gather_f64 the per-prompt rewards to rank 0, which gets them in prompt order and
+// writes the /eval row. Every rank must run the evaluation at the same steps.
+
 // ---- create -------------------------------------------------------------------------------
-static vt_err check_config(const vt_config *c) {
+static vt_err check_config(const vt_config *c, int main_rank) {
     if (vt_config_validate(c)) return vt_error_code();
     if (c->reward.n_modules > MAX_REWARDS) return vt_error(VT_ERR_CONFIG, "reward: at most %d modules", MAX_REWARDS);
     if (c->sampler.backprop_steps > c->sampler.steps)
@@ -479,12 +621,12 @@ static vt_err check_config(const vt_config *c) {
     }
     if (!c->model.random_weights && (!c->model.unet || !c->model.vae || !c->model.text))
         return vt_error(VT_ERR_CONFIG, "model: unet, vae and text checkpoints are needed unless model.random_weights is true");
-    return check_writable_dir(c->output.dir);
+    return main_rank ? check_writable_dir(c->output.dir) : VT_OK;
 }
 
 vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt) {
-    if (check_config(cfg) ||
-        vt_memplan_check(cfg, opt ? opt->memory_limit : 0, opt ? opt->progress : NULL, NULL))
+    if (check_config(cfg, !opt || !opt->dist || opt->dist->rank == 0) ||
+        vt_memplan_check(cfg, opt ? opt->memory_limit : 0, (!opt || !opt->dist || opt->dist->rank == 0) && opt ? opt->progress : NULL, NULL))
         return NULL;
     vt_trainer *t = calloc(1, sizeof *t);
     if (!t) {
@@ -493,7 +635,14 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
     }
     t->opt = opt ? *opt : vt_train_options_default();
     if (t->opt.max_bad_steps < 1) t->opt.max_bad_steps = 5;
+    t->single.backend = VT_DIST_NONE;
+    t->single.world = t->single.local_world = 1;
+    t->single.device = -1;
+    t->single.launcher = "none";
+    t->dist = t->opt.dist ? t->opt.dist : &t->single;
+    if (!is_main(t)) t->opt.progress = NULL;
     vt_err e = vt_config_copy(&t->cfg, cfg);
+    if (!e) e = dist_check_start(t);
     const vt_config *c = &t->cfg;
     t->T = c->model.frames;
     t->lh = c->model.height / 8;
@@ -504,7 +653,7 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
     if (!e) e = vt_lora_targets_from_names(c->lora.targets, c->lora.n_targets, &t->lora_targets);
     if (!e) {
         char resume_path[4200] = "";
-        if (t->opt.resume) {
+        if (t->opt.resume && is_main(t)) {
             struct stat st;
             const char *dir = strcmp(t->opt.resume, "auto") == 0 ? c->output.dir : t->opt.resume;
             if (stat(dir, &st) == 0 && S_ISREG(st.st_mode)) snprintf(resume_path, sizeof resume_path, "%s", dir);
@@ -528,6 +677,7 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
         for (int i = 0; !e && i < t->n_params; i++)
             if (!t->adam.m[i] || !t->adam.v[i]) e = vt_error(VT_ERR_INTERNAL, "adamw: moments not allocated");
         if (!e && resume_path[0]) e = load_state(t, resume_path);
+        if (!e) e = dist_sync_initial(t);
         // text contexts of every prompt and of "" (frozen encoder: computed once)
         if (!e) {
             char tokpath[4200];
@@ -545,14 +695,13 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
             const char *empty = "";
             if (!e && !(t->uncond_ctx = vt_vader_encode_prompts(t->clip, t->tok, &empty, 1))) e = vt_error_code();
         }
-        if (!e) {
+        if (!e && (t->n_cols = vt_trainer_train_columns(c, &t->cols)) < 0) e = vt_error(VT_ERR_OOM, "log columns");
+        if (!e && is_main(t)) {  // rank 0 alone writes rewards.h5
             char path[4200];
             snprintf(path, sizeof path, "%s/rewards.h5", c->output.dir);
-            t->n_cols = vt_trainer_train_columns(c, &t->cols);
             const char *ecols[3] = {"step", "reward_mean", "reward_std"};
             char *yaml = vt_config_dump(c);
-            if (t->n_cols < 0) e = vt_error(VT_ERR_OOM, "log columns");
-            else if (!(t->log = vt_h5log_open(path, t->cols, t->n_cols, ecols, 3, yaml ? yaml : "", resume_path[0] != 0, t->step)))
+            if (!(t->log = vt_h5log_open(path, t->cols, t->n_cols, ecols, 3, yaml ? yaml : "", resume_path[0] != 0, t->step)))
                 e = vt_error_code();
             free(yaml);
         }
@@ -576,6 +725,7 @@ void vt_trainer_free(vt_trainer *t) {
     free(t->prompts);
     if (t->adam_ready) vt_adamw_free(&t->adam);
     free(t->params);
+    vt_release(t->flat);
     vt_unet3d_free(t->unet);
     vt_vae_decoder_free(t->vae);
     vt_openclip_free(t->clip);
@@ -592,15 +742,19 @@ vt_trainer_stats vt_trainer_get_stats(const vt_trainer *t) {
     return s;
 }
 
-// ---- one optimisation step ----------------------------------------------------------------
-static void mean_std(const double *v, int n, double *mean, double *std) {
-    double s = 0, q = 0;
-    for (int i = 0; i < n; i++) s += v[i];
-    *mean = n ? s / n : NAN;
-    for (int i = 0; i < n; i++) q += (v[i] - *mean) * (v[i] - *mean);
-    *std = n > 1 ? sqrt(q / (n - 1)) : 0.0;
+vt_err vt_trainer_save_lora(const vt_trainer *t, const char *path) {
+    const vt_config *c = &t->cfg;
+    if (vt_lora_save(t->unet, path, c->lora.rank, c->lora.alpha, c->lora.targets, c->lora.n_targets, t->step, 0, NULL, NULL))
+        return vt_error_context("%s: ", path);
+    return VT_OK;
 }
 
+void vt_trainer_batch(const vt_trainer *t, int *micro_batch, int *global_batch) {
+    if (micro_batch) *micro_batch = t->micro_B;
+    if (global_batch) *global_batch = t->micro_B * micro_per_step(t);
+}
+
+// ---- one optimisation step ----------------------------------------------------------------
 static vt_tensor *batch_context(vt_trainer *t, const int *idx, int B) {
     vt_tensor *rows[64];
     for (int b = 0; b < B; b++) rows[b] = idx ? t->prompt_ctx[idx[b]] : t->uncond_ctx;
@@ -612,30 +766,32 @@ static vt_tensor *batch_context(vt_trainer *t, const int *idx, int B) {
 
 static vt_err train_step(vt_trainer *t, double *row) {
     const vt_config *c = &t->cfg;
-    int B = c->data.batch_size, A = c->optim.accumulation, nm = c->reward.n_modules;
-    if (B > 64) return vt_error(VT_ERR_CONFIG, "data.batch_size: %d, at most 64 per rank", B);
+    int B = t->micro_B, A = c->optim.accumulation, nm = c->reward.n_modules;
+    vt_err e = dist_debug_fail(t);
+    if (e) return e;
     double t0 = now_s();
     vt_mem_reset_peak(VT_CPU);
     for (int i = 0; i < t->n_params; i++) vt_zero_grad(t->params[i]);
     double *rewards = calloc((size_t)(A * B) * (size_t)(nm + 1), sizeof *rewards);
     if (!rewards) return vt_error(VT_ERR_OOM, "train step");
     double loss_sum = 0;
-    vt_err e = VT_OK;
     reward_ctx rc = {c, t->rewards, NULL, {0}};
     vt_unet3d_set_dropout(t->unet, TEMPORAL_CONV_DROPOUT, (float)c->lora.dropout);
     vt_tensor *fps = vt_empty(VT_I64, VT_CPU, 1, (int64_t[]){B});
     for (int b = 0; fps && b < B; b++) vt_i64(fps)[b] = c->model.fps;
     for (int micro = 0; micro < A && !e; micro++) {
-        int idx[64];
+        int idx[64], g = global_micro(t, micro);
         const char *batch_prompts[64];
+        vt_rng rng;
+        micro_rng(t, t->step, g, &rng);
         for (int b = 0; b < B; b++) {
-            idx[b] = (int)(vt_rng_u64(&t->rng) % (uint64_t)t->n_prompts);
+            idx[b] = (int)(vt_rng_u64(&rng) % (uint64_t)t->n_prompts);
             batch_prompts[b] = t->prompts[idx[b]];
         }
         rc.prompts = batch_prompts;
         vt_tensor *ctx = batch_context(t, idx, B), *uctx = batch_context(t, NULL, B);
         vt_tensor *x_T = vt_new_f32(5, (int64_t[]){B, 4, t->T, t->lh, t->lw});
-        if (x_T) vt_fill_normal(x_T, &t->rng, 0.0f, 1.0f);
+        if (x_T) vt_fill_normal(x_T, &rng, 0.0f, 1.0f);
         if (!ctx || !uctx || !x_T || !fps) e = vt_error_code();
         vt_vader_step_args a;
         vt_vader_step_args_default(&a);
@@ -646,7 +802,7 @@ static vt_err train_step(vt_trainer *t, double *row) {
         a.context = ctx;
         a.uncond_context = uctx;
         a.fps = fps;
-        a.rng = &t->rng;
+        a.rng = &rng;
         a.guidance = (float)c->sampler.guidance_scale;
         a.K = c->sampler.backprop_steps;
         a.backprop_mode = c->sampler.backprop_mode;
@@ -654,9 +810,11 @@ static vt_err train_step(vt_trainer *t, double *row) {
         a.decode = c->memory.decode_frames;
         a.decode_index = c->memory.decode_index;
         a.checkpointing = c->memory.checkpointing;
-        a.dropout_seed = vt_hash64(c->seed ^ 0xD0D0ull, (uint64_t)(t->step * A + micro));
+        a.dropout_seed = vt_hash64(c->seed ^ 0xD0D0ull, (uint64_t)(t->step * micro_per_step(t) + g));
         a.reward = reward_sum;
         a.reward_user = &rc;
+        // the gradient is the mean over this rank's micro-batches; the all-reduce then averages
+        // over ranks: the mean over all micro-batches of the step, as one process would take it
         a.loss_scale = 1.0f / (float)A;
         a.timing = t->timing;
         vt_vader_step_result r = {0};
@@ -677,11 +835,13 @@ static vt_err train_step(vt_trainer *t, double *row) {
     vt_release(fps);
     vt_unet3d_set_dropout(t->unet, 0.0f, 0.0f);
     for (int m = 0; m < MAX_REWARDS; m++) vt_release(rc.module_reward[m]);
-    if (e) {
-        free(rewards);
-        return e;
-    }
-    double loss = loss_sum / A, t_opt = now_s();
+    if (!e) e = dist_average_grads(t);
+    double loss = loss_sum / A, mean[MAX_STAT_COLS], std[MAX_STAT_COLS];
+    double peaks[2] = {now_s() - t0, (double)vt_mem_stats_get(VT_CPU).peak};
+    if (!e) e = dist_reduce_stats(t, rewards, nm + 1, A * B, &loss, mean, std, peaks);
+    free(rewards);
+    if (e) return e;
+    double t_opt = now_s();
     double gnorm = vt_clip_grad_norm(t->params, t->n_params, c->optim.grad_clip);
     float lr = vt_lr_at((vt_lr_schedule)c->optim.schedule, (float)c->optim.lr, t->step, c->optim.warmup_steps, c->optim.steps);
     int bad = !isfinite(loss) || !isfinite(gnorm);
@@ -698,20 +858,16 @@ static vt_err train_step(vt_trainer *t, double *row) {
         if (t->timing->n_step_s < VT_STEP_TIMING_MAX_STEPS) t->timing->step_s[t->timing->n_step_s++] = now_s() - t0;
     }
     t->step++;
-    double rmean, rstd;
-    mean_std(rewards, A * B, &rmean, &rstd);
     row[0] = (double)t->step;
-    row[1] = rmean;
-    row[2] = rstd;
+    row[1] = mean[0];
+    row[2] = std[0];
     row[3] = loss;
     row[4] = gnorm;
     row[5] = lr;
-    row[6] = now_s() - t0;
-    row[7] = (double)vt_mem_stats_get(VT_CPU).peak;
+    row[6] = peaks[0];
+    row[7] = peaks[1];
     row[8] = (double)t->skipped;
-    for (int m = 0; m < nm; m++) mean_std(rewards + (size_t)(m + 1) * (size_t)(A * B), A * B, &row[N_BASE_COLS + 2 * m],
-                                          &row[N_BASE_COLS + 2 * m + 1]);
-    free(rewards);
+    for (int m = 0; m < nm; m++) row[N_BASE_COLS + 2 * m] = mean[m + 1], row[N_BASE_COLS + 2 * m + 1] = std[m + 1];
     return e;
 }
 
@@ -728,7 +884,7 @@ vt_err vt_trainer_run(vt_trainer *t) {
     while (t->step < stop) {
         e = train_step(t, row);
         if (e) break;
-        if ((e = vt_h5log_append(t->log, 0, row))) break;
+        if (is_main(t) && (e = vt_h5log_append(t->log, 0, row))) break;
         int skipped_now = !isfinite(row[3]) || !isfinite(row[4]);
         if (!skipped_now) {
             if (!t->has_first) t->first_reward = row[1], t->has_first = 1;
@@ -749,11 +905,13 @@ vt_err vt_trainer_run(vt_trainer *t) {
                          (long long)t->bad_in_row, (long long)t->step);
             break;
         }
-        if (c->output.checkpoint_every > 0 && t->step % c->output.checkpoint_every == 0 && t->step < stop &&
-            (e = save_checkpoint(t)))
+        if (is_main(t) && c->output.checkpoint_every > 0 && t->step % c->output.checkpoint_every == 0 &&
+            t->step < stop && (e = save_checkpoint(t)))
             break;
     }
-    if (!e && t->step > step0) e = save_checkpoint(t);
+    if (!e && t->step > step0 && is_main(t)) e = save_checkpoint(t);
+    // every rank waits (under the watchdog) until rank 0 has written the last checkpoint
+    if (!e) e = vt_dist_barrier(t->dist);
     free(row);
     return e;
 }

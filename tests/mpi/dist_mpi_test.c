@@ -86,6 +86,23 @@ static void test_collectives(vt_dist *d) {
     vt_dist_gathered_free(&g);
     OK(d, vt_dist_barrier(d));
 
+    // eval-style split and gather: 7 items shared over the ranks come back in order on rank 0
+    int lo, hi;
+    vt_dist_share(7, r, w, &lo, &hi);
+    double items[8];
+    for (int i = lo; i < hi; i++) items[i - lo] = 0.5 * i;
+    double *all = NULL;
+    int n_all = -1;
+    OK(d, vt_dist_gather_f64(d, items, hi - lo, &all, &n_all));
+    if (r == 0) {
+        CHECK(n_all == 7, "gather_f64 gave %d items", n_all);
+        for (int i = 0; i < n_all; i++)
+            if (all[i] != 0.5 * i) CHECK(0, "gather_f64 item %d = %g", i, all[i]);
+    } else {
+        CHECK(all == NULL && n_all == 0, "gather_f64 on rank %d should be empty", r);
+    }
+    free(all);
+
     // gradients through a flat buffer: param 0 has grad r, param 1 has none on odd ranks
     const int64_t s3[1] = {3}, s2[1] = {2}, s5[1] = {5};
     vt_tensor *p0 = vt_new_f32(1, s3), *p1 = vt_new_f32(1, s2), *flat = vt_new_f32(1, s5);
