@@ -13,12 +13,11 @@
 #include "core/models/vae_decoder.h"
 #include "core/safetensors.h"
 #include "core/tokenizer.h"
-#include "core/weights.h"
 #include "train/adamw.h"
 #include "train/ddim.h"
 #include "train/h5log.h"
 #include "train/lora.h"
-#include "train/tiny_models.h"
+#include "train/models.h"
 #include "train/vader_step.h"
 #include "rewards/reward.h"
 
@@ -63,11 +62,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && strcmp(s + a - b, suf) == 0;
-}
-
 static vt_err mkdir_p(const char *path) {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);
@@ -97,11 +91,6 @@ static vt_err check_readable(const char *field, const char *path) {
     if (access(path, R_OK))
         return vt_error(VT_ERR_IO, "%s: %s: %s", field, path, strerror(errno));
     return VT_OK;
-}
-
-static vt_weights *open_store(const char *path, uint64_t seed) {
-    // a manifest (.txt) gives the full-size shapes with deterministic random values
-    return ends_with(path, ".txt") ? vt_weights_from_manifest(path, 1, seed) : vt_weights_open1(path);
 }
 
 // ---- prompts ------------------------------------------------------------------------------
@@ -144,60 +133,14 @@ static vt_err load_prompts(vt_trainer *t) {
     return e;
 }
 
-// ---- models -------------------------------------------------------------------------------
+// ---- models (train/models.h: shared with vader-sample) ------------------------------------
 static vt_err build_models(vt_trainer *t) {
-    const vt_config *c = &t->cfg;
-    uint64_t seed = c->seed;
-    // UNet
-    if (c->model.unet) {
-        vt_weights *w = open_store(c->model.unet, vt_hash64(seed, 1));
-        if (!w) return vt_error_context("model.unet: ");
-        const char *prefix = vt_weights_has(w, "model.diffusion_model.out.2.weight") ? "model.diffusion_model." : "";
-        vt_unet3d_config uc = vt_unet3d_config_videocrafter2();
-        t->unet = vt_unet3d_build(w, prefix, &uc);
-        vt_weights_free(w);
-        if (!t->unet) return vt_error_context("model.unet: %s: ", c->model.unet);
-    } else {
-        vt_unet3d_config uc = vt_tiny_unet_config();
-        t->unet = vt_unet3d_build_random(&uc, vt_hash64(seed, 1));
-        if (!t->unet) return vt_error_context("tiny random unet: ");
-    }
-    // VAE decoder
-    if (c->model.vae) {
-        vt_weights *w = open_store(c->model.vae, vt_hash64(seed, 2));
-        if (!w) return vt_error_context("model.vae: ");
-        const char *prefix = vt_weights_has(w, "first_stage_model.post_quant_conv.weight") ? "first_stage_model." : "";
-        vt_vae_config vc = vt_vae_config_videocrafter2();
-        t->vae = vt_vae_decoder_build(w, prefix, &vc);
-        vt_weights_free(w);
-        if (!t->vae) return vt_error_context("model.vae: %s: ", c->model.vae);
-    } else {
-        vt_vae_config vc = vt_tiny_vae_config();
-        t->vae = vt_vae_decoder_build_random(&vc, vt_hash64(seed, 2));
-        if (!t->vae) return vt_error_context("tiny random vae: ");
-    }
-    // text conditioner
-    if (c->model.text) {
-        vt_weights *w = open_store(c->model.text, vt_hash64(seed, 3));
-        if (!w) return vt_error_context("model.text: ");
-        const char *prefix = vt_weights_has(w, "cond_stage_model.model.token_embedding.weight") ? "cond_stage_model.model." : "";
-        t->clip = vt_openclip_build(w, prefix, NULL, VT_OPENCLIP_TEXT);
-        vt_weights_free(w);
-        if (!t->clip) return vt_error_context("model.text: %s: ", c->model.text);
-    } else {
-        vt_openclip_config oc = vt_tiny_text_config();
-        t->clip = vt_openclip_text_build_random(&oc, vt_hash64(seed, 3));
-        if (!t->clip) return vt_error_context("tiny random text tower: ");
-    }
-    const vt_unet3d_config *uc = vt_unet3d_get_config(t->unet);
-    if (t->clip->text->width != uc->context_dim)
-        return vt_error(VT_ERR_CONFIG, "model.text: text width %d does not match the UNet's context_dim %d",
-                        t->clip->text->width, uc->context_dim);
-    int ds = vt_unet3d_downsampling(uc);
-    if (t->lh % ds || t->lw % ds)
-        return vt_error(VT_ERR_CONFIG, "model.height/width: %dx%d pixels give a %dx%d latent, which must be a multiple of %d "
-                        "(8 x %d) for this UNet", c->model.height, c->model.width, t->lh, t->lw, ds, ds);
-    return VT_OK;
+    vt_vc2_models m;
+    vt_err e = vt_vc2_models_build(&t->cfg, &m);
+    t->unet = m.unet;
+    t->vae = m.vae;
+    t->clip = m.clip;
+    return e;
 }
 
 // ---- reward ----------------------------------------------------------------------------
@@ -478,7 +421,7 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
         return NULL;
     }
     t->opt = opt ? *opt : vt_train_options_default();
-    if (t->opt.max_bad_steps < 1) t->opt.max_bad_steps = 5;
+    if (t->opt.max_bad_steps < 1) t->opt.max_bad_steps = cfg->optim.max_bad_steps > 0 ? cfg->optim.max_bad_steps : 5;
     vt_err e = vt_config_copy(&t->cfg, cfg);
     const vt_config *c = &t->cfg;
     t->T = c->model.frames;

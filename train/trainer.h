@@ -16,7 +16,8 @@
 // The RNG state is part of state-STEP, so a resumed run reproduces the uninterrupted one
 // bit for bit on the CPU.
 // A step whose loss or gradient norm is not finite is skipped (no update), counted and
-// logged; max_bad_steps such steps in a row stop the run with VT_ERR_NUMERIC.
+// logged; optim.max_bad_steps (or opt->max_bad_steps) such steps in a row stop the run with
+// VT_ERR_NUMERIC.
 #pragma once
 #include <stdio.h>
 #include "core/vt.h"
@@ -30,12 +31,12 @@ typedef struct vt_train_options {
     const char *resume;   // NULL, "auto" (latest state-*.safetensors in output.dir) or a directory / state file
     int stop_at;          // stop once this many optimisation steps are done (0: optim.steps); the
                           // LR schedule still runs over optim.steps
-    int max_bad_steps;    // non-finite steps in a row before giving up (default 5)
+    int max_bad_steps;    // non-finite steps in a row before giving up (0: optim.max_bad_steps)
     FILE *progress;       // progress lines (NULL: none)
 } vt_train_options;
 
 static inline vt_train_options vt_train_options_default(void) {
-    vt_train_options o = {NULL, 0, 5, NULL};
+    vt_train_options o = {NULL, 0, 0, NULL};
     return o;
 }
 
