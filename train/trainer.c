@@ -15,6 +15,7 @@
 #include "core/tokenizer.h"
 #include "train/adamw.h"
 #include "train/ddim.h"
+#include "train/eval.h"
 #include "train/h5log.h"
 #include "train/lora.h"
 #include "train/models.h"
@@ -53,7 +54,12 @@ struct vt_trainer {
     vt_reward *rewards[MAX_REWARDS];
     int has_first;
     double first_reward, last_reward;
+    vt_evaluator *eval;      // held-out prompts (NULL: evaluation off)
+    const char **eval_cols;
+    int n_eval_cols;
 };
+
+static vt_err eval_create(vt_trainer *t);
 
 // ---- small helpers ------------------------------------------------------------------------
 static double now_s(void) {
@@ -478,13 +484,15 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
             char path[4200];
             snprintf(path, sizeof path, "%s/rewards.h5", c->output.dir);
             t->n_cols = vt_trainer_train_columns(c, &t->cols);
-            const char *ecols[3] = {"step", "reward_mean", "reward_std"};
+            t->n_eval_cols = vt_eval_columns(c, &t->eval_cols);
             char *yaml = vt_config_dump(c);
-            if (t->n_cols < 0) e = vt_error(VT_ERR_OOM, "log columns");
-            else if (!(t->log = vt_h5log_open(path, t->cols, t->n_cols, ecols, 3, yaml ? yaml : "", resume_path[0] != 0, t->step)))
+            if (t->n_cols < 0 || t->n_eval_cols < 0) e = vt_error(VT_ERR_OOM, "log columns");
+            else if (!(t->log = vt_h5log_open(path, t->cols, t->n_cols, t->eval_cols, t->n_eval_cols, yaml ? yaml : "",
+                                              resume_path[0] != 0, t->step)))
                 e = vt_error_code();
             free(yaml);
         }
+        if (!e) e = eval_create(t);
     }
     if (e) {
         vt_trainer_free(t);
@@ -496,6 +504,8 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
 void vt_trainer_free(vt_trainer *t) {
     if (!t) return;
     if (t->log) vt_h5log_close(t->log);
+    vt_evaluator_free(t->eval);
+    free(t->eval_cols);
     for (int m = 0; m < MAX_REWARDS; m++) vt_reward_free(t->rewards[m]);
     free(t->cols);
     for (int i = 0; t->prompt_ctx && i < t->n_prompts; i++) vt_release(t->prompt_ctx[i]);
@@ -637,6 +647,38 @@ static vt_err train_step(vt_trainer *t, double *row) {
     return e;
 }
 
+// ---- evaluation on held-out prompts (train/eval.h) -----------------------------------------
+static vt_err eval_create(vt_trainer *t) {
+    t->eval = vt_evaluator_create(&t->cfg, t->clip, t->tok, t->rewards);
+    if (!t->eval && vt_error_code()) return vt_error_code();
+    // a resumed run redoes the evaluations after its step
+    if (t->step > 0 && vt_h5log_truncate_after(t->log, 1, (double)t->step)) return vt_error_code();
+    if (t->opt.progress && t->cfg.output.eval_every > 0 && !t->eval)
+        fprintf(t->opt.progress, "vader-train: note: output.eval_every is %d but data.eval_prompts is empty: no evaluation\n",
+                t->cfg.output.eval_every);
+    return VT_OK;
+}
+
+// After an optimisation step: evaluate when due, append the /eval row, print a line.
+static vt_err eval_maybe(vt_trainer *t) {
+    if (!vt_evaluator_due(t->eval, t->step)) return VT_OK;
+    double *row = calloc((size_t)t->n_eval_cols, sizeof *row);
+    if (!row) return vt_error(VT_ERR_OOM, "eval row");
+    double t0 = now_s();
+    int write_samples = 1;  // rank 0 only once the trainer is distributed
+    vt_err e = vt_evaluator_run(t->eval, t->unet, t->vae, &t->sched, t->step, write_samples, row);
+    if (!e) e = vt_h5log_append(t->log, 1, row);
+    if (!e && t->opt.progress) {
+        fprintf(t->opt.progress, "eval %lld: reward %.5f (sd %.4f) over %d prompts, %.1f s", (long long)t->step, row[1],
+                row[2], t->cfg.data.n_eval_prompts, now_s() - t0);
+        if (write_samples) fprintf(t->opt.progress, ", frames in %s/samples/step-%06lld", t->cfg.output.dir, (long long)t->step);
+        fputc('\n', t->opt.progress);
+        fflush(t->opt.progress);
+    }
+    free(row);
+    return e;
+}
+
 vt_err vt_trainer_run(vt_trainer *t) {
     const vt_config *c = &t->cfg;
     int64_t total = c->optim.steps, stop = t->opt.stop_at > 0 && t->opt.stop_at < total ? t->opt.stop_at : total;
@@ -651,6 +693,7 @@ vt_err vt_trainer_run(vt_trainer *t) {
         e = train_step(t, row);
         if (e) break;
         if ((e = vt_h5log_append(t->log, 0, row))) break;
+        if ((e = eval_maybe(t))) break;
         int skipped_now = !isfinite(row[3]) || !isfinite(row[4]);
         if (!skipped_now) {
             if (!t->has_first) t->first_reward = row[1], t->has_first = 1;
