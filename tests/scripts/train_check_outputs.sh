@@ -1,0 +1,18 @@
+#!/bin/sh
+# A tiny vader-train run (2 steps, an evaluation after each) checked by the reference readers:
+#   train_check_outputs.sh VADER_TRAIN PYTHON3 SOURCE_DIR OUTPUT_DIR
+# Exit 77 (ctest skip) when h5py / numpy / safetensors cannot be imported.
+set -u
+train=$1 py=$2 src=$3 out=$4
+if ! "$py" -c "import h5py, numpy, safetensors" 2>/dev/null; then
+    echo "SKIP: scripts/check_outputs.py needs h5py, numpy and safetensors"
+    exit 77
+fi
+rm -rf "$out"
+"$train" --set model.height=32 --set model.width=32 --set model.frames=2 --set memory.decode_frames=1 \
+    --set optim.steps=2 --set output.checkpoint_every=1 --set output.eval_every=1 \
+    --set "data.eval_prompts=[a cat on a sofa, a dog on a beach]" --set "output.dir=$out" || exit 1
+for f in "$out/samples/step-000001/0/prompt.txt" "$out/samples/step-000002/1/prompt.txt"; do
+    [ -f "$f" ] || { echo "missing $f"; exit 1; }
+done
+exec "$py" "$src/scripts/check_outputs.py" "$out" --min-eval-rows 2 --skip-missing-modules
