@@ -1,5 +1,6 @@
 #!/bin/sh
-# A tiny vader-train run (2 steps, an evaluation after each) checked by the reference readers:
+# A tiny vader-train run (2 steps, an evaluation after each) checked by the reference readers
+# (scripts/check_outputs.py), then plotted (scripts/plot_rewards.py) when matplotlib is there:
 #   train_check_outputs.sh VADER_TRAIN PYTHON3 SOURCE_DIR OUTPUT_DIR
 # Exit 77 (ctest skip) when h5py / numpy / safetensors cannot be imported.
 set -u
@@ -15,4 +16,11 @@ rm -rf "$out"
 for f in "$out/samples/step-000001/0/prompt.txt" "$out/samples/step-000002/1/prompt.txt"; do
     [ -f "$f" ] || { echo "missing $f"; exit 1; }
 done
-exec "$py" "$src/scripts/check_outputs.py" "$out" --min-eval-rows 2 --skip-missing-modules
+"$py" "$src/scripts/check_outputs.py" "$out" --min-eval-rows 2 --skip-missing-modules || exit $?
+# the plot too, when matplotlib is there (Agg: no display needed)
+if "$py" -c "import matplotlib" 2>/dev/null; then
+    env -u DISPLAY "$py" "$src/scripts/plot_rewards.py" "$out/rewards.h5" -o "$out/rewards.png" || exit 1
+    [ -s "$out/rewards.png" ] || { echo "plot_rewards.py wrote no PNG"; exit 1; }
+else
+    echo "note: matplotlib missing: scripts/plot_rewards.py not run"
+fi
