@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """check_outputs.py — checks a vader-train output directory with the reference readers:
-rewards.h5 with h5py (the /train columns of configs/README.md, equal lengths, finite values)
-and every lora-STEP.safetensors with the safetensors package against peft's key layout
-(base_model.model.<module path>.lora_A.weight [r, in] / .lora_B.weight [out, r], pairs
-complete, rank and targets as the metadata says).
+rewards.h5 with h5py (the /train and /eval columns of configs/README.md, equal lengths,
+finite values, steps in order, /eval steps among the trained ones and its reward/<module>
+columns the same as /train's) and every lora-STEP.safetensors with the safetensors package
+against peft's key layout (base_model.model.<module path>.lora_A.weight [r, in] /
+.lora_B.weight [out, r], pairs complete, rank and targets as the metadata says).
 
     python3 scripts/check_outputs.py out/tiny-cpu [--manifest ../shared/manifests/videocrafter2_unet.txt]
+        [--min-eval-rows N] [--skip-missing-modules]
 
 With --manifest (a full-size run), every LoRA pair's in/out sizes are checked against the
-base weight's shape in the manifest. Exit status 0 when everything checks out.
+base weight's shape in the manifest. --min-eval-rows N fails when /eval has fewer rows.
+Exit status 0 when everything checks out, 1 on problems, 2 on usage errors; with
+--skip-missing-modules, 77 (ctest's skip code) when h5py, numpy or safetensors is missing.
 """
 import argparse
 import glob
@@ -17,9 +21,14 @@ import os
 import re
 import sys
 
-import h5py
-from safetensors.numpy import load_file
-from safetensors import safe_open
+try:
+    import h5py
+    from safetensors.numpy import load_file
+    from safetensors import safe_open
+except ImportError as _e:  # reported in main (exit 77 with --skip-missing-modules)
+    _MISSING = _e
+else:
+    _MISSING = None
 
 BASE_COLS = ["step", "reward_mean", "reward_std", "loss", "grad_norm", "lr", "step_time_s", "peak_mem_bytes", "skipped"]
 PEFT = re.compile(r"^base_model\.model\.(?P<module>.+\.(?P<target>to_q|to_k|to_v|to_out\.0))\.lora_(?P<ab>[AB])\.weight$")
@@ -29,7 +38,7 @@ def check_h5(path, errors):
     with h5py.File(path, "r") as f:
         if "train" not in f:
             errors.append(f"{path}: no /train group")
-            return 0
+            return 0, 0
         g = f["train"]
         n = None
         cols = list(BASE_COLS)
@@ -55,7 +64,54 @@ def check_h5(path, errors):
         if n:
             r = g["reward_mean"][()]
             print(f"  reward_mean first {r[0]:.5f} last {r[-1]:.5f}")
-        return n or 0
+        module_cols = [c for c in cols if c.startswith("reward/")]
+        n_eval = check_eval(f, path, errors, module_cols, list(steps))
+        return n or 0, n_eval
+
+
+EVAL_BASE_COLS = ["step", "reward_mean", "reward_std"]
+
+
+def check_eval(f, path, errors, module_cols, train_steps):
+    """The /eval group: step, reward_mean, reward_std and the /train reward/<module> pairs."""
+    if "eval" not in f:
+        errors.append(f"{path}: no /eval group")
+        return 0
+    g = f["eval"]
+    cols = EVAL_BASE_COLS + module_cols
+    n = None
+    for c in cols:
+        if c not in g:
+            errors.append(f"{path}: missing /eval/{c}")
+            continue
+        v = g[c][()]
+        if v.ndim != 1 or v.dtype.name != "float64":
+            errors.append(f"{path}: /eval/{c} is {v.dtype} {list(v.shape)}, expected float64 [n_evals]")
+            continue
+        if n is None:
+            n = len(v)
+        elif len(v) != n:
+            errors.append(f"{path}: /eval/{c} has {len(v)} rows, /eval/step has {n}")
+        if not all(math.isfinite(x) for x in v):
+            errors.append(f"{path}: /eval/{c} has non-finite values")
+        if c.endswith("_std") and any(x < 0 for x in v):
+            errors.append(f"{path}: /eval/{c} has negative values")
+    extra = []
+    g.visit(lambda name: extra.append(name) if isinstance(g[name], h5py.Dataset) and name not in cols else None)
+    for name in extra:
+        errors.append(f"{path}: unexpected /eval/{name}")
+    steps = list(g["step"][()]) if "step" in g else []
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        errors.append(f"{path}: /eval/step is not increasing: {steps}")
+    trained = set(train_steps)
+    for s in steps:
+        if s != int(s) or s not in trained:
+            errors.append(f"{path}: /eval/step {s} is not a trained step")
+    print(f"{path}: {n or 0} evaluations at steps {[int(s) for s in steps]}")
+    if n:
+        r = g["reward_mean"][()]
+        print(f"  eval reward_mean first {r[0]:.5f} last {r[-1]:.5f}")
+    return n or 0
 
 
 def load_manifest(path):
@@ -110,13 +166,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dir", help="vader-train output.dir")
     ap.add_argument("--manifest", help="UNet manifest (shared/manifests/videocrafter2_unet.txt) for full-size runs")
+    ap.add_argument("--min-eval-rows", type=int, default=0, help="fail when /eval has fewer rows")
+    ap.add_argument("--skip-missing-modules", action="store_true",
+                    help="exit 77 (ctest skip) instead of failing when h5py / numpy / safetensors is missing")
     a = ap.parse_args()
+    if _MISSING is not None:
+        print(f"check_outputs.py needs h5py, numpy and safetensors: {_MISSING}", file=sys.stderr)
+        return 77 if a.skip_missing_modules else 2
     errors = []
     h5 = os.path.join(a.dir, "rewards.h5")
     if not os.path.exists(h5):
         errors.append(f"{h5}: missing")
     else:
-        check_h5(h5, errors)
+        _, n_eval = check_h5(h5, errors)
+        if n_eval < a.min_eval_rows:
+            errors.append(f"{h5}: /eval has {n_eval} rows, expected at least {a.min_eval_rows}")
     manifest = load_manifest(a.manifest) if a.manifest else None
     loras = sorted(glob.glob(os.path.join(a.dir, "lora-*.safetensors")))
     if not loras:

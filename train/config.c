@@ -98,6 +98,7 @@ static const field k_fields[] = {
     {.path = "optim.steps", .type = FT_INT, .off = OFF(optim.steps), .lo = 1, .hi = INT_MAX},
     {.path = "optim.schedule", .type = FT_ENUM, .off = OFF(optim.schedule), .names = k_schedule_names},
     {.path = "optim.warmup_steps", .type = FT_INT, .off = OFF(optim.warmup_steps), .lo = 0, .hi = INT_MAX},
+    {.path = "optim.max_bad_steps", .type = FT_INT, .off = OFF(optim.max_bad_steps), .lo = 1, .hi = INT_MAX},
     {.path = "memory.checkpointing", .type = FT_BOOL, .off = OFF(memory.checkpointing)},
     {.path = "memory.decode_frames", .type = FT_DECODE, .off = OFF(memory.decode_frames), .off_n = OFF(memory.decode_index)},
     {.path = "memory.offload", .type = FT_BOOL, .off = OFF(memory.offload)},
@@ -862,6 +863,7 @@ vt_err vt_config_defaults(vt_config *cfg) {
     cfg->optim.steps = 10000;
     cfg->optim.schedule = VT_CFG_SCHED_CONSTANT;
     cfg->optim.warmup_steps = 0;
+    cfg->optim.max_bad_steps = 5;
     cfg->memory.checkpointing = true;
     cfg->memory.decode_frames = VT_CFG_DECODE_RANDOM;
     cfg->memory.decode_index = 0;

@@ -91,6 +91,7 @@ typedef struct vt_config {
         int steps;                // optimisation steps
         vt_cfg_schedule schedule;
         int warmup_steps;
+        int max_bad_steps;        // non-finite loss / gradient steps in a row that stop the run
     } optim;
     struct {
         bool checkpointing;       // checkpoint segments (recompute in backward)

@@ -123,6 +123,36 @@ vt_err vt_h5log_append(vt_h5log *l, int which, const double *values) {
     return VT_OK;
 }
 
+int64_t vt_h5log_rows(const vt_h5log *l, int which) { return l->g[which].rows; }
+
+vt_err vt_h5log_truncate_after(vt_h5log *l, int which, double max_step) {
+    h5group *g = &l->g[which];
+    if (g->n == 0 || g->rows == 0) return VT_OK;
+    double *v = malloc((size_t)g->rows * sizeof *v);
+    if (!v) return vt_error(VT_ERR_OOM, "%s: truncate", l->path);
+    hsize_t cur[1] = {(hsize_t)g->rows};
+    hid_t mem = H5Screate_simple(1, cur, NULL);
+    hid_t space = H5Dget_space(g->dsets[0]);
+    H5Sselect_hyperslab(space, H5S_SELECT_SET, (hsize_t[]){0}, NULL, cur, NULL);
+    herr_t r = H5Dread(g->dsets[0], H5T_NATIVE_DOUBLE, mem, space, H5P_DEFAULT, v);
+    H5Sclose(space);
+    H5Sclose(mem);
+    if (r < 0) {
+        free(v);
+        return vt_error(VT_ERR_IO, "%s: cannot read %s", l->path, g->names[0]);
+    }
+    int64_t keep = 0;
+    while (keep < g->rows && v[keep] <= max_step) keep++;
+    free(v);
+    if (keep == g->rows) return VT_OK;
+    hsize_t rows[1] = {(hsize_t)keep};
+    for (int i = 0; i < g->n; i++)
+        if (H5Dset_extent(g->dsets[i], rows) < 0) return vt_error(VT_ERR_IO, "%s: cannot truncate %s", l->path, g->names[i]);
+    g->rows = keep;
+    if (H5Fflush(l->file, H5F_SCOPE_GLOBAL) < 0) return vt_error(VT_ERR_IO, "%s: flush failed", l->path);
+    return VT_OK;
+}
+
 void vt_h5log_close(vt_h5log *l) {
     if (!l) return;
     for (int w = 0; w < 2; w++) {

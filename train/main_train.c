@@ -25,7 +25,8 @@ static void usage(FILE *f) {
             "                    or from that state file\n"
             "  --steps N         stop after N optimisation steps in total (the LR schedule still spans\n"
             "                    optim.steps); a checkpoint is written at the stop\n"
-            "  --max-bad-steps N stop after N steps in a row with a non-finite loss (default 5)\n"
+            "  --max-bad-steps N stop after N steps in a row with a non-finite loss or gradient: the same as\n"
+            "                    --set optim.max_bad_steps=N (default 5)\n"
             "  --print-config    print the resolved config and exit\n"
             "  --memory-limit S  memory the run may use (bytes, or with K/M/G suffix); default: the\n"
             "                    device's (CPU: MemAvailable). A run whose planned peak exceeds it is refused\n");
@@ -59,6 +60,7 @@ int main(int argc, char **argv) {
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
     int n_sets = 0, print_config = 0;
     const char *dump_lora = NULL;
+    char max_bad_set[128];
     if (!sets) return 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -80,7 +82,9 @@ int main(int argc, char **argv) {
                 return 2;
             }
         } else if (strcmp(a, "--max-bad-steps") == 0 && i + 1 < argc) {
-            opt.max_bad_steps = atoi(argv[++i]);
+            // shorthand for --set optim.max_bad_steps=N (typed and range-checked like the file)
+            snprintf(max_bad_set, sizeof max_bad_set, "optim.max_bad_steps=%s", argv[++i]);
+            sets[n_sets++] = max_bad_set;
         } else if (strcmp(a, "--memory-limit") == 0 && i + 1 < argc) {
             if (!(opt.memory_limit = vt_memplan_parse_size(argv[++i]))) {
                 fprintf(stderr, "vader-train: --memory-limit %s: expected a size such as 8G or 512M\n", argv[i]);

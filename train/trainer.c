@@ -14,13 +14,14 @@
 #include "core/models/vae_decoder.h"
 #include "core/safetensors.h"
 #include "core/tokenizer.h"
-#include "core/weights.h"
 #include "train/adamw.h"
 #include "train/ddim.h"
 #include "train/dist.h"
+#include "train/eval.h"
 #include "train/h5log.h"
 #include "train/lora.h"
 #include "train/memplan.h"
+#include "train/models.h"
 #include "train/tiny_models.h"
 #include "train/vader_step.h"
 #include "rewards/reward.h"
@@ -62,22 +63,21 @@ struct vt_trainer {
     vt_step_timing *timing;
     int has_first;
     double first_reward, last_reward;
+    vt_evaluator *eval;      // held-out prompts (NULL: evaluation off)
+    const char **eval_cols;
+    int n_eval_cols;
 };
 
 // data parallel helpers (defined in their section below)
 static int is_main(const vt_trainer *t);
 static int micro_per_step(const vt_trainer *t);
+static vt_err eval_create(vt_trainer *t);
 
 // ---- small helpers ------------------------------------------------------------------------
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
 static vt_err mkdir_p(const char *path) {
@@ -109,11 +109,6 @@ static vt_err check_readable(const char *field, const char *path) {
     if (access(path, R_OK))
         return vt_error(VT_ERR_IO, "%s: %s: %s", field, path, strerror(errno));
     return VT_OK;
-}
-
-static vt_weights *open_store(const char *path, uint64_t seed) {
-    // a manifest (.txt) gives the full-size shapes with deterministic random values
-    return ends_with(path, ".txt") ? vt_weights_from_manifest(path, 1, seed) : vt_weights_open1(path);
 }
 
 // ---- prompts ------------------------------------------------------------------------------
@@ -156,60 +151,14 @@ static vt_err load_prompts(vt_trainer *t) {
     return e;
 }
 
-// ---- models -------------------------------------------------------------------------------
+// ---- models (train/models.h: shared with vader-sample) ------------------------------------
 static vt_err build_models(vt_trainer *t) {
-    const vt_config *c = &t->cfg;
-    uint64_t seed = c->seed;
-    // UNet
-    if (c->model.unet) {
-        vt_weights *w = open_store(c->model.unet, vt_hash64(seed, 1));
-        if (!w) return vt_error_context("model.unet: ");
-        const char *prefix = vt_weights_has(w, "model.diffusion_model.out.2.weight") ? "model.diffusion_model." : "";
-        vt_unet3d_config uc = vt_unet3d_config_videocrafter2();
-        t->unet = vt_unet3d_build(w, prefix, &uc);
-        vt_weights_free(w);
-        if (!t->unet) return vt_error_context("model.unet: %s: ", c->model.unet);
-    } else {
-        vt_unet3d_config uc = vt_tiny_unet_config();
-        t->unet = vt_unet3d_build_random(&uc, vt_hash64(seed, 1));
-        if (!t->unet) return vt_error_context("tiny random unet: ");
-    }
-    // VAE decoder
-    if (c->model.vae) {
-        vt_weights *w = open_store(c->model.vae, vt_hash64(seed, 2));
-        if (!w) return vt_error_context("model.vae: ");
-        const char *prefix = vt_weights_has(w, "first_stage_model.post_quant_conv.weight") ? "first_stage_model." : "";
-        vt_vae_config vc = vt_vae_config_videocrafter2();
-        t->vae = vt_vae_decoder_build(w, prefix, &vc);
-        vt_weights_free(w);
-        if (!t->vae) return vt_error_context("model.vae: %s: ", c->model.vae);
-    } else {
-        vt_vae_config vc = vt_tiny_vae_config();
-        t->vae = vt_vae_decoder_build_random(&vc, vt_hash64(seed, 2));
-        if (!t->vae) return vt_error_context("tiny random vae: ");
-    }
-    // text conditioner
-    if (c->model.text) {
-        vt_weights *w = open_store(c->model.text, vt_hash64(seed, 3));
-        if (!w) return vt_error_context("model.text: ");
-        const char *prefix = vt_weights_has(w, "cond_stage_model.model.token_embedding.weight") ? "cond_stage_model.model." : "";
-        t->clip = vt_openclip_build(w, prefix, NULL, VT_OPENCLIP_TEXT);
-        vt_weights_free(w);
-        if (!t->clip) return vt_error_context("model.text: %s: ", c->model.text);
-    } else {
-        vt_openclip_config oc = vt_tiny_text_config();
-        t->clip = vt_openclip_text_build_random(&oc, vt_hash64(seed, 3));
-        if (!t->clip) return vt_error_context("tiny random text tower: ");
-    }
-    const vt_unet3d_config *uc = vt_unet3d_get_config(t->unet);
-    if (t->clip->text->width != uc->context_dim)
-        return vt_error(VT_ERR_CONFIG, "model.text: text width %d does not match the UNet's context_dim %d",
-                        t->clip->text->width, uc->context_dim);
-    int ds = vt_unet3d_downsampling(uc);
-    if (t->lh % ds || t->lw % ds)
-        return vt_error(VT_ERR_CONFIG, "model.height/width: %dx%d pixels give a %dx%d latent, which must be a multiple of %d "
-                        "(8 x %d) for this UNet", c->model.height, c->model.width, t->lh, t->lw, ds, ds);
-    return VT_OK;
+    vt_vc2_models m;
+    vt_err e = vt_vc2_models_build(&t->cfg, &m);
+    t->unet = m.unet;
+    t->vae = m.vae;
+    t->clip = m.clip;
+    return e;
 }
 
 // ---- reward ----------------------------------------------------------------------------
@@ -634,7 +583,7 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
         return NULL;
     }
     t->opt = opt ? *opt : vt_train_options_default();
-    if (t->opt.max_bad_steps < 1) t->opt.max_bad_steps = 5;
+    if (t->opt.max_bad_steps < 1) t->opt.max_bad_steps = cfg->optim.max_bad_steps > 0 ? cfg->optim.max_bad_steps : 5;
     t->single.backend = VT_DIST_NONE;
     t->single.world = t->single.local_world = 1;
     t->single.device = -1;
@@ -699,12 +648,15 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
         if (!e && is_main(t)) {  // rank 0 alone writes rewards.h5
             char path[4200];
             snprintf(path, sizeof path, "%s/rewards.h5", c->output.dir);
-            const char *ecols[3] = {"step", "reward_mean", "reward_std"};
+            t->n_eval_cols = vt_eval_columns(c, &t->eval_cols);
             char *yaml = vt_config_dump(c);
-            if (!(t->log = vt_h5log_open(path, t->cols, t->n_cols, ecols, 3, yaml ? yaml : "", resume_path[0] != 0, t->step)))
+            if (t->n_eval_cols < 0) e = vt_error(VT_ERR_OOM, "log columns");
+            else if (!(t->log = vt_h5log_open(path, t->cols, t->n_cols, t->eval_cols, t->n_eval_cols, yaml ? yaml : "",
+                                              resume_path[0] != 0, t->step)))
                 e = vt_error_code();
             free(yaml);
         }
+        if (!e) e = eval_create(t);
     }
     if (e) {
         vt_trainer_free(t);
@@ -716,6 +668,8 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
 void vt_trainer_free(vt_trainer *t) {
     if (!t) return;
     if (t->log) vt_h5log_close(t->log);
+    vt_evaluator_free(t->eval);
+    free(t->eval_cols);
     for (int m = 0; m < MAX_REWARDS; m++) vt_reward_free(t->rewards[m]);
     free(t->cols);
     for (int i = 0; t->prompt_ctx && i < t->n_prompts; i++) vt_release(t->prompt_ctx[i]);
@@ -871,6 +825,39 @@ static vt_err train_step(vt_trainer *t, double *row) {
     return e;
 }
 
+// ---- evaluation on held-out prompts (train/eval.h) -----------------------------------------
+static vt_err eval_create(vt_trainer *t) {
+    if (!is_main(t)) return VT_OK;  // evaluation runs on rank 0 (see vt_trainer_run)
+    t->eval = vt_evaluator_create(&t->cfg, t->clip, t->tok, t->rewards);
+    if (!t->eval && vt_error_code()) return vt_error_code();
+    // a resumed run redoes the evaluations after its step
+    if (t->step > 0 && vt_h5log_truncate_after(t->log, 1, (double)t->step)) return vt_error_code();
+    if (t->opt.progress && t->cfg.output.eval_every > 0 && !t->eval)
+        fprintf(t->opt.progress, "vader-train: note: output.eval_every is %d but data.eval_prompts is empty: no evaluation\n",
+                t->cfg.output.eval_every);
+    return VT_OK;
+}
+
+// After an optimisation step: evaluate when due, append the /eval row, print a line.
+static vt_err eval_maybe(vt_trainer *t) {
+    if (!vt_evaluator_due(t->eval, t->step)) return VT_OK;
+    double *row = calloc((size_t)t->n_eval_cols, sizeof *row);
+    if (!row) return vt_error(VT_ERR_OOM, "eval row");
+    double t0 = now_s();
+    int write_samples = 1;  // rank 0 only once the trainer is distributed
+    vt_err e = vt_evaluator_run(t->eval, t->unet, t->vae, &t->sched, t->step, write_samples, row);
+    if (!e) e = vt_h5log_append(t->log, 1, row);
+    if (!e && t->opt.progress) {
+        fprintf(t->opt.progress, "eval %lld: reward %.5f (sd %.4f) over %d prompts, %.1f s", (long long)t->step, row[1],
+                row[2], t->cfg.data.n_eval_prompts, now_s() - t0);
+        if (write_samples) fprintf(t->opt.progress, ", frames in %s/samples/step-%06lld", t->cfg.output.dir, (long long)t->step);
+        fputc('\n', t->opt.progress);
+        fflush(t->opt.progress);
+    }
+    free(row);
+    return e;
+}
+
 vt_err vt_trainer_run(vt_trainer *t) {
     const vt_config *c = &t->cfg;
     int64_t total = c->optim.steps, stop = t->opt.stop_at > 0 && t->opt.stop_at < total ? t->opt.stop_at : total;
@@ -885,6 +872,9 @@ vt_err vt_trainer_run(vt_trainer *t) {
         e = train_step(t, row);
         if (e) break;
         if (is_main(t) && (e = vt_h5log_append(t->log, 0, row))) break;
+        // evaluation runs on rank 0 only for now (no collectives inside: the other ranks wait at
+        // the next all-reduce, within dist.timeout)
+        if (is_main(t) && (e = eval_maybe(t))) break;
         int skipped_now = !isfinite(row[3]) || !isfinite(row[4]);
         if (!skipped_now) {
             if (!t->has_first) t->first_reward = row[1], t->has_first = 1;

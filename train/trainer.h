@@ -23,7 +23,8 @@
 // accumulation, before clipping), the logged scalars are reduced over ranks, and rank 0 alone
 // writes rewards.h5, checkpoints and progress.
 // A step whose loss or gradient norm is not finite is skipped (no update), counted and
-// logged; max_bad_steps such steps in a row stop the run with VT_ERR_NUMERIC.
+// logged; optim.max_bad_steps (or opt->max_bad_steps) such steps in a row stop the run with
+// VT_ERR_NUMERIC.
 #pragma once
 #include <stdio.h>
 #include "core/vt.h"
@@ -38,7 +39,7 @@ typedef struct vt_train_options {
     const char *resume;   // NULL, "auto" (latest state-*.safetensors in output.dir) or a directory / state file
     int stop_at;          // stop once this many optimisation steps are done (0: optim.steps); the
                           // LR schedule still runs over optim.steps
-    int max_bad_steps;    // non-finite steps in a row before giving up (default 5)
+    int max_bad_steps;    // non-finite steps in a row before giving up (0: optim.max_bad_steps)
     FILE *progress;       // progress lines (NULL: none; only rank 0 prints)
     size_t memory_limit;  // bytes the memory plan may use (0: the device's, train/memplan.h)
     vt_dist *dist;        // data-parallel job (NULL: a single process); owned by the caller
@@ -49,7 +50,7 @@ typedef struct vt_train_options {
 } vt_train_options;
 
 static inline vt_train_options vt_train_options_default(void) {
-    vt_train_options o = {NULL, 0, 5, NULL, 0, NULL, 0, 0, 0};
+    vt_train_options o = {NULL, 0, 0, NULL, 0, NULL, 0, 0, 0};
     return o;
 }
 

@@ -1,0 +1,92 @@
+// models.c — see models.h (moved out of trainer.c so vader-sample builds the same models).
+#include "train/models.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "core/weights.h"
+#include "train/tiny_models.h"
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+static vt_weights *open_store(const char *path, uint64_t seed) {
+    // a manifest (.txt) gives the full-size shapes with deterministic random values
+    return ends_with(path, ".txt") ? vt_weights_from_manifest(path, 1, seed) : vt_weights_open1(path);
+}
+
+static vt_err build(const vt_config *c, vt_vc2_models *m) {
+    uint64_t seed = c->seed;
+    if (c->model.unet) {
+        vt_weights *w = open_store(c->model.unet, vt_hash64(seed, 1));
+        if (!w) return vt_error_context("model.unet: ");
+        const char *prefix = vt_weights_has(w, "model.diffusion_model.out.2.weight") ? "model.diffusion_model." : "";
+        vt_unet3d_config uc = vt_unet3d_config_videocrafter2();
+        m->unet = vt_unet3d_build(w, prefix, &uc);
+        vt_weights_free(w);
+        if (!m->unet) return vt_error_context("model.unet: %s: ", c->model.unet);
+    } else {
+        vt_unet3d_config uc = vt_tiny_unet_config();
+        m->unet = vt_unet3d_build_random(&uc, vt_hash64(seed, 1));
+        if (!m->unet) return vt_error_context("tiny random unet: ");
+    }
+    if (c->model.vae) {
+        vt_weights *w = open_store(c->model.vae, vt_hash64(seed, 2));
+        if (!w) return vt_error_context("model.vae: ");
+        const char *prefix = vt_weights_has(w, "first_stage_model.post_quant_conv.weight") ? "first_stage_model." : "";
+        vt_vae_config vc = vt_vae_config_videocrafter2();
+        m->vae = vt_vae_decoder_build(w, prefix, &vc);
+        vt_weights_free(w);
+        if (!m->vae) return vt_error_context("model.vae: %s: ", c->model.vae);
+    } else {
+        vt_vae_config vc = vt_tiny_vae_config();
+        m->vae = vt_vae_decoder_build_random(&vc, vt_hash64(seed, 2));
+        if (!m->vae) return vt_error_context("tiny random vae: ");
+    }
+    if (c->model.text) {
+        vt_weights *w = open_store(c->model.text, vt_hash64(seed, 3));
+        if (!w) return vt_error_context("model.text: ");
+        const char *prefix = vt_weights_has(w, "cond_stage_model.model.token_embedding.weight") ? "cond_stage_model.model." : "";
+        m->clip = vt_openclip_build(w, prefix, NULL, VT_OPENCLIP_TEXT);
+        vt_weights_free(w);
+        if (!m->clip) return vt_error_context("model.text: %s: ", c->model.text);
+    } else {
+        vt_openclip_config oc = vt_tiny_text_config();
+        m->clip = vt_openclip_text_build_random(&oc, vt_hash64(seed, 3));
+        if (!m->clip) return vt_error_context("tiny random text tower: ");
+    }
+    const vt_unet3d_config *uc = vt_unet3d_get_config(m->unet);
+    if (m->clip->text->width != uc->context_dim)
+        return vt_error(VT_ERR_CONFIG, "model.text: text width %d does not match the UNet's context_dim %d",
+                        m->clip->text->width, uc->context_dim);
+    int ds = vt_unet3d_downsampling(uc), lh = c->model.height / 8, lw = c->model.width / 8;
+    if (lh % ds || lw % ds)
+        return vt_error(VT_ERR_CONFIG, "model.height/width: %dx%d pixels give a %dx%d latent, which must be a multiple of %d "
+                        "(8 x %d) for this UNet", c->model.height, c->model.width, lh, lw, ds, ds);
+    return VT_OK;
+}
+
+vt_err vt_vc2_models_build(const vt_config *cfg, vt_vc2_models *m) {
+    memset(m, 0, sizeof *m);
+    vt_err e = build(cfg, m);
+    if (e) vt_vc2_models_free(m);
+    return e;
+}
+
+void vt_vc2_models_free(vt_vc2_models *m) {
+    if (!m) return;
+    vt_unet3d_free(m->unet);
+    vt_vae_decoder_free(m->vae);
+    vt_openclip_free(m->clip);
+    memset(m, 0, sizeof *m);
+}
+
+vt_tokenizer *vt_vc2_tokenizer_open(void) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer/bpe_simple_vocab_16e6.txt.gz",
+             getenv("VADER_SHARED") ? getenv("VADER_SHARED") : VADER_SHARED_DIR);
+    vt_tokenizer *t = vt_tokenizer_open(path);
+    if (!t) vt_error_context("tokenizer: ");
+    return t;
+}

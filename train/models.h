@@ -1,0 +1,34 @@
+// models.h — the VideoCrafter2 models as vader-train and vader-sample build them from a
+// config: each of model.unet / model.vae / model.text from a safetensors checkpoint (prefix
+// detected), from a manifest (.txt: the full-size shapes, deterministic random values from
+// the seed) or, when not set, the tiny random preset (train/tiny_models.h); then the
+// cross-model checks (text width vs the UNet's context_dim, latent size vs the UNet's
+// downsampling). Weights depend only on the config's seed and paths.
+#pragma once
+#include "core/models/openclip.h"
+#include "core/models/unet3d.h"
+#include "core/models/vae_decoder.h"
+#include "core/tokenizer.h"
+#include "train/config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vt_vc2_models {
+    vt_unet3d *unet;
+    vt_vae_decoder *vae;
+    vt_openclip *clip;  // text tower
+} vt_vc2_models;
+
+// Builds all three (no LoRA). On error nothing is left allocated (m zeroed) and the message
+// names the config field and file.
+vt_err vt_vc2_models_build(const vt_config *cfg, vt_vc2_models *m);
+void vt_vc2_models_free(vt_vc2_models *m);
+
+// The CLIP BPE tokenizer from the shared folder ($VADER_SHARED or the build's default).
+vt_tokenizer *vt_vc2_tokenizer_open(void);
+
+#ifdef __cplusplus
+}
+#endif
