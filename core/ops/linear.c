@@ -20,7 +20,7 @@ static void sgemm1(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
 
 // Below this many multiply-adds a GEMM is not worth splitting over threads.
 #define VT_GEMM_SPLIT_MIN ((int64_t)1 << 20)
-#define VT_GEMM_SPLIT_ALIGN 16
+#define VT_GEMM_SPLIT_PART 128
 
 void vt_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
@@ -32,16 +32,19 @@ void vt_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, cons
     vt_blas_serial();
     const int split_n = n >= m;  // split the longer side of C
     const int64_t len = split_n ? n : m;
-    int64_t nt = omp_get_max_threads();
-    if (nt > len / VT_GEMM_SPLIT_ALIGN) nt = len / VT_GEMM_SPLIT_ALIGN;
-    if (nt < 2 || m * n * k < VT_GEMM_SPLIT_MIN) {
+    const int64_t nt = omp_get_max_threads();
+    // Up to 4 parts per thread, each >= VT_GEMM_SPLIT_PART long, handed out dynamically: a
+    // thread slowed by another process's load takes fewer parts instead of holding up the rest.
+    int64_t parts = len / VT_GEMM_SPLIT_PART;
+    if (parts > 4 * nt) parts = 4 * nt;
+    if (nt < 2 || parts < 2 || m * n * k < VT_GEMM_SPLIT_MIN) {
         sgemm1(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    // part t covers [t * chunk, ...) of the split side, chunk a multiple of the alignment
-    const int64_t chunk = ((len + nt - 1) / nt + VT_GEMM_SPLIT_ALIGN - 1) / VT_GEMM_SPLIT_ALIGN * VT_GEMM_SPLIT_ALIGN;
-#pragma omp parallel for num_threads((int)nt) schedule(static, 1)
-    for (int64_t t = 0; t < nt; t++) {
+    // part t covers [t * chunk, ...) of the split side, chunk a multiple of 16
+    const int64_t chunk = ((len + parts - 1) / parts + 15) / 16 * 16;
+#pragma omp parallel for num_threads((int)nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < parts; t++) {
         const int64_t j0 = t * chunk, j1 = j0 + chunk < len ? j0 + chunk : len;
         if (j0 >= j1) continue;
         if (split_n)  // C[:, j0:j1] = op(A) op(B)[:, j0:j1]
