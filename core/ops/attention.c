@@ -8,6 +8,7 @@
 #include "ops_internal.h"
 #include "params.h"
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 // ---- softmax -----------------------------------------------------------------------------
@@ -92,7 +93,7 @@ static inline int64_t attn_row_keys(const attention_params *p, int64_t i) {
 //   backward (lse_in != NULL): S <- exp(S - lse) (the forward's probabilities)
 static void attn_probs(const attention_params *p, int64_t i0, int64_t rows, int64_t ncol, float *S,
                        float *lse_out, const float *lse_in) {
-#pragma omp parallel for if (rows * ncol > 65536)
+#pragma omp parallel for if (!omp_in_parallel() && rows * ncol > 65536)
     for (int64_t r = 0; r < rows; r++) {
         float *sr = S + r * ncol;
         const int64_t nk = attn_row_keys(p, i0 + r);
@@ -121,27 +122,34 @@ static vt_err attention_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor 
     const int64_t C = p->H * p->d, br = attn_block_rows(p);
     const int64_t lse_shape[3] = {p->B, p->H, p->Lq};
     vt_tensor *lse = vt_empty(VT_F32, VT_CPU, 3, lse_shape);
-    vt_tensor *S = vt_empty(VT_F32, VT_CPU, 1, (int64_t[]){br * p->Lk});
+    // (batch, head) pairs run in parallel, each thread on its own score block with serial BLAS;
+    // with fewer pairs than threads they run one by one and vt_sgemm splits each product.
+    const int64_t pairs = p->B * p->H;
+    const int nt = pairs >= omp_get_max_threads() ? omp_get_max_threads() : 1;
+    vt_tensor *S = vt_empty(VT_F32, VT_CPU, 1, (int64_t[]){nt * br * p->Lk});
     if (!lse || !S) {
         vt_release(lse);
         vt_release(S);
         return vt_error_code();
     }
     const float *q = vt_f32(in[0]), *k = vt_f32(in[1]), *v = vt_f32(in[2]);
-    float *o = vt_f32(out), *s = vt_f32(S), *l = vt_f32(lse);
-    for (int64_t b = 0; b < p->B; b++)
-        for (int64_t h = 0; h < p->H; h++) {
-            const float *qb = q + b * p->Lq * C + h * p->d;
-            const float *kb = k + b * p->Lk * C + h * p->d, *vb = v + b * p->Lk * C + h * p->d;
-            float *ob = o + b * p->Lq * C + h * p->d, *lb = l + (b * p->H + h) * p->Lq;
-            for (int64_t i0 = 0; i0 < p->Lq; i0 += br) {
-                const int64_t rows = p->Lq - i0 < br ? p->Lq - i0 : br;
-                const int64_t ncol = attn_row_keys(p, i0 + rows - 1);  // keys any row of the block sees
-                vt_sgemm(0, 1, rows, ncol, p->d, p->scale, qb + i0 * C, C, kb, C, 0.0f, s, ncol);
-                attn_probs(p, i0, rows, ncol, s, lb + i0, NULL);
-                vt_sgemm(0, 0, rows, p->d, ncol, 1.0f, s, ncol, vb, C, 0.0f, ob + i0 * C, C);
-            }
+    float *o = vt_f32(out), *l = vt_f32(lse);
+    vt_blas_serial();
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int64_t bh = 0; bh < pairs; bh++) {
+        const int64_t b = bh / p->H, h = bh % p->H;
+        float *s = vt_f32(S) + (int64_t)omp_get_thread_num() * br * p->Lk;
+        const float *qb = q + b * p->Lq * C + h * p->d;
+        const float *kb = k + b * p->Lk * C + h * p->d, *vb = v + b * p->Lk * C + h * p->d;
+        float *ob = o + b * p->Lq * C + h * p->d, *lb = l + (b * p->H + h) * p->Lq;
+        for (int64_t i0 = 0; i0 < p->Lq; i0 += br) {
+            const int64_t rows = p->Lq - i0 < br ? p->Lq - i0 : br;
+            const int64_t ncol = attn_row_keys(p, i0 + rows - 1);  // keys any row of the block sees
+            vt_sgemm(0, 1, rows, ncol, p->d, p->scale, qb + i0 * C, C, kb, C, 0.0f, s, ncol);
+            attn_probs(p, i0, rows, ncol, s, lb + i0, NULL);
+            vt_sgemm(0, 0, rows, p->d, ncol, 1.0f, s, ncol, vb, C, 0.0f, ob + i0 * C, C);
         }
+    }
     vt_release(S);
     if (n->recording) n->saved[n->n_saved++] = lse;
     else vt_release(lse);
@@ -158,8 +166,12 @@ static vt_err attention_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tenso
     const int need_qk = n->need[0] || n->need[1];
     const float *q = vt_f32(n->saved[0]), *k = vt_f32(n->saved[1]), *v = vt_f32(n->saved[2]);
     const float *l = vt_f32(n->saved[3]), *g = vt_f32(gout);
-    vt_tensor *S = vt_empty(VT_F32, VT_CPU, 1, (int64_t[]){br * p->Lk});
-    vt_tensor *dP = need_qk ? vt_empty(VT_F32, VT_CPU, 1, (int64_t[]){br * p->Lk}) : NULL;
+    // (batch, head) pairs in parallel as in the forward; a pair's row blocks stay on one thread
+    // (dk, dv accumulate over them)
+    const int64_t pairs = p->B * p->H;
+    const int nt = pairs >= omp_get_max_threads() ? omp_get_max_threads() : 1;
+    vt_tensor *S = vt_empty(VT_F32, VT_CPU, 1, (int64_t[]){nt * br * p->Lk});
+    vt_tensor *dP = need_qk ? vt_empty(VT_F32, VT_CPU, 1, (int64_t[]){nt * br * p->Lk}) : NULL;
     if (!S || (need_qk && !dP)) goto oom;
     for (int i = 0; i < 3; i++) {
         if (!n->need[i]) continue;
@@ -168,35 +180,38 @@ static vt_err attention_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tenso
                         : vt_zeros(VT_F32, VT_CPU, n->in_ndim[i], n->in_shape[i]);
         if (!gin[i]) goto oom;
     }
-    float *s = vt_f32(S), *dp = dP ? vt_f32(dP) : NULL;
     float *dq = gin[0] ? vt_f32(gin[0]) : NULL, *dk = gin[1] ? vt_f32(gin[1]) : NULL;
     float *dv = gin[2] ? vt_f32(gin[2]) : NULL;
-    for (int64_t b = 0; b < p->B; b++)
-        for (int64_t h = 0; h < p->H; h++) {
-            const int64_t qo = b * p->Lq * C + h * p->d, ko = b * p->Lk * C + h * p->d;
-            const float *lb = l + (b * p->H + h) * p->Lq;
-            for (int64_t i0 = 0; i0 < p->Lq; i0 += br) {
-                const int64_t rows = p->Lq - i0 < br ? p->Lq - i0 : br;
-                const int64_t ncol = attn_row_keys(p, i0 + rows - 1);
-                const float *qi = q + qo + i0 * C, *gi = g + qo + i0 * C;
-                vt_sgemm(0, 1, rows, ncol, p->d, p->scale, qi, C, k + ko, C, 0.0f, s, ncol);
-                attn_probs(p, i0, rows, ncol, s, NULL, lb + i0);
-                if (dv) vt_sgemm(1, 0, ncol, p->d, rows, 1.0f, s, ncol, gi, C, 1.0f, dv + ko, C);
-                if (!need_qk) continue;
-                vt_sgemm(0, 1, rows, ncol, p->d, 1.0f, gi, C, v + ko, C, 0.0f, dp, ncol);
-#pragma omp parallel for if (rows * ncol > 65536)
-                for (int64_t r = 0; r < rows; r++) {
-                    const float *pr = s + r * ncol;
-                    float *dr = dp + r * ncol;
-                    double dot = 0;
-                    for (int64_t j = 0; j < ncol; j++) dot += (double)pr[j] * dr[j];
-                    const float fd = (float)dot;
-                    for (int64_t j = 0; j < ncol; j++) dr[j] = pr[j] * (dr[j] - fd);  // masked: P = 0
-                }
-                if (dq) vt_sgemm(0, 0, rows, p->d, ncol, p->scale, dp, ncol, k + ko, C, 0.0f, dq + qo + i0 * C, C);
-                if (dk) vt_sgemm(1, 0, ncol, p->d, rows, p->scale, dp, ncol, qi, C, 1.0f, dk + ko, C);
+    vt_blas_serial();
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int64_t bh = 0; bh < pairs; bh++) {
+        const int64_t b = bh / p->H, h = bh % p->H;
+        const int64_t toff = (int64_t)omp_get_thread_num() * br * p->Lk;
+        float *s = vt_f32(S) + toff, *dp = dP ? vt_f32(dP) + toff : NULL;
+        const int64_t qo = b * p->Lq * C + h * p->d, ko = b * p->Lk * C + h * p->d;
+        const float *lb = l + (b * p->H + h) * p->Lq;
+        for (int64_t i0 = 0; i0 < p->Lq; i0 += br) {
+            const int64_t rows = p->Lq - i0 < br ? p->Lq - i0 : br;
+            const int64_t ncol = attn_row_keys(p, i0 + rows - 1);
+            const float *qi = q + qo + i0 * C, *gi = g + qo + i0 * C;
+            vt_sgemm(0, 1, rows, ncol, p->d, p->scale, qi, C, k + ko, C, 0.0f, s, ncol);
+            attn_probs(p, i0, rows, ncol, s, NULL, lb + i0);
+            if (dv) vt_sgemm(1, 0, ncol, p->d, rows, 1.0f, s, ncol, gi, C, 1.0f, dv + ko, C);
+            if (!need_qk) continue;
+            vt_sgemm(0, 1, rows, ncol, p->d, 1.0f, gi, C, v + ko, C, 0.0f, dp, ncol);
+#pragma omp parallel for if (!omp_in_parallel() && rows * ncol > 65536)
+            for (int64_t r = 0; r < rows; r++) {
+                const float *pr = s + r * ncol;
+                float *dr = dp + r * ncol;
+                double dot = 0;
+                for (int64_t j = 0; j < ncol; j++) dot += (double)pr[j] * dr[j];
+                const float fd = (float)dot;
+                for (int64_t j = 0; j < ncol; j++) dr[j] = pr[j] * (dr[j] - fd);  // masked: P = 0
             }
+            if (dq) vt_sgemm(0, 0, rows, p->d, ncol, p->scale, dp, ncol, k + ko, C, 0.0f, dq + qo + i0 * C, C);
+            if (dk) vt_sgemm(1, 0, ncol, p->d, rows, p->scale, dp, ncol, qi, C, 1.0f, dk + ko, C);
         }
+    }
     vt_release(S);
     vt_release(dP);
     return VT_OK;

@@ -1,11 +1,13 @@
 // conv.c — 2-D convolution and lvdm's temporal convolution (Conv3d with kernel (kt, 1, 1)).
-// CPU reference kernels: im2col + one OpenBLAS GEMM per sample, forward and backward.
+// CPU reference kernels: im2col + one OpenBLAS GEMM per sample, forward and backward; samples
+// run in parallel (per-thread col buffer, serial BLAS) when they split evenly over the threads.
 //
 // Both ops run on one kernel pair that sees its input as [N, C, H, W] planes. conv_time is
 // that kernel on x [B, C, T, H*W] with kernel (kt, 1), padding (pad, 0): a temporal kernel
 // only mixes frames, so the spatial dims fold into one "width" the kernel never moves along.
 #include "ops_internal.h"
 #include "params.h"
+#include <omp.h>
 #include <string.h>
 
 // Geometry, fixed at the frontend so forward and backward agree.
@@ -17,17 +19,32 @@ static int conv_is_pointwise(const conv_params *p) {  // 1x1, stride 1, no paddi
     return p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->ph == 0 && p->pw == 0;
 }
 
+// Output columns [ox0, ox1) of kernel column j read inside the input row (0 <= ix < W).
+static void conv_valid_cols(const conv_params *p, int j, int64_t *ox0, int64_t *ox1) {
+    // ix = ox * sw - pw + j >= 0  <=>  ox >= ceil((pw - j) / sw)
+    int64_t lo = p->pw - j > 0 ? (p->pw - j + p->sw - 1) / p->sw : 0;
+    // ix < W  <=>  ox * sw < W + pw - j  <=>  ox <= (W + pw - j - 1) / sw
+    int64_t hi = p->W + p->pw - j - 1 >= 0 ? (p->W + p->pw - j - 1) / p->sw + 1 : 0;
+    if (hi > p->OW) hi = p->OW;
+    if (lo > hi) lo = hi;
+    *ox0 = lo;
+    *ox1 = hi;
+}
+
 // x [C, H, W] (one sample) -> col [C*kh*kw, OH*OW]; row (c*kh + i)*kw + j holds the input pixel
 // tap (i, j) of kernel position l reads, zero where it falls into the padding. The row order is
-// the flattening of w [O, C, kh, kw], so y = w [O, K] @ col.
+// the flattening of w [O, C, kh, kw], so y = w [O, K] @ col. Parallel over rows unless the caller
+// runs it inside its own parallel loop.
 static void im2col(const conv_params *p, const float *x, float *col) {
     const int64_t K = conv_k(p), L = conv_l(p);
-#pragma omp parallel for if (K * L > 65536)
+#pragma omp parallel for if (!omp_in_parallel() && K * L > 65536)
     for (int64_t r = 0; r < K; r++) {
         const int64_t c = r / (p->kh * p->kw);
         const int i = (int)(r / p->kw % p->kh), j = (int)(r % p->kw);
         const float *xc = x + c * p->H * p->W;
         float *dst = col + r * L;
+        int64_t ox0, ox1;
+        conv_valid_cols(p, j, &ox0, &ox1);
         for (int64_t oy = 0; oy < p->OH; oy++) {
             const int64_t iy = oy * p->sh - p->ph + i;
             float *d = dst + oy * p->OW;
@@ -35,11 +52,14 @@ static void im2col(const conv_params *p, const float *x, float *col) {
                 memset(d, 0, (size_t)p->OW * sizeof(float));
                 continue;
             }
-            const float *xr = xc + iy * p->W;
-            for (int64_t ox = 0; ox < p->OW; ox++) {
-                const int64_t ix = ox * p->sw - p->pw + j;
-                d[ox] = ix >= 0 && ix < p->W ? xr[ix] : 0.0f;
+            const float *xr = xc + iy * p->W - p->pw + j;  // xr[ox * sw] = x[iy, ox * sw - pw + j]
+            for (int64_t ox = 0; ox < ox0; ox++) d[ox] = 0.0f;
+            if (p->sw == 1) {
+                memcpy(d + ox0, xr + ox0, (size_t)(ox1 - ox0) * sizeof(float));
+            } else {
+                for (int64_t ox = ox0; ox < ox1; ox++) d[ox] = xr[ox * p->sw];
             }
+            for (int64_t ox = ox1; ox < p->OW; ox++) d[ox] = 0.0f;
         }
     }
 }
@@ -48,24 +68,35 @@ static void im2col(const conv_params *p, const float *x, float *col) {
 // was read from. Parallel over channels: a channel's rows only touch that channel's plane.
 static void col2im(const conv_params *p, const float *col, float *dx) {
     const int64_t L = conv_l(p), taps = (int64_t)p->kh * p->kw;
-#pragma omp parallel for if (conv_k(p) * L > 65536)
+#pragma omp parallel for if (!omp_in_parallel() && conv_k(p) * L > 65536)
     for (int64_t c = 0; c < p->C; c++) {
         float *dc = dx + c * p->H * p->W;
         for (int64_t t = 0; t < taps; t++) {
             const int i = (int)(t / p->kw), j = (int)(t % p->kw);
             const float *src = col + (c * taps + t) * L;
+            int64_t ox0, ox1;
+            conv_valid_cols(p, j, &ox0, &ox1);
             for (int64_t oy = 0; oy < p->OH; oy++) {
                 const int64_t iy = oy * p->sh - p->ph + i;
                 if (iy < 0 || iy >= p->H) continue;
-                float *dr = dc + iy * p->W;
+                float *dr = dc + iy * p->W - p->pw + j;  // dr[ox * sw] = dx[iy, ox * sw - pw + j]
                 const float *s = src + oy * p->OW;
-                for (int64_t ox = 0; ox < p->OW; ox++) {
-                    const int64_t ix = ox * p->sw - p->pw + j;
-                    if (ix >= 0 && ix < p->W) dr[ix] += s[ox];
+                if (p->sw == 1) {
+                    for (int64_t ox = ox0; ox < ox1; ox++) dr[ox] += s[ox];
+                } else {
+                    for (int64_t ox = ox0; ox < ox1; ox++) dr[ox * p->sw] += s[ox];
                 }
             }
         }
     }
+}
+
+// Threads for a loop over n samples: the whole team when the samples split evenly enough
+// (each sample then runs im2col + one single-threaded GEMM), else 1 (samples one by one, each
+// GEMM split over the team by vt_sgemm).
+static int conv_sample_threads(int64_t n) {
+    const int nt = omp_get_max_threads();
+    return nt > 1 && (n % nt == 0 || n >= 4 * nt) ? nt : 1;
 }
 
 // x [N, C, H, W], w [O, C, kh, kw] = [O, K], b [O] or NULL -> y [N, O, OH, OW]
@@ -77,18 +108,22 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
     const float *x = vt_f32(in[0]), *w = vt_f32(in[1]);
     float *y = vt_f32(out);
     const int pointwise = conv_is_pointwise(p);
+    const int nt = conv_sample_threads(p->N);
     vt_tensor *colt = NULL;
     if (!pointwise) {
-        colt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){K, L});
+        colt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){nt * K, L});  // one col buffer per thread
         if (!colt) return vt_error_code();
     }
+    vt_blas_serial();
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t s = 0; s < p->N; s++) {
         const float *xs = x + s * p->C * p->H * p->W;
         float *ys = y + s * O * L;
         const float *col = xs;
         if (!pointwise) {
-            im2col(p, xs, vt_f32(colt));
-            col = vt_f32(colt);
+            float *ct = vt_f32(colt) + (int64_t)omp_get_thread_num() * K * L;
+            im2col(p, xs, ct);
+            col = ct;
         }
         if (b) {
             const float *pb = vt_f32(b);
@@ -110,6 +145,7 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
     const int64_t K = conv_k(p), L = conv_l(p), O = p->O, xsz = p->C * p->H * p->W;
     const float *g = vt_f32(gout), *x = vt_f32(xt), *w = vt_f32(wt);
     const int pointwise = conv_is_pointwise(p);
+    const int nt = conv_sample_threads(p->N);
     vt_tensor *colt = NULL;
     vt_err e = VT_OK;
     if (n->need[0]) {
@@ -121,26 +157,32 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
         if (!gin[1]) return vt_error_code();
     }
     if (!pointwise && (n->need[0] || n->need[1])) {
-        colt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){K, L});
+        colt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){(n->need[0] ? nt : 1) * K, L});
         if (!colt) return vt_error_code();
     }
-    for (int64_t s = 0; s < p->N; s++) {
+    // dw sums over samples in sample order: one by one, each GEMM split over the team
+    for (int64_t s = 0; n->need[1] && s < p->N; s++) {
         const float *gs = g + s * O * L, *xs = x + s * xsz;
-        if (n->need[1]) {
-            const float *col = xs;
-            if (!pointwise) {
-                im2col(p, xs, vt_f32(colt));
-                col = vt_f32(colt);
-            }
-            vt_sgemm(0, 1, O, K, L, 1.0f, gs, L, col, L, s ? 1.0f : 0.0f, vt_f32(gin[1]), K);
+        const float *col = xs;
+        if (!pointwise) {
+            im2col(p, xs, vt_f32(colt));
+            col = vt_f32(colt);
         }
-        if (n->need[0]) {
+        vt_sgemm(0, 1, O, K, L, 1.0f, gs, L, col, L, s ? 1.0f : 0.0f, vt_f32(gin[1]), K);
+    }
+    // dx: samples are independent
+    if (n->need[0]) {
+        vt_blas_serial();
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t s = 0; s < p->N; s++) {
+            const float *gs = g + s * O * L;
             float *dxs = vt_f32(gin[0]) + s * xsz;
             if (pointwise) {
                 vt_sgemm(1, 0, K, L, O, 1.0f, w, K, gs, L, 0.0f, dxs, L);
             } else {
-                vt_sgemm(1, 0, K, L, O, 1.0f, w, K, gs, L, 0.0f, vt_f32(colt), L);
-                col2im(p, vt_f32(colt), dxs);
+                float *ct = vt_f32(colt) + (int64_t)omp_get_thread_num() * K * L;
+                vt_sgemm(1, 0, K, L, O, 1.0f, w, K, gs, L, 0.0f, ct, L);
+                col2im(p, ct, dxs);
             }
         }
     }

@@ -2,13 +2,56 @@
 #include "ops_internal.h"
 #include "params.h"
 #include <cblas.h>
+#include <omp.h>
 #include <string.h>
+
+// Threading policy: see ops_internal.h. OpenBLAS always runs single-threaded; vt_sgemm called
+// from serial code splits a large product over the OpenMP team by rows or columns of C (each
+// element's k-sum is the same one BLAS computes unsplit, so results do not depend on threads).
+void vt_blas_serial(void) {
+    if (!omp_in_parallel() && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
+static void sgemm1(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n,
+                (int)k, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+// Below this many multiply-adds a GEMM is not worth splitting over threads.
+#define VT_GEMM_SPLIT_MIN ((int64_t)1 << 20)
+#define VT_GEMM_SPLIT_PART 128
 
 void vt_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (m == 0 || n == 0) return;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n,
-                (int)k, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    if (omp_in_parallel()) {  // a thread of an op's parallel loop: BLAS is serial already
+        sgemm1(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    vt_blas_serial();
+    const int split_n = n >= m;  // split the longer side of C
+    const int64_t len = split_n ? n : m;
+    const int64_t nt = omp_get_max_threads();
+    // Up to 4 parts per thread, each >= VT_GEMM_SPLIT_PART long, handed out dynamically: a
+    // thread slowed by another process's load takes fewer parts instead of holding up the rest.
+    int64_t parts = len / VT_GEMM_SPLIT_PART;
+    if (parts > 4 * nt) parts = 4 * nt;
+    if (nt < 2 || parts < 2 || m * n * k < VT_GEMM_SPLIT_MIN) {
+        sgemm1(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    // part t covers [t * chunk, ...) of the split side, chunk a multiple of 16
+    const int64_t chunk = ((len + parts - 1) / parts + 15) / 16 * 16;
+#pragma omp parallel for num_threads((int)nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < parts; t++) {
+        const int64_t j0 = t * chunk, j1 = j0 + chunk < len ? j0 + chunk : len;
+        if (j0 >= j1) continue;
+        if (split_n)  // C[:, j0:j1] = op(A) op(B)[:, j0:j1]
+            sgemm1(ta, tb, m, j1 - j0, k, alpha, A, lda, tb ? B + j0 * ldb : B + j0, ldb, beta, C + j0, ldc);
+        else  // C[j0:j1, :] = op(A)[j0:j1, :] op(B)
+            sgemm1(ta, tb, j1 - j0, n, k, alpha, ta ? A + j0 : A + j0 * lda, lda, B, ldb, beta, C + j0 * ldc, ldc);
+    }
 }
 
 // ---- linear + LoRA -----------------------------------------------------------------------

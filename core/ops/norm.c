@@ -16,6 +16,57 @@
 
 typedef vt_norm_params norm_params;
 
+// Sums in double with four partial sums (independent chains: the loop runs at throughput, not
+// at the latency of one dependent add per element).
+static double sum_f64(const float *x, int64_t n) {
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a0 += x[i];
+        a1 += x[i + 1];
+        a2 += x[i + 2];
+        a3 += x[i + 3];
+    }
+    for (; i < n; i++) a0 += x[i];
+    return (a0 + a1) + (a2 + a3);
+}
+
+// sum (x - mu)^2
+static double sumsq_centred(const float *x, int64_t n, double mu) {
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const double d0 = x[i] - mu, d1 = x[i + 1] - mu, d2 = x[i + 2] - mu, d3 = x[i + 3] - mu;
+        a0 += d0 * d0;
+        a1 += d1 * d1;
+        a2 += d2 * d2;
+        a3 += d3 * d3;
+    }
+    for (; i < n; i++) {
+        const double d = x[i] - mu;
+        a0 += d * d;
+    }
+    return (a0 + a1) + (a2 + a3);
+}
+
+// *sg = sum g,  *sgx = sum g (x - mu)
+static void sums_g_gx(const float *g, const float *x, int64_t n, double mu, double *sg, double *sgx) {
+    double a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+    int64_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        a0 += g[i];
+        a1 += g[i + 1];
+        b0 += (double)g[i] * (x[i] - mu);
+        b1 += (double)g[i + 1] * (x[i + 1] - mu);
+    }
+    for (; i < n; i++) {
+        a0 += g[i];
+        b0 += (double)g[i] * (x[i] - mu);
+    }
+    *sg = a0 + a1;
+    *sgx = b0 + b1;
+}
+
 // Per (n, g): mean and 1 / sqrt(var + eps) of the Cg*S contiguous elements of the group.
 // x [N, C, S] -> mean, rstd [N*G]
 static void norm_stats(const norm_params *p, const float *x, double *mean, double *rstd) {
@@ -23,16 +74,9 @@ static void norm_stats(const norm_params *p, const float *x, double *mean, doubl
 #pragma omp parallel for if (NG * M > 65536)
     for (int64_t ng = 0; ng < NG; ng++) {
         const float *xg = x + ng * M;
-        double s = 0;
-        for (int64_t i = 0; i < M; i++) s += xg[i];
-        const double mu = s / (double)M;
-        double ss = 0;
-        for (int64_t i = 0; i < M; i++) {
-            const double d = xg[i] - mu;
-            ss += d * d;
-        }
+        const double mu = sum_f64(xg, M) / (double)M;
         mean[ng] = mu;
-        rstd[ng] = 1.0 / sqrt(ss / (double)M + (double)p->eps);
+        rstd[ng] = 1.0 / sqrt(sumsq_centred(xg, M, mu) / (double)M + (double)p->eps);
     }
 }
 
@@ -81,15 +125,21 @@ static vt_err norm_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
             const int64_t c0 = ng % p->G * Cg, base = ng * M;
             const double mu = mean[ng], rs = rstd[ng];
             double sg = 0, sgx = 0;
-            for (int64_t cc = 0; cc < Cg; cc++) {
-                const double wc = w ? w[c0 + cc] : 1.0;
-                const int64_t off = base + cc * S;
-                for (int64_t s = 0; s < S; s++) {
-                    const double gy = g[off + s] * wc;
+            if (S == 1 || !w) {  // layer norm (one weight per element) or no affine
+                for (int64_t i = 0; i < M; i++) {
+                    const double gy = g[base + i] * (w ? w[c0 + i / S] : 1.0);
                     sg += gy;
-                    sgx += gy * (x[off + s] - mu) * rs;
+                    sgx += gy * (x[base + i] - mu);
+                }
+            } else {  // per channel: sum_s g w = w sum_s g, likewise for g (x - mu)
+                for (int64_t cc = 0; cc < Cg; cc++) {
+                    double a, b;
+                    sums_g_gx(g + base + cc * S, x + base + cc * S, S, mu, &a, &b);
+                    sg += w[c0 + cc] * a;
+                    sgx += w[c0 + cc] * b;
                 }
             }
+            sgx *= rs;
             sg /= (double)M;
             sgx /= (double)M;
             for (int64_t cc = 0; cc < Cg; cc++) {
@@ -125,11 +175,9 @@ static vt_err norm_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
                 for (int64_t c = c0; c < c1; c++) {
                     const int64_t ng = i * p->G + c / Cg, off = (i * C + c) * S;
                     const double mu = mean[ng], rs = rstd[ng];
-                    double sw = 0, sb = 0;
-                    for (int64_t s = 0; s < S; s++) {
-                        sw += g[off + s] * (x[off + s] - mu) * rs;
-                        sb += g[off + s];
-                    }
+                    double sw, sb;
+                    sums_g_gx(g + off, x + off, S, mu, &sb, &sw);
+                    sw *= rs;
                     aw[c - c0] += sw;
                     ab[c - c0] += sb;
                 }

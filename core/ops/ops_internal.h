@@ -21,11 +21,24 @@ int vt_broadcast_shape(const char *op, const vt_tensor *a, const vt_tensor *b, i
 // Sum of g (f32 cpu) over the dims broadcast from shape (nd, s).
 vt_tensor *vt_reduce_to_shape(const vt_tensor *g, int nd, const int64_t *s);
 
+// ---- threading policy ----------------------------------------------------------------------
+// OpenMP owns the threads; OpenBLAS always runs single-threaded (one pool, nothing left
+// spinning between a BLAS call and the next OpenMP loop, no nested oversubscription).
+// - vt_sgemm called from serial code splits a large GEMM over the OpenMP team itself (by rows
+//   or columns of C: the same per-element sums as one unsplit call).
+// - Ops with many independent small GEMMs (attention per batch x head, conv per sample) call
+//   vt_blas_serial() and then vt_sgemm inside their own `omp parallel for`: there vt_sgemm is
+//   one single-threaded BLAS call per item, with per-thread scratch.
+// - omp_set_num_threads / OMP_NUM_THREADS set the thread count; OPENBLAS_NUM_THREADS and
+//   openblas_set_num_threads are overridden to 1 by the next vt_sgemm / vt_blas_serial.
 // Row-major single-precision GEMM through OpenBLAS:
 // C[m, n] = alpha * op(A)[m, k] op(B)[k, n] + beta * C, op = transpose when ta / tb.
 // lda/ldb/ldc are the row strides of A, B, C as stored.
 void vt_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+// Puts OpenBLAS at one thread (call from serial code before a parallel region that calls
+// vt_sgemm; vt_sgemm does it itself when called from serial code).
+void vt_blas_serial(void);
 
 #ifdef __cplusplus
 }
