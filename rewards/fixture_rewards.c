@@ -2,21 +2,14 @@
 // made by scripts/make_reward_fixtures.py): builds the module the json's "reward" names with
 // its "options" from the fixture's weights (every key must be used), scores io "frames" with
 // the json's "prompts", and compares reward, loss, the intermediates the module reports
-// (pixel_values, tokens, image_embeds, ...) and grad.frames = d loss / d frames.
+// (pixel_values, tokens, image_embeds, ...) and grad.frames = d loss / d frames. The building
+// and scoring steps are shared with fixture_temporal.c (fixture_rewards.h).
+#include "fixture_rewards.h"
 #include <stdlib.h>
-#include <string.h>
-#include "core/models/fixture_checks.h"
 #include "core/ops.h"
-#include "reward.h"
-
-typedef struct hook_ctx {
-    vt_fixture *fx;
-    const vt_fixture_opts *opt;
-    vt_fixture_report *rep;
-} hook_ctx;
 
 static void compare_hooked(void *user, const char *name, vt_tensor *t) {
-    hook_ctx *c = user;
+    vt_fixture_act_ctx *c = user;
     if (!vt_fixture_io_has(c->fx, name)) return;
     if (t->dtype == VT_I64) {  // token ids must agree exactly
         vt_tensor *want = vt_fixture_io_raw(c->fx, name);
@@ -41,16 +34,12 @@ static void compare_hooked(void *user, const char *name, vt_tensor *t) {
     vt_fixture_compare(c->fx, c->opt, c->rep, name, t, 1);
 }
 
-vt_err vt_fixture_check_reward(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep) {
-    const char *name = NULL;
-    if (vt_fixture_json_str(fx, "reward", &name)) return vt_error_code();
-    // options: {"key": "value" or number}
+vt_reward *vt_fixture_reward_create(vt_fixture *fx, const vt_fixture_opts *opt, const char *name) {
     vt_reward_kv kv[32];
     char numbuf[32][64];
     int n_kv = 0;
-    const cJSON *jo = vt_fixture_json(fx, "options");
     const cJSON *it;
-    cJSON_ArrayForEach(it, jo) {
+    cJSON_ArrayForEach(it, vt_fixture_json(fx, "options")) {
         if (n_kv == 32) break;
         kv[n_kv].key = it->string;
         if (cJSON_IsString(it)) {
@@ -59,50 +48,35 @@ vt_err vt_fixture_check_reward(vt_fixture *fx, const vt_fixture_opts *opt, vt_fi
             snprintf(numbuf[n_kv], sizeof numbuf[n_kv], "%.17g", it->valuedouble);
             kv[n_kv].value = numbuf[n_kv];
         } else {
-            return vt_error(VT_ERR_CONFIG, "%s: options.%s must be a string or a number", fx->name, it->string);
+            vt_error(VT_ERR_CONFIG, "%s: options.%s must be a string or a number", fx->name, it->string);
+            return NULL;
         }
         n_kv++;
     }
     vt_reward_options o = {NULL, NULL, vt_fixture_json(fx, "config"), kv, n_kv};
     vt_reward *r = vt_reward_create_from_weights(name, fx->weights, &o);
-    if (!r) return vt_error_context("%s: ", fx->name);
-    vt_err e = vt_weights_finish(fx->weights, "");
-    if (e) {
+    if (!r) {
+        vt_error_context("%s: ", fx->name);
+        return NULL;
+    }
+    if (vt_weights_finish(fx->weights, "")) {
         vt_reward_free(r);
-        return e;
+        return NULL;
     }
     r->segments = opt->segments;
-    const char **prompts = NULL;
-    const cJSON *jp = vt_fixture_json(fx, "prompts");
-    int n_prompts = cJSON_IsArray(jp) ? cJSON_GetArraySize(jp) : 0;
-    vt_tensor *frames = NULL, *reward = NULL, *loss = NULL;
-    vt_tape *tape = NULL;
-    if (n_prompts) {
-        prompts = calloc((size_t)n_prompts, sizeof *prompts);
-        if (!prompts) {
-            e = vt_error(VT_ERR_OOM, "%s: out of host memory", fx->name);
-            goto done;
-        }
-        for (int i = 0; i < n_prompts; i++) {
-            const cJSON *p = cJSON_GetArrayItem(jp, i);
-            if (!cJSON_IsString(p)) {
-                e = vt_error(VT_ERR_CONFIG, "%s: prompts.%d is not a string", fx->name, i);
-                goto done;
-            }
-            prompts[i] = p->valuestring;
-        }
-    }
-    frames = vt_fixture_input(fx, "frames");
-    if (!frames) {
-        e = vt_error_code();
-        goto done;
-    }
+    return r;
+}
+
+vt_err vt_fixture_reward_run(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep, vt_reward *r,
+                             const char *const *prompts) {
+    vt_tensor *frames = vt_fixture_input(fx, "frames"), *reward = NULL, *loss = NULL;
+    if (!frames) return vt_error_code();
     vt_requires_grad(frames, 1);
-    hook_ctx hc = {fx, opt, rep};
+    vt_fixture_act_ctx hc = {fx, opt, rep};
     r->hook = compare_hooked;
     r->hook_user = &hc;
-    tape = vt_tape_begin();
-    e = vt_reward_forward(r, frames, prompts, &reward, &loss);
+    vt_tape *tape = vt_tape_begin();
+    vt_err e = vt_reward_forward(r, frames, prompts, &reward, &loss);
     vt_tape_end(tape);
     r->hook = NULL;
     if (e) goto done;
@@ -119,6 +93,25 @@ done:
     vt_release(reward);
     vt_release(loss);
     vt_release(frames);
+    return e;
+}
+
+vt_err vt_fixture_check_reward(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep) {
+    const char *name = NULL;
+    if (vt_fixture_json_str(fx, "reward", &name)) return vt_error_code();
+    vt_reward *r = vt_fixture_reward_create(fx, opt, name);
+    if (!r) return vt_error_code();
+    vt_err e = VT_OK;
+    const cJSON *jp = vt_fixture_json(fx, "prompts");
+    int n_prompts = cJSON_IsArray(jp) ? cJSON_GetArraySize(jp) : 0;
+    const char **prompts = n_prompts ? calloc((size_t)n_prompts, sizeof *prompts) : NULL;
+    if (n_prompts && !prompts) e = vt_error(VT_ERR_OOM, "%s: out of host memory", fx->name);
+    for (int i = 0; !e && i < n_prompts; i++) {
+        const cJSON *p = cJSON_GetArrayItem(jp, i);
+        if (!cJSON_IsString(p)) e = vt_error(VT_ERR_CONFIG, "%s: prompts.%d is not a string", fx->name, i);
+        else prompts[i] = p->valuestring;
+    }
+    if (!e) e = vt_fixture_reward_run(fx, opt, rep, r, prompts);
     free(prompts);
     vt_reward_free(r);
     return e;

@@ -5,16 +5,11 @@
 // grad.frames = d loss / d frames.
 #include <stdlib.h>
 #include <string.h>
-#include "core/models/fixture_checks.h"
 #include "core/ops.h"
+#include "fixture_rewards.h"
 #include "temporal.h"
 
 #define MAX_FIXTURE_MASKS 16
-
-static void compare_hooked(void *user, const char *name, vt_tensor *t) {
-    vt_fixture_act_ctx *c = user;
-    if (vt_fixture_io_has(c->fx, name)) vt_fixture_compare(c->fx, c->opt, c->rep, name, t, 1);
-}
 
 // io i64 [K] -> malloc'ed ids
 static int64_t *io_ids(vt_fixture *fx, const char *name, int64_t *n) {
@@ -61,34 +56,12 @@ static vt_err check_hf_forward(vt_fixture *fx, const vt_fixture_opts *opt, vt_fi
 }
 
 vt_err vt_fixture_check_temporal(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep) {
-    vt_reward_kv kv[32];
-    char numbuf[32][64];
-    int n_kv = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, vt_fixture_json(fx, "options")) {
-        if (n_kv == 32) break;
-        kv[n_kv].key = it->string;
-        if (cJSON_IsString(it)) {
-            kv[n_kv].value = it->valuestring;
-        } else if (cJSON_IsNumber(it)) {
-            snprintf(numbuf[n_kv], sizeof numbuf[n_kv], "%.17g", it->valuedouble);
-            kv[n_kv].value = numbuf[n_kv];
-        } else {
-            return vt_error(VT_ERR_CONFIG, "%s: options.%s must be a string or a number", fx->name, it->string);
-        }
-        n_kv++;
-    }
-    vt_reward_options o = {NULL, NULL, vt_fixture_json(fx, "config"), kv, n_kv};
-    vt_reward *r = vt_reward_create_from_weights("temporal", fx->weights, &o);
-    if (!r) return vt_error_context("%s: ", fx->name);
-    vt_err e = vt_weights_finish(fx->weights, "");
+    vt_reward *r = vt_fixture_reward_create(fx, opt, "temporal");
+    if (!r) return vt_error_code();
+    vt_err e = VT_OK;
     vt_vjepa2_mask masks[MAX_FIXTURE_MASKS];
     memset(masks, 0, sizeof masks);
     int n_masks = 0;
-    vt_tensor *frames = NULL, *reward = NULL, *loss = NULL;
-    vt_tape *tape = NULL;
-    if (e) goto done;
-    r->segments = opt->segments;
     vt_vjepa2 *m = vt_reward_temporal_model(r);
     m->segments = opt->segments;
     if ((e = check_hf_forward(fx, opt, rep, m))) goto done;
@@ -107,34 +80,9 @@ vt_err vt_fixture_check_temporal(vt_fixture *fx, const vt_fixture_opts *opt, vt_
         }
     }
     if (n_masks && (e = vt_reward_temporal_set_masks(r, masks, n_masks))) goto done;
-    frames = vt_fixture_input(fx, "frames");
-    if (!frames) {
-        e = vt_error_code();
-        goto done;
-    }
-    vt_requires_grad(frames, 1);
-    vt_fixture_act_ctx hc = {fx, opt, rep};
-    r->hook = compare_hooked;
-    r->hook_user = &hc;
-    tape = vt_tape_begin();
-    e = vt_reward_forward(r, frames, NULL, &reward, &loss);
-    vt_tape_end(tape);
-    r->hook = NULL;
-    if (e) goto done;
-    vt_fixture_compare(fx, opt, rep, "reward", reward, 1);
-    vt_fixture_compare(fx, opt, rep, "loss", loss, 1);
-    if (vt_fixture_io_has(fx, "grad.frames")) {
-        if ((e = vt_backward(tape, loss, NULL))) goto done;
-        vt_fixture_compare(fx, opt, rep, "grad.frames", frames->grad, 1);
-    }
-    const char *handled[] = {"grad.frames"};
-    vt_fixture_report_unsupported_grads(fx, rep, handled, 1);
+    e = vt_fixture_reward_run(fx, opt, rep, r, NULL);
 done:
     for (int i = 0; i < n_masks; i++) vt_vjepa2_mask_free(&masks[i]);
-    vt_tape_free(tape);
-    vt_release(reward);
-    vt_release(loss);
-    vt_release(frames);
     vt_reward_free(r);
     return e;
 }

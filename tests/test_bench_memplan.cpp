@@ -5,7 +5,7 @@
 #include <cmath>
 #include <string>
 #include <vector>
-#include "testutil.h"
+#include "train_testutil.h"
 #include "core/models/unet3d.h"
 #include "train/config.h"
 #include "train/flops.h"
@@ -17,16 +17,8 @@
 
 namespace {
 
-struct Cfg {
-    vt_config c{};
-    bool ok = false;
-    Cfg(const char *yaml, std::vector<std::string> sets) {
-        if (vt_config_load_string(&c, yaml, "test") != VT_OK) return;
-        for (auto &s : sets)
-            if (vt_config_set(&c, s.c_str()) != VT_OK) return;
-        ok = true;
-    }
-    ~Cfg() { vt_config_free(&c); }
+struct Cfg : TestConfig {
+    Cfg(const char *yaml, const std::vector<std::string> &sets) : TestConfig(sets, yaml, "test") {}
 };
 
 // The paper's configuration (VADER-VideoCrafter, HPS): 320x512, 12 frames, DDIM 25 + CFG,

@@ -1,28 +1,9 @@
 // test_h5log.cpp — rewards.h5: rows land in extendible datasets, are readable after every
 // append (flushed), survive a resume that truncates to the steps already done, and an
 // unwritable directory is a clear error.
-#include "testutil.h"
+#include "train_testutil.h"
 #include "train/h5log.h"
-#include <hdf5.h>
 #include <cstring>
-
-static std::vector<double> ReadColumn(const std::string &path, const char *name) {
-    hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    std::vector<double> v;
-    if (f < 0) return v;
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    if (d >= 0) {
-        hid_t s = H5Dget_space(d);
-        hsize_t n;
-        H5Sget_simple_extent_dims(s, &n, NULL);
-        v.resize(n);
-        if (n) H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data());
-        H5Sclose(s);
-        H5Dclose(d);
-    }
-    H5Fclose(f);
-    return v;
-}
 
 TEST(H5Log, AppendFlushResume) {
     std::string path = TempDir() + "/rewards.h5";
@@ -34,25 +15,25 @@ TEST(H5Log, AppendFlushResume) {
         double row[3] = {(double)i, 1.0 / (i + 1), 0.1 * i};
         ASSERT_VT_OK(vt_h5log_append(l, 0, row));
         // flushed: another reader sees the row already
-        EXPECT_EQ(ReadColumn(path, "/train/loss").size(), (size_t)i + 1);
+        EXPECT_EQ(H5Column(path, "/train/loss").size(), (size_t)i + 1);
     }
     double erow[2] = {4, 0.5};
     ASSERT_VT_OK(vt_h5log_append(l, 1, erow));
     vt_h5log_close(l);
-    auto loss = ReadColumn(path, "/train/loss");
+    auto loss = H5Column(path, "/train/loss");
     ASSERT_EQ(loss.size(), 5u);
     EXPECT_DOUBLE_EQ(loss[3], 0.25);
-    EXPECT_EQ(ReadColumn(path, "/train/reward/color_mean").size(), 5u);
+    EXPECT_EQ(H5Column(path, "/train/reward/color_mean").size(), 5u);
     // resume from step 3: rows 3, 4 are dropped and rewritten
     l = vt_h5log_open(path.c_str(), cols, 3, ecols, 2, "seed: 1\n", 1, 3);
     ASSERT_NE(l, nullptr) << vt_error_message();
     double row[3] = {3, 42, 0};
     ASSERT_VT_OK(vt_h5log_append(l, 0, row));
     vt_h5log_close(l);
-    loss = ReadColumn(path, "/train/loss");
+    loss = H5Column(path, "/train/loss");
     ASSERT_EQ(loss.size(), 4u);
     EXPECT_DOUBLE_EQ(loss[3], 42.0);
-    EXPECT_EQ(ReadColumn(path, "/eval/reward_mean").size(), 1u);
+    EXPECT_EQ(H5Column(path, "/eval/reward_mean").size(), 1u);
 }
 
 TEST(H5Log, UnwritableDirectoryIsAClearError) {

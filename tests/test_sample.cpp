@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string>
 #include <vector>
-#include "testutil.h"
+#include "train_testutil.h"
 #include "media_decode.h"
 #include "core/models/unet3d.h"
 #include "core/safetensors.h"
@@ -26,18 +26,8 @@ namespace {
 const std::vector<std::string> kSets = {"model.height=32", "model.width=32", "model.frames=3", "sampler.steps=4"};
 const char *kPrompts[2] = {"a red fox running through snow", "a sailboat at sunset"};
 
-struct Cfg {
-    vt_config c{};
-    bool ok = false;
-    explicit Cfg(std::vector<std::string> extra = {}) {
-        if (vt_config_load_string(&c, vt_config_default_yaml, "tiny") != VT_OK) return;
-        std::vector<std::string> all = kSets;
-        all.insert(all.end(), extra.begin(), extra.end());
-        for (auto &s : all)
-            if (vt_config_set(&c, s.c_str()) != VT_OK) return;
-        ok = true;
-    }
-    ~Cfg() { vt_config_free(&c); }
+struct Cfg : TestConfig {
+    explicit Cfg(const std::vector<std::string> &extra = {}) : TestConfig(Concat(kSets, extra)) {}
 };
 
 bool Exists(const std::string &p) {
@@ -119,11 +109,7 @@ TEST(Sample, LoraChangesTheVideosAndMismatchedLorasAreRejected) {
     {
         Cfg cfg({"model.frames=2", "memory.decode_frames=1", "optim.steps=2", "optim.lr=0.5", "output.dir=" + run});
         ASSERT_TRUE(cfg.ok) << vt_error_message();
-        vt_train_options o = vt_train_options_default();
-        vt_trainer *t = vt_trainer_create(&cfg.c, &o);
-        ASSERT_NE(t, nullptr) << vt_error_message();
-        ASSERT_VT_OK(vt_trainer_run(t));
-        vt_trainer_free(t);
+        ASSERT_VT_OK(RunTrainer(&cfg.c));
     }
     std::string lora = run + "/lora-000002.safetensors";
     ASSERT_TRUE(Exists(lora));

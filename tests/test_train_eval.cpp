@@ -2,66 +2,23 @@
 // optim.max_bad_steps field: /eval rows and columns, sample frames, a resumed run rewriting
 // the evaluations after its step to the same values as an uninterrupted run, and the run
 // stopping after optim.max_bad_steps non-finite steps.
-#include <hdf5.h>
 #include <sys/stat.h>
 #include <cstdio>
 #include <string>
 #include <vector>
-#include "testutil.h"
+#include "train_testutil.h"
 #include "media_decode.h"
-#include "train/config.h"
 #include "train/eval.h"
-#include "train/trainer.h"
 
 namespace {
 
-struct Cfg {
-    vt_config c{};
-    bool ok = false;
-    explicit Cfg(const std::string &dir, std::vector<std::string> sets = {}) {
-        if (vt_config_load_string(&c, vt_config_default_yaml, "tiny") != VT_OK) return;
-        std::vector<std::string> all = {"model.height=32", "model.width=32", "model.frames=2", "memory.decode_frames=1",
-                                        "optim.steps=3", "output.checkpoint_every=2", "output.eval_every=1",
-                                        "data.eval_prompts=[a cat on a sofa, a tree]",
-                                        "output.dir=" + dir};
-        all.insert(all.end(), sets.begin(), sets.end());
-        for (auto &s : all)
-            if (vt_config_set(&c, s.c_str()) != VT_OK) return;
-        ok = true;
-    }
-    ~Cfg() { vt_config_free(&c); }
+struct Cfg : TestConfig {
+    explicit Cfg(const std::string &dir, const std::vector<std::string> &sets = {})
+        : TestConfig(Concat({"model.height=32", "model.width=32", "model.frames=2", "memory.decode_frames=1",
+                             "optim.steps=3", "output.checkpoint_every=2", "output.eval_every=1",
+                             "data.eval_prompts=[a cat on a sofa, a tree]", "output.dir=" + dir},
+                            sets)) {}
 };
-
-vt_err Train(const vt_config *c, const char *resume = nullptr, int stop_at = 0, vt_trainer_stats *st = nullptr) {
-    vt_train_options o = vt_train_options_default();
-    o.resume = resume;
-    o.stop_at = stop_at;
-    vt_trainer *t = vt_trainer_create(c, &o);
-    if (!t) return vt_error_code();
-    vt_err e = vt_trainer_run(t);
-    if (st) *st = vt_trainer_get_stats(t);
-    vt_trainer_free(t);
-    return e;
-}
-
-// /GROUP/COL of an HDF5 file (empty when absent).
-std::vector<double> Column(const std::string &h5, const std::string &path) {
-    std::vector<double> v;
-    hid_t f = H5Fopen(h5.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return v;
-    hid_t d = H5Dopen2(f, path.c_str(), H5P_DEFAULT);
-    if (d >= 0) {
-        hid_t s = H5Dget_space(d);
-        hsize_t n = 0;
-        H5Sget_simple_extent_dims(s, &n, nullptr);
-        v.resize(n);
-        if (n) H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data());
-        H5Sclose(s);
-        H5Dclose(d);
-    }
-    H5Fclose(f);
-    return v;
-}
 
 TEST(TrainEval, MaxBadStepsIsAConfigField) {
     vt_config c{};
@@ -88,7 +45,7 @@ TEST(TrainEval, RunStopsAfterMaxBadSteps) {
     Cfg c(dir, {"sampler.guidance_scale=1e38", "optim.steps=6", "optim.max_bad_steps=3", "output.eval_every=0"});
     ASSERT_TRUE(c.ok) << vt_error_message();
     vt_trainer_stats s{};
-    EXPECT_EQ(Train(&c.c, nullptr, 0, &s), VT_ERR_NUMERIC);
+    EXPECT_EQ(RunTrainer(&c.c, nullptr, 0, &s), VT_ERR_NUMERIC);
     EXPECT_NE(std::string(vt_error_message()).find("3 steps in a row"), std::string::npos) << vt_error_message();
     EXPECT_EQ(s.skipped, 3);
 }
@@ -105,11 +62,11 @@ TEST(TrainEval, EvalRowsSamplesAndResume) {
     EXPECT_STREQ(cols[4], "reward/color_std");
     free(cols);
 
-    ASSERT_VT_OK(Train(&ca.c));
+    ASSERT_VT_OK(RunTrainer(&ca.c));
     std::string h5 = a + "/rewards.h5";
-    EXPECT_EQ(Column(h5, "/eval/step"), (std::vector<double>{1, 2, 3}));
-    auto m = Column(h5, "/eval/reward_mean"), sd = Column(h5, "/eval/reward_std");
-    auto cm = Column(h5, "/eval/reward/color_mean");
+    EXPECT_EQ(H5Column(h5, "/eval/step"), (std::vector<double>{1, 2, 3}));
+    auto m = H5Column(h5, "/eval/reward_mean"), sd = H5Column(h5, "/eval/reward_std");
+    auto cm = H5Column(h5, "/eval/reward/color_mean");
     ASSERT_EQ(m.size(), 3u);
     ASSERT_EQ(sd.size(), 3u);
     for (int i = 0; i < 3; i++) {
@@ -125,21 +82,21 @@ TEST(TrainEval, EvalRowsSamplesAndResume) {
 
     // 3 steps, then resume from the state of step 2: the evaluation of step 3 is redone and
     // every row equals the uninterrupted run's (the eval RNG is not the training RNG)
-    ASSERT_VT_OK(Train(&cb.c, nullptr, 3));
-    EXPECT_EQ(Column(b + "/rewards.h5", "/eval/step").size(), 3u);
+    ASSERT_VT_OK(RunTrainer(&cb.c, nullptr, 3));
+    EXPECT_EQ(H5Column(b + "/rewards.h5", "/eval/step").size(), 3u);
     ASSERT_EQ(std::remove((b + "/state-000003.safetensors").c_str()), 0);
-    ASSERT_VT_OK(Train(&cb.c, "auto"));
-    EXPECT_EQ(Column(b + "/rewards.h5", "/eval/step"), (std::vector<double>{1, 2, 3}));
-    EXPECT_EQ(Column(b + "/rewards.h5", "/eval/reward_mean"), m);
-    EXPECT_EQ(Column(b + "/rewards.h5", "/eval/reward_std"), sd);
+    ASSERT_VT_OK(RunTrainer(&cb.c, "auto"));
+    EXPECT_EQ(H5Column(b + "/rewards.h5", "/eval/step"), (std::vector<double>{1, 2, 3}));
+    EXPECT_EQ(H5Column(b + "/rewards.h5", "/eval/reward_mean"), m);
+    EXPECT_EQ(H5Column(b + "/rewards.h5", "/eval/reward_std"), sd);
 }
 
 TEST(TrainEval, NoEvalPromptsMeansNoEvaluation) {
     std::string dir = TempDir() + "/noeval";
     Cfg c(dir, {"data.eval_prompts=[]", "optim.steps=1"});
     ASSERT_TRUE(c.ok) << vt_error_message();
-    ASSERT_VT_OK(Train(&c.c));
-    EXPECT_TRUE(Column(dir + "/rewards.h5", "/eval/step").empty());
+    ASSERT_VT_OK(RunTrainer(&c.c));
+    EXPECT_TRUE(H5Column(dir + "/rewards.h5", "/eval/step").empty());
     struct stat st;
     EXPECT_NE(stat((dir + "/samples").c_str(), &st), 0);
 }

@@ -3,15 +3,12 @@
 // determinism, the colour reward rising, the output files (rewards.h5 through the HDF5 C API,
 // the LoRA through our safetensors reader), NaN skipping and the input errors raised before
 // any compute.
-#include <hdf5.h>
 #include <sys/stat.h>
 #include <cmath>
 #include <fstream>
 #include <sstream>
-#include "testutil.h"
+#include "train_testutil.h"
 #include "core/safetensors.h"
-#include "train/config.h"
-#include "train/trainer.h"
 
 namespace {
 
@@ -22,52 +19,18 @@ std::string Slurp(const std::string &path) {
     return s.str();
 }
 
-struct Cfg {
-    vt_config c{};
-    bool ok = false;
-    explicit Cfg(const std::string &dir, std::vector<std::string> sets = {}) {
-        if (vt_config_load_string(&c, vt_config_default_yaml, "tiny") != VT_OK) return;
-        std::vector<std::string> all = {"model.height=32", "model.width=32", "model.frames=2",
-                                        "memory.decode_frames=1", "optim.steps=4", "output.checkpoint_every=2",
-                                        "output.dir=" + dir};
-        all.insert(all.end(), sets.begin(), sets.end());
-        for (auto &s : all)
-            if (vt_config_set(&c, s.c_str()) != VT_OK) return;
-        ok = true;
-    }
-    ~Cfg() { vt_config_free(&c); }
+struct Cfg : TestConfig {
+    explicit Cfg(const std::string &dir, const std::vector<std::string> &sets = {})
+        : TestConfig(Concat({"model.height=32", "model.width=32", "model.frames=2", "memory.decode_frames=1",
+                             "optim.steps=4", "output.checkpoint_every=2", "output.dir=" + dir},
+                            sets)) {}
 };
 
 vt_err Train(const vt_config *c, const char *resume = nullptr, int stop_at = 0, vt_trainer_stats *st = nullptr) {
-    vt_train_options o = vt_train_options_default();
-    o.resume = resume;
-    o.stop_at = stop_at;
-    o.max_bad_steps = 2;
-    vt_trainer *t = vt_trainer_create(c, &o);
-    if (!t) return vt_error_code();
-    vt_err e = vt_trainer_run(t);
-    if (st) *st = vt_trainer_get_stats(t);
-    vt_trainer_free(t);
-    return e;
+    return RunTrainer(c, resume, stop_at, st, 2);
 }
 
-std::vector<double> ReadColumn(const std::string &h5, const std::string &col) {
-    std::vector<double> v;
-    hid_t f = H5Fopen(h5.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return v;
-    hid_t d = H5Dopen2(f, ("/train/" + col).c_str(), H5P_DEFAULT);
-    if (d >= 0) {
-        hid_t s = H5Dget_space(d);
-        hsize_t n = 0;
-        H5Sget_simple_extent_dims(s, &n, nullptr);
-        v.resize(n);
-        if (n) H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data());
-        H5Sclose(s);
-        H5Dclose(d);
-    }
-    H5Fclose(f);
-    return v;
-}
+std::vector<double> ReadColumn(const std::string &h5, const std::string &col) { return H5Column(h5, "/train/" + col); }
 
 TEST(Trainer, ResumeReproducesTheUninterruptedRunAndSeedsAreDeterministic) {
     std::string a = TempDir() + "/full", b = TempDir() + "/resumed", c2 = TempDir() + "/again";

@@ -35,43 +35,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include "core/models/openclip.h"
-#include "core/models/unet3d.h"
-#include "core/models/vae_decoder.h"
 #include "core/safetensors.h"
-#include "core/tokenizer.h"
 #include "core/vt.h"
 #include "core/weights.h"
 #include "rewards/reward.h"
 #include "train/adamw.h"
+#include "train/bench_util.h"
 #include "train/config.h"
 #include "train/ddim.h"
 #include "train/flops.h"
 #include "train/lora.h"
 #include "train/memplan.h"
+#include "train/models.h"
 #include "train/tiny_models.h"
 #include "train/vader_step.h"
 
 #define MAX_REWARDS 8
 #define MAX_B 64
 #define TEMPORAL_CONV_DROPOUT 0.1f
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && strcmp(s + a - b, suf) == 0;
-}
 
 // GFLOP/s of a 1024^3 sgemm with the current threads (best of 5): the CPU's practical peak.
 static double sgemm_gflops(void) {
@@ -84,9 +65,9 @@ static double sgemm_gflops(void) {
     for (int i = 0; i < n * n; i++) a[i] = (float)(i % 7) * 0.1f, b[i] = (float)(i % 5) * 0.1f;
     double best = 1e30;
     for (int r = 0; r < 5; r++) {
-        double t0 = now_s();
+        double t0 = vt_bench_now_s();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        double dt = now_s() - t0;
+        double dt = vt_bench_now_s() - t0;
         if (dt < best) best = dt;
     }
     free(a), free(b), free(c);
@@ -96,9 +77,7 @@ static double sgemm_gflops(void) {
 // ---- models (as the trainer builds them) ----------------------------------------------------
 typedef struct bench {
     vt_config cfg;
-    vt_unet3d *unet;
-    vt_vae_decoder *vae;
-    vt_openclip *clip;
+    vt_vc2_models m;  // train/models.h: built as vader-train builds them
     vt_tokenizer *tok;
     vt_ddim_schedule sched;
     vt_tensor **params;
@@ -112,56 +91,16 @@ typedef struct bench {
     vt_rng rng;
 } bench;
 
-static vt_weights *open_store(const char *path, uint64_t seed) {
-    return ends_with(path, ".txt") ? vt_weights_from_manifest(path, 1, seed) : vt_weights_open1(path);
-}
-
-static const char *shared_dir(void) { return getenv("VADER_SHARED") ? getenv("VADER_SHARED") : VADER_SHARED_DIR; }
-
 static vt_err build(bench *b) {
     const vt_config *c = &b->cfg;
     uint64_t seed = c->seed;
-    if (c->model.unet) {
-        vt_weights *w = open_store(c->model.unet, vt_hash64(seed, 1));
-        if (!w) return vt_error_context("model.unet: ");
-        const char *prefix = vt_weights_has(w, "model.diffusion_model.out.2.weight") ? "model.diffusion_model." : "";
-        vt_unet3d_config uc = vt_unet3d_config_videocrafter2();
-        b->unet = vt_unet3d_build(w, prefix, &uc);
-        vt_weights_free(w);
-    } else {
-        vt_unet3d_config uc = vt_tiny_unet_config();
-        b->unet = vt_unet3d_build_random(&uc, vt_hash64(seed, 1));
-    }
-    if (!b->unet) return vt_error_context("unet: ");
-    if (c->model.vae) {
-        vt_weights *w = open_store(c->model.vae, vt_hash64(seed, 2));
-        if (!w) return vt_error_context("model.vae: ");
-        const char *prefix = vt_weights_has(w, "first_stage_model.post_quant_conv.weight") ? "first_stage_model." : "";
-        vt_vae_config vc = vt_vae_config_videocrafter2();
-        b->vae = vt_vae_decoder_build(w, prefix, &vc);
-        vt_weights_free(w);
-    } else {
-        vt_vae_config vc = vt_tiny_vae_config();
-        b->vae = vt_vae_decoder_build_random(&vc, vt_hash64(seed, 2));
-    }
-    if (!b->vae) return vt_error_context("vae: ");
-    if (c->model.text) {
-        vt_weights *w = open_store(c->model.text, vt_hash64(seed, 3));
-        if (!w) return vt_error_context("model.text: ");
-        const char *prefix = vt_weights_has(w, "cond_stage_model.model.token_embedding.weight") ? "cond_stage_model.model." : "";
-        b->clip = vt_openclip_build(w, prefix, NULL, VT_OPENCLIP_TEXT);
-        vt_weights_free(w);
-    } else {
-        vt_openclip_config oc = vt_tiny_text_config();
-        b->clip = vt_openclip_text_build_random(&oc, vt_hash64(seed, 3));
-    }
-    if (!b->clip) return vt_error_context("text tower: ");
+    if (vt_vc2_models_build(c, &b->m)) return vt_error_code();
     unsigned targets = 0;
     if (vt_lora_targets_from_names(c->lora.targets, c->lora.n_targets, &targets)) return vt_error_code();
     vt_unet3d_lora_config lc = {c->lora.rank, (float)c->lora.alpha, targets, vt_hash64(seed, 16)};
-    if (vt_unet3d_add_lora(b->unet, &lc)) return vt_error_code();
-    if (c->lora.checkpoint && vt_lora_load_file(b->unet, c->lora.checkpoint)) return vt_error_code();
-    if (!(b->params = vt_lora_params(b->unet, &b->n_params))) return vt_error_code();
+    if (vt_unet3d_add_lora(b->m.unet, &lc)) return vt_error_code();
+    if (c->lora.checkpoint && vt_lora_load_file(b->m.unet, c->lora.checkpoint)) return vt_error_code();
+    if (!(b->params = vt_lora_params(b->m.unet, &b->n_params))) return vt_error_code();
     if (vt_adamw_init(&b->adam, b->params, b->n_params, (float)c->optim.beta1, (float)c->optim.beta2, (float)c->optim.eps,
                       (float)c->optim.weight_decay))
         return vt_error_code();
@@ -179,7 +118,8 @@ static vt_err build(bench *b) {
         const char *name = vt_cfg_reward_name(rm->kind);
         if (!rm->checkpoint && (rm->kind == VT_CFG_REWARD_HPS || rm->kind == VT_CFG_REWARD_HPSV21)) {
             char path[4200];
-            snprintf(path, sizeof path, "%s/manifests/openclip_vit_h_14.txt", shared_dir());
+            snprintf(path, sizeof path, "%s/manifests/openclip_vit_h_14.txt",
+                     getenv("VADER_SHARED") ? getenv("VADER_SHARED") : VADER_SHARED_DIR);
             if (!(b->reward_store[m] = vt_weights_from_manifest(path, 1, vt_hash64(seed, 40 + (uint64_t)m))))
                 return vt_error_context("reward.%d: ", m);
             b->rewards[m] = vt_reward_create_from_weights(name, b->reward_store[m], &o);
@@ -190,18 +130,16 @@ static vt_err build(bench *b) {
         b->rewards[m]->segments = c->memory.checkpointing;
     }
     // prompt contexts, as the trainer computes them once
-    char tokpath[4200];
-    snprintf(tokpath, sizeof tokpath, "%s/tokenizer/bpe_simple_vocab_16e6.txt.gz", shared_dir());
-    if (!(b->tok = vt_tokenizer_open(tokpath))) return vt_error_context("tokenizer: ");
+    if (!(b->tok = vt_vc2_tokenizer_open())) return vt_error_code();
     if (c->data.n_prompts < 1) return vt_error(VT_ERR_CONFIG, "vader-bench: data.prompts: give the prompts inline");
     b->n_prompts = c->data.n_prompts;
     if (!(b->prompt_ctx = calloc((size_t)b->n_prompts, sizeof *b->prompt_ctx))) return vt_error(VT_ERR_OOM, "contexts");
     for (int i = 0; i < b->n_prompts; i++) {
         const char *p = c->data.prompts[i];
-        if (!(b->prompt_ctx[i] = vt_vader_encode_prompts(b->clip, b->tok, &p, 1))) return vt_error_code();
+        if (!(b->prompt_ctx[i] = vt_vader_encode_prompts(b->m.clip, b->tok, &p, 1))) return vt_error_code();
     }
     const char *empty = "";
-    if (!(b->uncond_ctx = vt_vader_encode_prompts(b->clip, b->tok, &empty, 1))) return vt_error_code();
+    if (!(b->uncond_ctx = vt_vader_encode_prompts(b->m.clip, b->tok, &empty, 1))) return vt_error_code();
     vt_rng_seed(&b->rng, seed);
     return VT_OK;
 }
@@ -216,9 +154,7 @@ static void bench_free(bench *b) {
     vt_release(b->uncond_ctx);
     if (b->adam_ready) vt_adamw_free(&b->adam);
     free(b->params);
-    vt_unet3d_free(b->unet);
-    vt_vae_decoder_free(b->vae);
-    vt_openclip_free(b->clip);
+    vt_vc2_models_free(&b->m);
     vt_tokenizer_free(b->tok);
     vt_ddim_free(&b->sched);
 }
@@ -308,31 +244,18 @@ static void add_attn(named *s, const char *pre, const char *name, const vt_vae_a
     snprintf(k, sizeof k, "%s.proj_out", name), add_conv(s, pre, k, &a->proj_out);
 }
 
-// Kernel dims of a proj_in / proj_out weight the checkpoint stores as a kernel-1 convolution
-// (init_attn's Conv1d always; the blocks' without use_linear: Conv2d spatial, Conv1d temporal)
-// and the model keeps as a matrix; 0 for a Linear.
-static int conv_proj_dims(const char *k, const vt_unet3d_config *c) {
-    size_t n = strlen(k);
-    int proj = (n > 15 && !strcmp(k + n - 15, ".proj_in.weight")) || (n > 16 && !strcmp(k + n - 16, ".proj_out.weight"));
-    if (!proj) return 0;
-    if (!strncmp(k, "init_attn.", 10)) return 1;
-    if (c->use_linear) return 0;
-    const char *dot = strstr(k, ".proj_");
-    return dot - k >= 2 && dot[-1] == '1' && dot[-2] == '.' ? 2 : 1;
-}
-
 static int save_weights(const char *path, bench *b) {
     named s = {0};
     char k[512];
     int64_t total = 0;
-    const vt_unet3d_config *uc = vt_unet3d_get_config(b->unet);
-    int nw = vt_unet3d_n_weights(b->unet), n_views = 0;
+    const vt_unet3d_config *uc = vt_unet3d_get_config(b->m.unet);
+    int nw = vt_unet3d_n_weights(b->m.unet), n_views = 0;
     vt_tensor **views = calloc((size_t)nw + 1, sizeof *views);
     if (!views) return 1;
     for (int i = 0; i < nw; i++) {
         const char *nm;
-        vt_tensor *t = vt_unet3d_weight(b->unet, i, &nm);
-        int kd = conv_proj_dims(nm, uc);
+        vt_tensor *t = vt_unet3d_weight(b->m.unet, i, &nm);
+        int kd = vt_bench_proj_conv_dims(nm, uc);
         if (t && kd && t->ndim == 2) {  // checkpoint shape [out, in, 1(, 1)]
             int64_t sh[4] = {t->shape[0], t->shape[1], 1, 1};
             if (!(t = views[n_views++] = vt_view(t, 2 + kd, sh))) return 1;
@@ -341,7 +264,7 @@ static int save_weights(const char *path, bench *b) {
         add_named(&s, k, t);
     }
     const char *fp = "first_stage_model.";
-    const vt_vae_decoder *d = b->vae;
+    const vt_vae_decoder *d = b->m.vae;
     add_conv(&s, fp, "post_quant_conv", &d->post_quant_conv);
     add_conv(&s, fp, "decoder.conv_in", &d->conv_in);
     add_res(&s, fp, "decoder.mid.block_1", &d->mid_block_1);
@@ -360,12 +283,12 @@ static int save_weights(const char *path, bench *b) {
     add_conv(&s, fp, "decoder.conv_out", &d->conv_out);
     int n_model = s.n;
     for (int i = 0; i < n_model; i++) total += s.ts[i]->numel;
-    if (total != vt_unet3d_n_params(b->unet) + vt_vae_decoder_n_params(d))
+    if (total != vt_unet3d_n_params(b->m.unet) + vt_vae_decoder_n_params(d))
         fprintf(stderr, "vader-bench: --save-weights: note: %lld values written, the models have %lld\n", (long long)total,
-                (long long)(vt_unet3d_n_params(b->unet) + vt_vae_decoder_n_params(d)));
+                (long long)(vt_unet3d_n_params(b->m.unet) + vt_vae_decoder_n_params(d)));
     for (int i = 0; i < b->n_params; i++) {
         const char *nm;
-        vt_tensor *t = vt_unet3d_lora_param(b->unet, i, &nm);
+        vt_tensor *t = vt_unet3d_lora_param(b->m.unet, i, &nm);
         add_named(&s, nm, t);
     }
     vt_err e = vt_st_write(path, s.n, s.names, s.ts, 0, NULL, NULL);
@@ -387,10 +310,10 @@ static vt_err opt_step(bench *b, vt_step_timing *tm, int dropout, named *io) {
     const vt_config *c = &b->cfg;
     int B = c->data.batch_size, A = c->optim.accumulation, S = c->sampler.steps;
     int T = c->model.frames, lh = c->model.height / 8, lw = c->model.width / 8;
-    double t0 = now_s();
+    double t0 = vt_bench_now_s();
     vt_err e = VT_OK;
     for (int i = 0; i < b->n_params; i++) vt_zero_grad(b->params[i]);
-    vt_unet3d_set_dropout(b->unet, dropout ? TEMPORAL_CONV_DROPOUT : 0.0f, dropout ? (float)c->lora.dropout : 0.0f);
+    vt_unet3d_set_dropout(b->m.unet, dropout ? TEMPORAL_CONV_DROPOUT : 0.0f, dropout ? (float)c->lora.dropout : 0.0f);
     vt_tensor *fps = vt_empty(VT_I64, VT_CPU, 1, (int64_t[]){B});
     for (int i = 0; fps && i < B; i++) vt_i64(fps)[i] = c->model.fps;
     for (int micro = 0; micro < A && !e; micro++) {
@@ -417,8 +340,8 @@ static vt_err opt_step(bench *b, vt_step_timing *tm, int dropout, named *io) {
         reward_ctx rc = {b, prompts};
         vt_vader_step_args a;
         vt_vader_step_args_default(&a);
-        a.unet = b->unet;
-        a.vae = b->vae;
+        a.unet = b->m.unet;
+        a.vae = b->m.vae;
         a.sched = &b->sched;
         a.x_T = x_T;
         a.context = ctx;
@@ -463,24 +386,24 @@ static vt_err opt_step(bench *b, vt_step_timing *tm, int dropout, named *io) {
         vt_release(ctx), vt_release(uctx), vt_release(x_T);
     }
     vt_release(fps);
-    vt_unet3d_set_dropout(b->unet, 0.0f, 0.0f);
+    vt_unet3d_set_dropout(b->m.unet, 0.0f, 0.0f);
     if (!e && io)
         for (int i = 0; i < b->n_params; i++) {
             const char *nm;
             char k[512];
-            vt_tensor *p = vt_unet3d_lora_param(b->unet, i, &nm);
+            vt_tensor *p = vt_unet3d_lora_param(b->m.unet, i, &nm);
             snprintf(k, sizeof k, "grad.%s", nm);
             add_named(io, k, p->grad ? vt_retain(p->grad) : vt_zeros(VT_F32, VT_CPU, p->ndim, p->shape));
         }
     if (e) return e;
-    double t_opt = now_s();
+    double t_opt = vt_bench_now_s();
     vt_clip_grad_norm(b->params, b->n_params, c->optim.grad_clip);
     e = vt_adamw_step(&b->adam, (float)c->optim.lr);
     for (int i = 0; i < b->n_params; i++) vt_zero_grad(b->params[i]);
     if (tm) {
-        tm->optimizer_s += now_s() - t_opt;
+        tm->optimizer_s += vt_bench_now_s() - t_opt;
         // all-reduce: single process here (the MPI / NCCL path adds its time on the dist branch)
-        if (tm->n_step_s < VT_STEP_TIMING_MAX_STEPS) tm->step_s[tm->n_step_s++] = now_s() - t0;
+        if (tm->n_step_s < VT_STEP_TIMING_MAX_STEPS) tm->step_s[tm->n_step_s++] = vt_bench_now_s() - t0;
     }
     return e;
 }
@@ -574,7 +497,6 @@ int main(int argc, char **argv) {
     }
     printf("device peak: %.4g TFLOP/s (%s)\n", peak_tflops, peak_src);
     int rc = 0;
-    double *st = NULL;
     vt_step_timing tm;
     memset(&tm, 0, sizeof tm);
     size_t measured_peak = 0;
@@ -585,7 +507,7 @@ int main(int argc, char **argv) {
             rc = 1;
             goto out;
         }
-        double tb = now_s();
+        double tb = vt_bench_now_s();
         if (build(&b)) {
             fprintf(stderr, "vader-bench: %s\n", vt_error_message());
             rc = 1;
@@ -596,8 +518,8 @@ int main(int argc, char **argv) {
             vt_rng_seed(&r, vt_hash64(c->seed, 77));
             for (int i = 1; i < b.n_params; i += 2) vt_fill_normal(b.params[i], &r, 0.0f, (float)lora_b_std);
         }
-        printf("models built in %.1f s (unet %.1fM, vae %.1fM, text %.1fM params; %d LoRA tensors)\n", now_s() - tb,
-               vt_unet3d_n_params(b.unet) / 1e6, vt_vae_decoder_n_params(b.vae) / 1e6, b.clip->n_params / 1e6, b.n_params);
+        printf("models built in %.1f s (unet %.1fM, vae %.1fM, text %.1fM params; %d LoRA tensors)\n", vt_bench_now_s() - tb,
+               vt_unet3d_n_params(b.m.unet) / 1e6, vt_vae_decoder_n_params(b.m.vae) / 1e6, b.m.clip->n_params / 1e6, b.n_params);
         if (save_w && save_weights(save_w, &b)) {
             rc = 1;
             goto out;
@@ -606,14 +528,14 @@ int main(int argc, char **argv) {
         for (int it = 0; it < warmup + steps; it++) {
             int timed = it >= warmup;
             named io = {0};
-            double t0 = now_s();
+            double t0 = vt_bench_now_s();
             e = opt_step(&b, timed ? &tm : NULL, dropout, save_io && it == 0 ? &io : NULL);
             if (e) {
                 fprintf(stderr, "vader-bench: step %d: %s\n", it, vt_error_message());
                 rc = 1;
                 goto out;
             }
-            printf("%s step %d: %.3f s\n", timed ? "timed" : "warm-up", it, now_s() - t0);
+            printf("%s step %d: %.3f s\n", timed ? "timed" : "warm-up", it, vt_bench_now_s() - t0);
             fflush(stdout);
             if (save_io && it == 0) {
                 if (vt_st_write(save_io, io.n, io.names, io.ts, 0, NULL, NULL)) {
@@ -632,11 +554,7 @@ report:;
     int n = tm.n_step_s;
     double tmin = 0, tmed = 0;
     if (n > 0) {
-        st = malloc(sizeof(double) * (size_t)n);
-        memcpy(st, tm.step_s, sizeof(double) * (size_t)n);
-        qsort(st, (size_t)n, sizeof *st, cmp_double);
-        tmin = st[0];
-        tmed = n % 2 ? st[n / 2] : 0.5 * (st[n / 2 - 1] + st[n / 2]);
+        tmed = vt_bench_median(tm.step_s, n, &tmin);
         double per[7] = {tm.nograd_s / n, tm.taped_fwd_s / n, tm.decode_s / n, tm.reward_s / n,
                          tm.backward_s / n, tm.optimizer_s / n, tm.allreduce_s / n};
         const char *names[7] = {"no-grad sampling", "taped forward", "vae decode", "reward", "backward", "optimizer",
@@ -753,7 +671,6 @@ report:;
         cJSON_Delete(j);
     }
 out:
-    free(st);
     bench_free(&b);
     vt_config_free(&b.cfg);
     return rc;

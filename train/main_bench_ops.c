@@ -5,16 +5,10 @@
 // Usage: vader-bench_ops [--reps N]
 #include "core/vt.h"
 #include "core/ops/ops_internal.h"
+#include "train/bench_util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static vt_tensor *randn(int nd, const int64_t *shape, uint64_t seed, float std) {
     vt_tensor *t = vt_empty(VT_F32, VT_CPU, nd, shape);
@@ -36,9 +30,9 @@ static vt_tensor *run_attn(vt_tensor **in) { return vt_attention(in[0], in[1], i
 static int bench(const char *name, op_fn fn, vt_tensor **in, double flops_fwd, double flops_bwd, int reps) {
     double best_f = 1e30, best_b = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = vt_bench_now_s();
         vt_tensor *o = fn(in);
-        double t1 = now();
+        double t1 = vt_bench_now_s();
         if (!o) {
             fprintf(stderr, "%s: %s\n", name, vt_error_message());
             return 1;
@@ -47,14 +41,14 @@ static int bench(const char *name, op_fn fn, vt_tensor **in, double flops_fwd, d
         if (t1 - t0 < best_f) best_f = t1 - t0;
         vt_requires_grad(in[0], 1);
         vt_tape *t = vt_tape_begin();
-        t0 = now();
+        t0 = vt_bench_now_s();
         o = fn(in);
         vt_tape_end(t);
         if (vt_backward(t, o, NULL) != VT_OK) {
             fprintf(stderr, "%s backward: %s\n", name, vt_error_message());
             return 1;
         }
-        t1 = now();
+        t1 = vt_bench_now_s();
         vt_release(o);
         vt_tape_free(t);
         vt_zero_grad(in[0]);
@@ -78,9 +72,9 @@ int main(int argc, char **argv) {
         for (int64_t i = 0; i < K * N; i++) B[i] = (float)(i % 5) * 0.1f;
         double best = 1e30;
         for (int r = 0; r < reps + 2; r++) {
-            double t0 = now();
+            double t0 = vt_bench_now_s();
             vt_sgemm(0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
-            double t = now() - t0;
+            double t = vt_bench_now_s() - t0;
             if (t < best) best = t;
         }
         printf("%-34s     %8.2f ms %7.1f GFLOP/s   (the ceiling for the GEMM-based ops)\n", "openblas sgemm 4096x320x320",

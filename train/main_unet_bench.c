@@ -25,6 +25,7 @@
 //   --json          config, shapes, per-rep times and min / median in ms
 #include "core/vt.h"
 #include "core/models/unet3d.h"
+#include "train/bench_util.h"
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <omp.h>
@@ -32,15 +33,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define PREFIX "model.diffusion_model."
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static vt_tensor *randn(int nd, const int64_t *shape, uint64_t seed) {
     vt_tensor *t = vt_empty(VT_F32, VT_CPU, nd, shape);
@@ -256,19 +250,6 @@ static void unet_keys(keylist *kl, const vt_unet3d_config *c) {
     keys_wb(kl, "out.2");
 }
 
-// proj_in / proj_out weights that the checkpoint stores as kernel-1 convolutions: init_attn's
-// (Conv1d) always, the blocks' without use_linear (Conv2d in spatial, Conv1d in temporal
-// transformers). Returns the kernel dims (1 or 2) or 0 for a Linear.
-static int conv_proj_dims(const char *k, const vt_unet3d_config *c) {
-    size_t n = strlen(k);
-    int proj = (n > 15 && !strcmp(k + n - 15, ".proj_in.weight")) || (n > 16 && !strcmp(k + n - 16, ".proj_out.weight"));
-    if (!proj) return 0;
-    if (!strncmp(k, "init_attn.", 10)) return 1;
-    if (c->use_linear) return 0;
-    const char *dot = strstr(k, ".proj_");  // "...blocks.N.{1|2}.proj_*"
-    return dot - k >= 2 && dot[-1] == '1' && dot[-2] == '.' ? 2 : 1;
-}
-
 static int save_weights(const char *path, vt_unet3d *u, const vt_unet3d_config *c) {
     keylist kl = {0};
     unet_keys(&kl, c);
@@ -288,7 +269,7 @@ static int save_weights(const char *path, vt_unet3d *u, const vt_unet3d_config *
             goto done;
         }
         total += ts[i]->numel;
-        int kd = conv_proj_dims(kl.k[i], c);
+        int kd = vt_bench_proj_conv_dims(kl.k[i], c);
         if (kd && ts[i]->ndim == 2) {  // a kernel-1 conv the model keeps as a matrix: checkpoint shape
             int64_t sh[4] = {ts[i]->shape[0], ts[i]->shape[1], 1, 1};
             if (!(ts[i] = views[n_views++] = vt_view(ts[i], 2 + kd, sh))) goto done;
@@ -326,24 +307,8 @@ done:
 }
 
 // ---- timing statistics ---------------------------------------------------------------------
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(const double *v, int n, double *min) {
-    double *s = malloc((size_t)n * sizeof *s);
-    if (!s) return v[0];
-    memcpy(s, v, (size_t)n * sizeof *s);
-    qsort(s, (size_t)n, sizeof *s, cmp_double);
-    *min = s[0];
-    double m = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-    free(s);
-    return m;
-}
-
 static void json_series(FILE *f, const char *name, const double *v, int n, int last) {
-    double mn, md = median(v, n, &mn);
+    double mn, md = vt_bench_median(v, n, &mn);
     fprintf(f, "  \"%s\": {\"min\": %.4f, \"median\": %.4f, \"reps\": [", name, mn * 1e3, md * 1e3);
     for (int i = 0; i < n; i++) fprintf(f, "%s%.4f", i ? ", " : "", v[i] * 1e3);
     fprintf(f, "]}%s\n", last ? "" : ",");
@@ -458,22 +423,22 @@ int main(int argc, char **argv) {
     printf("forward %.2f GFLOP (attention %.2f), backward %.2f GFLOP\n", fwd / 1e9, attn / 1e9, bwd / 1e9);
     // rep -1: untimed warm-up (and the --save-io run)
     for (int it = -1; it < reps; it++) {
-        double t0 = now();
+        double t0 = vt_bench_now_s();
         vt_tensor *o = vt_unet3d_forward(u, x, ts, ctx, fps, (uint64_t)(it + 1));
-        double t1 = now();
+        double t1 = vt_bench_now_s();
         if (!o) {
             fprintf(stderr, "vader-unet_bench: %s\n", vt_error_message());
             return 1;
         }
         vt_release(o);
         vt_tape *tape = vt_tape_begin();
-        double t2 = now();
+        double t2 = vt_bench_now_s();
         o = vt_unet3d_forward(u, x, ts, ctx, fps, (uint64_t)(it + 1));
-        double t3 = now();
+        double t3 = vt_bench_now_s();
         vt_tape_end(tape);
         size_t saved = vt_tape_stats_get(tape).saved_bytes;
         vt_err e = o ? vt_backward(tape, o, gout) : vt_error_code();
-        double t4 = now();
+        double t4 = vt_bench_now_s();
         vt_tape_free(tape);
         vt_unet3d_release_segments(u);
         if (e) {
@@ -526,9 +491,9 @@ int main(int argc, char **argv) {
         t_fb[it] = t4 - t2;
     }
     double mn_f, mn_t, mn_b, mn_fb;
-    double md_f = median(t_fwd, reps, &mn_f), md_fb = median(t_fb, reps, &mn_fb);
-    median(t_tape, reps, &mn_t);
-    median(t_bwd, reps, &mn_b);
+    double md_f = vt_bench_median(t_fwd, reps, &mn_f), md_fb = vt_bench_median(t_fb, reps, &mn_fb);
+    vt_bench_median(t_tape, reps, &mn_t);
+    vt_bench_median(t_bwd, reps, &mn_b);
     printf("min: forward %.1f ms (%.1f GFLOP/s), forward on tape %.1f ms, backward %.1f ms (%.1f GFLOP/s), "
            "forward+backward %.1f ms (%.1f GFLOP/s)\n",
            mn_f * 1e3, fwd / mn_f / 1e9, mn_t * 1e3, mn_b * 1e3, bwd / mn_b / 1e9, mn_fb * 1e3,
