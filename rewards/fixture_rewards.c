@@ -67,6 +67,7 @@ vt_err vt_fixture_check_reward(vt_fixture *fx, const vt_fixture_opts *opt, vt_fi
     vt_reward *r = vt_reward_create_from_weights(name, fx->weights, &o);
     if (!r) return vt_error_context("%s: ", fx->name);
     vt_err e = vt_weights_finish(fx->weights, "");
+    if (!e && opt->device != VT_CPU) e = vt_reward_to_device(r, opt->device);
     if (e) {
         vt_reward_free(r);
         return e;

@@ -82,6 +82,7 @@ vt_err vt_fixture_check_temporal(vt_fixture *fx, const vt_fixture_opts *opt, vt_
     vt_reward *r = vt_reward_create_from_weights("temporal", fx->weights, &o);
     if (!r) return vt_error_context("%s: ", fx->name);
     vt_err e = vt_weights_finish(fx->weights, "");
+    if (!e && opt->device != VT_CPU) e = vt_reward_to_device(r, opt->device);
     vt_vjepa2_mask masks[MAX_FIXTURE_MASKS];
     memset(masks, 0, sizeof masks);
     int n_masks = 0;
