@@ -538,7 +538,9 @@ vt_err vt_st_write(const char *path, int n, const char *const *names, vt_tensor 
     int ok = fwrite(len8, 1, 8, fp) == 8 && fwrite(h.p, 1, h.n, fp) == h.n;
     for (int j = 0; ok && j < n; j++) {
         size_t nb = vt_nbytes(tensors[order[j]]);
-        if (nb && fwrite(vt_data(tensors[order[j]]), 1, nb, fp) != nb) ok = 0;
+        vt_tensor *h = nb ? vt_on_device(tensors[order[j]], VT_CPU) : NULL;  // GPU tensors: a host copy
+        if (nb && (!h || fwrite(vt_data(h), 1, nb, fp) != nb)) ok = 0;
+        vt_release(h);
     }
     int saved = errno;
     if (ok && fflush(fp) != 0) ok = 0, saved = errno;

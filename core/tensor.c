@@ -271,6 +271,81 @@ vt_tensor *vt_to_device(const vt_tensor *t, vt_device dev) {
     return o;
 }
 
+vt_tensor *vt_on_device(const vt_tensor *t, vt_device dev) {
+    if (!t) return NULL;
+    if (t->device == dev) return vt_retain((vt_tensor *)t);
+    return vt_to_device(t, dev);
+}
+
+vt_tensor *vt_move_to(vt_tensor *t, vt_device dev) {
+    if (!t || t->device == dev) return t;
+    vt_tensor *d = vt_to_device(t, dev);
+    vt_release(t);
+    return d;
+}
+
+static vt_err copy_bytes_any(void *dst, vt_device ddev, const void *src, vt_device sdev, size_t n) {
+    if (ddev == VT_CPU && sdev == VT_CPU) {
+        memcpy(dst, src, n);
+        return VT_OK;
+    }
+    if (!vt_device_copy_hook)
+        return vt_error(VT_ERR_DEVICE, "copy %s -> %s: the CUDA backend is not initialised", vt_device_name(sdev),
+                        vt_device_name(ddev));
+    return vt_device_copy_hook(dst, ddev, src, sdev, n);
+}
+
+vt_err vt_copy_into(vt_tensor *dst, const vt_tensor *src) {
+    if (!dst || !src) return vt_error(VT_ERR_ARG, "copy_into: NULL tensor");
+    if (dst->dtype != src->dtype || dst->numel != src->numel) {
+        char a[VT_SHAPE_BUF], b[VT_SHAPE_BUF];
+        return vt_error(VT_ERR_SHAPE, "copy_into: %s %s from %s %s", vt_dtype_name(dst->dtype),
+                        vt_shape_str(dst, a, sizeof a), vt_dtype_name(src->dtype), vt_shape_str(src, b, sizeof b));
+    }
+    return copy_bytes_any(vt_data(dst), dst->device, vt_data(src), src->device, vt_nbytes(dst));
+}
+
+vt_err vt_tensors_to_device(vt_tensor *const *ts, int n, vt_device dev) {
+    for (int i = 0; i < n; i++) {
+        vt_tensor *t = ts[i];
+        if (!t) continue;
+        if (t->grad && t->grad->device != dev) {
+            vt_tensor *g = vt_to_device(t->grad, dev);
+            if (!g) return vt_error_context("move to %s: gradient: ", vt_device_name(dev));
+            vt_release(t->grad);
+            t->grad = g;
+        }
+        if (t->storage->device == dev) continue;
+        // the byte range every tensor of this storage uses (views of a packed weight share it)
+        vt_storage *s = t->storage;
+        size_t lo = t->offset, hi = t->offset + vt_nbytes(t);
+        for (int j = i + 1; j < n; j++)
+            if (ts[j] && ts[j]->storage == s) {
+                if (ts[j]->offset < lo) lo = ts[j]->offset;
+                if (ts[j]->offset + vt_nbytes(ts[j]) > hi) hi = ts[j]->offset + vt_nbytes(ts[j]);
+            }
+        lo &= ~(size_t)63;  // keep each view's alignment relative to the (aligned) new block
+        vt_storage *ns = vt_storage_new(dev, hi - lo);
+        if (!ns) return vt_error_context("move %zu bytes to %s: ", hi - lo, vt_device_name(dev));
+        vt_err e = copy_bytes_any(ns->data, dev, (const char *)s->data + lo, s->device, hi - lo);
+        if (e) {
+            vt_storage_release(ns);
+            return e;
+        }
+        for (int j = i; j < n; j++) {
+            vt_tensor *u = ts[j];
+            if (!u || u->storage != s) continue;
+            vt_storage_retain(ns);
+            u->storage = ns;
+            u->offset -= lo;
+            u->device = dev;
+            vt_storage_release(s);  // no new storage is made inside this loop: s's address stays unique
+        }
+        vt_storage_release(ns);
+    }
+    return VT_OK;
+}
+
 // ---- shapes ------------------------------------------------------------------------------
 int64_t vt_dim(const vt_tensor *t, int d) { return t->shape[d < 0 ? d + t->ndim : d]; }
 

@@ -59,6 +59,19 @@ vt_tensor *vt_clone(const vt_tensor *t);
 vt_tensor *vt_to_dtype(const vt_tensor *t, vt_dtype dt);
 // Copies to another device (not recorded).
 vt_tensor *vt_to_device(const vt_tensor *t, vt_device dev);
+// t itself (a new reference) when it is already on dev, else a copy on dev. Not recorded:
+// for constants (tokens, index tensors, host-built tables), never for tensors needing a gradient.
+vt_tensor *vt_on_device(const vt_tensor *t, vt_device dev);
+// Consumes t: returns t when it is on dev, else a copy on dev (t released; on failure NULL + error).
+vt_tensor *vt_move_to(vt_tensor *t, vt_device dev);
+// Moves tensors in place: each tensor keeps its identity (every holder of the pointer sees the
+// device tensor; names, requires_grad and shape stay), its storage is replaced by a device copy
+// of the byte range the given tensors use. Tensors sharing one storage (a packed in_proj and its
+// q / k / v row views) share one device storage afterwards, at the same relative offsets, so
+// views stay views. An accumulated ->grad moves too. NULL entries and duplicates are allowed.
+vt_err vt_tensors_to_device(vt_tensor *const *ts, int n, vt_device dev);
+// Copies src's bytes into dst (same dtype and numel; any devices). Not recorded.
+vt_err vt_copy_into(vt_tensor *dst, const vt_tensor *src);
 // Detached alias: same storage, no autograd history, requires_grad = 0.
 vt_tensor *vt_detach(vt_tensor *t);
 

@@ -102,3 +102,8 @@ extern "C" vt_err vt_cuda_synchronize(void) {
     VT_CUDA_CHECK(cudaDeviceSynchronize());
     return VT_OK;
 }
+
+extern "C" vt_err vt_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
+    VT_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+    return VT_OK;
+}

@@ -235,6 +235,10 @@ static vt_err action_forward(vt_reward *r, vt_tensor *frames, const char *const 
     return VT_OK;
 }
 
+static vt_err action_to_device(vt_reward *r, vt_device dev) {
+    return vt_videomae_to_device(((action_impl *)r->impl)->model, dev);
+}
+
 static void action_destroy(vt_reward *r) {
     action_impl *a = r->impl;
     if (!a) return;
@@ -267,6 +271,7 @@ vt_reward *vt_reward_new_action(vt_weights *w, const vt_reward_options *o) {
     r->impl = a;
     r->forward = action_forward;
     r->destroy = action_destroy;
+    r->to_device = action_to_device;
     r->video = 1;
     if (option_choice(o, "reward", "log_prob", "prob", &a->reward_prob) ||
         option_choice(o, "frames", "resample", "native", &a->native_frames) ||

@@ -177,6 +177,13 @@ static vt_err aesthetic_forward(vt_reward *r, vt_tensor *frames, const char *con
     return VT_OK;
 }
 
+static vt_err aesthetic_to_device(vt_reward *r, vt_device dev) {
+    aesthetic_impl *a = r->impl;
+    if (vt_hf_clip_to_device(a->clip, dev)) return vt_error_code();
+    if (vt_tensors_to_device(a->head->w, HEAD_LAYERS, dev)) return vt_error_code();
+    return vt_tensors_to_device(a->head->b, HEAD_LAYERS, dev);
+}
+
 static void aesthetic_destroy(vt_reward *r) {
     aesthetic_impl *a = r->impl;
     if (!a) return;
@@ -205,6 +212,7 @@ vt_reward *vt_reward_new_aesthetic(vt_weights *w, const vt_reward_options *o) {
     r->impl = a;
     r->forward = aesthetic_forward;
     r->destroy = aesthetic_destroy;
+    r->to_device = aesthetic_to_device;
     a->target = 10.0f;
     a->scale = 0.1f;
     const char *t = vt_reward_option(o, "target");
@@ -251,6 +259,10 @@ fail:
 typedef struct hps_impl {
     vt_openclip *clip;
 } hps_impl;
+
+static vt_err hps_to_device(vt_reward *r, vt_device dev) {
+    return vt_openclip_to_device(((hps_impl *)r->impl)->clip, dev);
+}
 
 static vt_err hps_forward(vt_reward *r, vt_tensor *frames, const char *const *prompts, vt_tensor **reward,
                           vt_tensor **loss) {
@@ -303,6 +315,7 @@ vt_reward *vt_reward_new_hps(vt_weights *w, const vt_reward_options *o) {
     r->impl = h;
     r->forward = hps_forward;
     r->destroy = hps_destroy;
+    r->to_device = hps_to_device;
     r->needs_prompts = 1;
     const char *prefix = vt_reward_option(o, "prefix");
     prefix = prefix ? prefix : "";
@@ -347,6 +360,10 @@ typedef struct pickscore_impl {
     vt_hf_clip *clip;
     float logit_scale_exp;
 } pickscore_impl;
+
+static vt_err pickscore_to_device(vt_reward *r, vt_device dev) {
+    return vt_hf_clip_to_device(((pickscore_impl *)r->impl)->clip, dev);
+}
 
 static vt_err pickscore_forward(vt_reward *r, vt_tensor *frames, const char *const *prompts, vt_tensor **reward,
                                 vt_tensor **loss) {
@@ -404,6 +421,7 @@ vt_reward *vt_reward_new_pickscore(vt_weights *w, const vt_reward_options *o) {
     r->impl = p;
     r->forward = pickscore_forward;
     r->destroy = pickscore_destroy;
+    r->to_device = pickscore_to_device;
     r->needs_prompts = 1;
     const char *prefix = vt_reward_option(o, "prefix");
     prefix = prefix ? prefix : "";

@@ -209,6 +209,10 @@ static vt_err object_removal_forward(vt_reward *r, vt_tensor *frames, const char
     return VT_OK;
 }
 
+static vt_err object_removal_to_device(vt_reward *r, vt_device dev) {
+    return vt_yolos_to_device(((object_removal_impl *)r->impl)->model, dev);
+}
+
 static void object_removal_destroy(vt_reward *r) {
     object_removal_impl *o = r->impl;
     if (!o) return;
@@ -329,6 +333,7 @@ vt_reward *vt_reward_new_object_removal(vt_weights *w, const vt_reward_options *
     r->impl = o;
     r->forward = object_removal_forward;
     r->destroy = object_removal_destroy;
+    r->to_device = object_removal_to_device;
     int random = 0;
     if (parse_options(opts, o, &r->frame_max, &random)) goto fail;
     // the model's config: opts->config (a parsed json), else option config (a file)

@@ -446,6 +446,14 @@ vt_err vt_reward_forward(vt_reward *r, vt_tensor *frames, const char *const *pro
     return VT_OK;
 }
 
+vt_err vt_reward_to_device(vt_reward *r, vt_device dev) {
+    if (!r) return vt_error(VT_ERR_ARG, "reward to_device: NULL module");
+    for (int i = 0; i < r->n_parts; i++)
+        if (vt_reward_to_device(r->parts[i], dev)) return vt_error_code();
+    if (r->to_device && r->to_device(r, dev)) return vt_error_context("reward %s to %s: ", r->name, vt_device_name(dev));
+    return VT_OK;
+}
+
 // ---- color -------------------------------------------------------------------------------------
 // The tiny CPU run's reward (shared/fixtures/vader_step_tiny): img = (clamp(x, -1, 1) + 1) / 2,
 // reward = mean over (h, w) of sum_c img_c * rgb_c, loss = -reward.
@@ -483,6 +491,11 @@ static void color_destroy(vt_reward *r) {
     if (c) vt_release(c->rgb);
     free(c);
     r->impl = NULL;
+}
+
+static vt_err color_to_device(vt_reward *r, vt_device dev) {
+    color_impl *c = r->impl;
+    return vt_tensors_to_device(&c->rgb, 1, dev);
 }
 
 vt_reward *vt_reward_new_color(const vt_reward_options *o) {
@@ -530,5 +543,6 @@ vt_reward *vt_reward_new_color(const vt_reward_options *o) {
     r->impl = c;
     r->forward = color_forward;
     r->destroy = color_destroy;
+    r->to_device = color_to_device;
     return r;
 }

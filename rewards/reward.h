@@ -95,6 +95,7 @@ struct vt_reward {
     int video;  // forward takes whole clips [b, 3, t, h, w] (reward and loss [b]), not frames
     vt_reward_forward_fn forward;
     void (*destroy)(vt_reward *r);  // frees impl
+    vt_err (*to_device)(vt_reward *r, vt_device dev);  // moves impl's tensors (NULL: none)
     void *impl;
     vt_weights *weights;     // owned when the module opened its checkpoint, else NULL
     vt_tokenizer *tokenizer; // owned; NULL for modules without prompts
@@ -123,6 +124,9 @@ vt_reward *vt_reward_create(const char *name, const vt_reward_options *opts);
 // ignored. The module's keys are checked strictly (vt_weights_finish on its prefixes).
 vt_reward *vt_reward_create_from_weights(const char *name, vt_weights *w, const vt_reward_options *opts);
 void vt_reward_free(vt_reward *r);
+// Moves the module's weights (and the parts of a weighted sum) to dev in place; frames passed
+// to forward must then be on dev. Tokens are made on the host and uploaded by the towers.
+vt_err vt_reward_to_device(vt_reward *r, vt_device dev);
 
 // Weighted sum of modules (takes ownership of parts[0..n)): per-sample loss = sum_i
 // loss_weights[i] * loss_i, reward = sum_i reward_weights[i] * reward_i (reward_weights NULL:

@@ -244,6 +244,10 @@ static vt_err temporal_forward(vt_reward *r, vt_tensor *frames, const char *cons
     return VT_OK;
 }
 
+static vt_err temporal_to_device(vt_reward *r, vt_device dev) {
+    return vt_vjepa2_to_device(((temporal_impl *)r->impl)->model, dev);
+}
+
 static void temporal_destroy(vt_reward *r) {
     temporal_impl *t = r->impl;
     if (!t) return;
@@ -302,6 +306,7 @@ vt_reward *vt_reward_new_temporal(vt_weights *w, const vt_reward_options *o) {
     r->impl = t;
     r->forward = temporal_forward;
     r->destroy = temporal_destroy;
+    r->to_device = temporal_to_device;
     r->video = 1;
     t->aspect_lo = 0.75f;
     t->aspect_hi = 1.5f;

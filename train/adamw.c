@@ -4,6 +4,13 @@
 #include "adamw.h"
 #include <math.h>
 #include <stdlib.h>
+#ifdef VADER_HAVE_CUDA
+#include "cuda/backend.h"  // the same loops as kernels for parameters on the GPU (cuda/optim.cu)
+#else
+static vt_err device_unsupported(const char *what, vt_device d) {
+    return vt_error(VT_ERR_DEVICE, "%s: tensors on %s, but this build has no CUDA backend", what, vt_device_name(d));
+}
+#endif
 
 vt_err vt_adamw_init(vt_adamw *o, vt_tensor *const *params, int n, float beta1, float beta2, float eps,
                      float weight_decay) {
@@ -21,13 +28,14 @@ vt_err vt_adamw_init(vt_adamw *o, vt_tensor *const *params, int n, float beta1, 
     o->eps = eps;
     o->weight_decay = weight_decay;
     for (int i = 0; i < n; i++) {
-        if (params[i]->dtype != VT_F32 || params[i]->device != VT_CPU) {
+        if (params[i]->dtype != VT_F32) {
             vt_adamw_free(o);
-            return vt_error(VT_ERR_DTYPE, "adamw: parameter %d must be f32 on the cpu", i);
+            return vt_error(VT_ERR_DTYPE, "adamw: parameter %d must be f32", i);
         }
         o->params[i] = vt_retain(params[i]);
-        o->m[i] = vt_zeros(VT_F32, VT_CPU, params[i]->ndim, params[i]->shape);
-        o->v[i] = vt_zeros(VT_F32, VT_CPU, params[i]->ndim, params[i]->shape);
+        // moments live next to their parameter (fp32 on the GPU too)
+        o->m[i] = vt_zeros(VT_F32, params[i]->device, params[i]->ndim, params[i]->shape);
+        o->v[i] = vt_zeros(VT_F32, params[i]->device, params[i]->ndim, params[i]->shape);
         if (!o->m[i] || !o->v[i]) {
             vt_adamw_free(o);
             return vt_error_code();
@@ -58,6 +66,18 @@ vt_err vt_adamw_step(vt_adamw *o, float lr) {
         vt_tensor *p = o->params[i];
         if (!p->grad) continue;
         if (p->grad->numel != p->numel) return vt_error(VT_ERR_SHAPE, "adamw: gradient of parameter %d has the wrong size", i);
+        if (p->device != VT_CPU || p->grad->device != VT_CPU || o->m[i]->device != VT_CPU) {
+            if (p->grad->device != p->device || o->m[i]->device != p->device || o->v[i]->device != p->device)
+                return vt_error(VT_ERR_DEVICE, "adamw: parameter %d, its gradient and moments are on different devices", i);
+#ifdef VADER_HAVE_CUDA
+            if (vt_cuda_adamw_f32(vt_f32(p), vt_f32(o->m[i]), vt_f32(o->v[i]), vt_f32(p->grad), p->numel, b1, b2,
+                                  step_size, bc2_sqrt, o->eps, decay))
+                return vt_error_context("adamw parameter %d: ", i);
+            continue;
+#else
+            return device_unsupported("adamw", p->device);
+#endif
+        }
         float *w = vt_f32(p), *m = vt_f32(o->m[i]), *v = vt_f32(o->v[i]);
         const float *g = vt_f32(p->grad);
         for (int64_t k = 0; k < p->numel; k++) {
@@ -74,6 +94,17 @@ double vt_clip_grad_norm(vt_tensor *const *params, int n, double max_norm) {
     double ss = 0;
     for (int i = 0; i < n; i++) {
         if (!params[i]->grad) continue;
+        if (params[i]->grad->device != VT_CPU) {
+#ifdef VADER_HAVE_CUDA
+            double part = 0;
+            if (vt_cuda_sumsq_f32(vt_f32(params[i]->grad), params[i]->grad->numel, &part)) return NAN;
+            ss += part;
+#else
+            device_unsupported("grad norm", params[i]->grad->device);
+            return NAN;
+#endif
+            continue;
+        }
         const float *g = vt_f32(params[i]->grad);
         for (int64_t k = 0; k < params[i]->grad->numel; k++) ss += (double)g[k] * g[k];
     }
@@ -83,6 +114,12 @@ double vt_clip_grad_norm(vt_tensor *const *params, int n, double max_norm) {
         if (coef < 1.0) {
             for (int i = 0; i < n; i++) {
                 if (!params[i]->grad) continue;
+                if (params[i]->grad->device != VT_CPU) {
+#ifdef VADER_HAVE_CUDA
+                    if (vt_cuda_scale_f32(vt_f32(params[i]->grad), params[i]->grad->numel, (float)coef)) return NAN;
+#endif
+                    continue;
+                }
                 float *g = vt_f32(params[i]->grad);
                 for (int64_t k = 0; k < params[i]->grad->numel; k++) g[k] *= (float)coef;
             }

@@ -26,7 +26,8 @@ vt_err vt_adamw_step(vt_adamw *o, float lr);
 
 // sqrt(sum of squared gradients) over params (double accumulation); scales every gradient by
 // max_norm / (norm + 1e-6) when that is < 1. Returns the norm before clipping (NaN/Inf if a
-// gradient is not finite). max_norm <= 0 only measures.
+// gradient is not finite). max_norm <= 0 only measures. Gradients on the GPU are reduced and
+// scaled there (cuda/optim.cu); a device failure returns NaN with the error set.
 double vt_clip_grad_norm(vt_tensor *const *params, int n, double max_norm);
 
 typedef enum vt_lr_schedule { VT_LR_CONSTANT = 0, VT_LR_WARMUP, VT_LR_COSINE } vt_lr_schedule;

@@ -42,8 +42,9 @@ vt_err vt_lora_load(vt_unet3d *u, vt_weights *store) {
             return vt_error(VT_ERR_KEY, "lora load: missing %s (or %s)", peft, state);
         vt_tensor *src = vt_weights_get(store, key, dst->ndim, dst->shape);
         if (!src) return vt_error_context("lora load: ");
-        memcpy(vt_f32(dst), vt_f32(src), vt_nbytes(dst));
+        vt_err e = vt_copy_into(dst, src);  // dst may live on the GPU
         vt_release(src);
+        if (e) return vt_error_context("lora load %s: ", key);
     }
     return VT_OK;
 }

@@ -1,7 +1,12 @@
 // vader-fixture — checks one PyTorch fixture case against vader's CPU reference:
 //
 //     vader-fixture PATH/NAME [--tol 1e-4] [--verbose] [--segments] [--acts-report-only]
+//                   [--device cpu|cuda] [--skip-without-gpu]
 //
+// --device cuda moves the models and f32 inputs to the GPU and compares the results (copied
+// back) with the same tolerance: the CUDA kernels are fp32 (no TF32), so 1e-4 holds there too.
+// --skip-without-gpu: exit 77 (ctest's SKIP_RETURN_CODE) when --device cuda finds no GPU or
+// the build has no CUDA backend.
 // reads NAME.json, NAME.weights.safetensors and NAME.io.safetensors, detects the model from
 // the json's "model" string, runs the forward and the vector-Jacobian products the io file
 // holds, and prints one line per tensor: "name  rel_err  OK/FAIL" (rel_err = max|a-b| /
@@ -11,6 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core/models/fixture_checks.h"
+#ifdef VADER_HAVE_CUDA
+#include "cuda/backend.h"
+#endif
+
+#define EXIT_SKIP 77
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -20,6 +30,8 @@ static void usage(FILE *f) {
             "  --verbose    progress and model sizes on stderr\n"
             "  --segments   run blocks as checkpoint segments (gradients must not change)\n"
             "  --acts-report-only  act.* entries are printed but do not fail the run\n"
+            "  --device D   cpu (default) or cuda: models and inputs on the GPU, compared on the host\n"
+            "  --skip-without-gpu  with --device cuda: exit 77 (skipped) when no GPU is usable\n"
             "known models:");
     for (const vt_fixture_kind *k = vt_fixture_kinds; k->model_contains; k++)
         fprintf(f, " \"%s\" (%s)", k->model_contains, k->name);
@@ -29,6 +41,7 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
     vt_fixture_opts opt = vt_fixture_opts_default();
     const char *prefix = NULL;
+    int skip_without_gpu = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tol") && i + 1 < argc) {
             char *end;
@@ -41,6 +54,16 @@ int main(int argc, char **argv) {
             opt.verbose = 1;
         } else if (!strcmp(argv[i], "--segments")) {
             opt.segments = 1;
+        } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            const char *d = argv[++i];
+            if (!strcmp(d, "cpu")) opt.device = VT_CPU;
+            else if (!strcmp(d, "cuda")) opt.device = VT_CUDA;
+            else {
+                fprintf(stderr, "vader-fixture: bad --device %s (cpu or cuda)\n", d);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--skip-without-gpu")) {
+            skip_without_gpu = 1;
         } else if (!strcmp(argv[i], "--acts-report-only")) {
             opt.acts_checked = 0;
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -56,6 +79,22 @@ int main(int argc, char **argv) {
     if (!prefix) {
         usage(stderr);
         return 2;
+    }
+    if (opt.device == VT_CUDA) {
+#ifdef VADER_HAVE_CUDA
+        if (vt_cuda_device_count() == 0) {
+            fprintf(stderr, "vader-fixture: --device cuda: no GPU%s\n", skip_without_gpu ? " (skipped)" : "");
+            return skip_without_gpu ? EXIT_SKIP : 2;
+        }
+        if (vt_cuda_init(0)) {
+            fprintf(stderr, "vader-fixture: %s: %s\n", vt_err_name(vt_error_code()), vt_error_message());
+            return 2;
+        }
+#else
+        fprintf(stderr, "vader-fixture: --device cuda: this build has no CUDA backend%s\n",
+                skip_without_gpu ? " (skipped)" : "");
+        return skip_without_gpu ? EXIT_SKIP : 2;
+#endif
     }
     // accept PATH/NAME.json (or .io/.weights.safetensors) as well as the bare prefix
     char buf[4096];

@@ -38,6 +38,11 @@ vt_err vt_sample_run(vt_unet3d *unet, vt_vae_decoder *vae, const vt_ddim_schedul
         return vt_error_code();
     }
     vt_fill_normal(x_T, rng, 0.0f, 1.0f);
+    x_T = vt_move_to(x_T, ctx->device);  // drawn on the host, used next to the context
+    if (!x_T) {
+        vt_release(fps);
+        return vt_error_code();
+    }
     for (int64_t b = 0; b < B; b++) vt_i64(fps)[b] = cfg->model.fps;
     vt_unet3d_set_dropout(unet, 0.0f, 0.0f);
     vt_vader_step_args a;
@@ -183,7 +188,9 @@ extern char **environ;
 // ---- frames to files ----------------------------------------------------------------------
 void vt_frames_to_rgb8(const vt_tensor *frames, int b, int f, uint8_t *rgb) {
     int64_t C = frames->shape[1], F = frames->shape[2], H = frames->shape[3], W = frames->shape[4];
-    const float *x = vt_f32(frames);
+    vt_tensor *host = vt_on_device(frames, VT_CPU);  // GPU frames: one host copy
+    if (!host) return;
+    const float *x = vt_f32(host);
     for (int c = 0; c < 3 && c < C; c++) {
         const float *p = x + (((size_t)b * (size_t)C + (size_t)c) * (size_t)F + (size_t)f) * (size_t)(H * W);
         for (int64_t i = 0; i < H * W; i++) {
@@ -193,6 +200,7 @@ void vt_frames_to_rgb8(const vt_tensor *frames, int b, int f, uint8_t *rgb) {
             rgb[3 * i + c] = (uint8_t)v;
         }
     }
+    vt_release(host);
 }
 
 vt_err vt_mkdir_p(const char *path) {

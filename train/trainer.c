@@ -25,6 +25,9 @@
 #include "train/tiny_models.h"
 #include "train/vader_step.h"
 #include "rewards/reward.h"
+#ifdef VADER_HAVE_CUDA
+#include "cuda/backend.h"
+#endif
 
 // lvdm's temporal_length of VideoCrafter2 (the frames a clip may have).
 #define VC2_TEMPORAL_LENGTH 16
@@ -43,6 +46,7 @@ struct vt_trainer {
     vt_tensor **params;
     int n_params;
     vt_adamw adam;
+    vt_device device;  // where models, LoRA, gradients and AdamW state live
     int adam_ready;
     vt_rng rng;              // seeded from `seed`; training micro-batches use micro_rng instead
     vt_dist *dist;           // opt.dist, or single below
@@ -159,6 +163,43 @@ static vt_err build_models(vt_trainer *t) {
     t->vae = m.vae;
     t->clip = m.clip;
     return e;
+}
+
+// The device a run uses: config device (auto = cuda when built with it and a GPU is visible).
+static vt_err pick_device(vt_trainer *t) {
+    t->device = VT_CPU;
+#ifdef VADER_HAVE_CUDA
+    vt_cfg_device want = t->cfg.device;
+    if (want == VT_CFG_DEVICE_CPU) return VT_OK;
+    if (vt_cuda_device_count() == 0) {
+        if (want == VT_CFG_DEVICE_CUDA) return vt_error(VT_ERR_DEVICE, "device: cuda, but no GPU is visible");
+        return VT_OK;
+    }
+    int dev = t->dist->device >= 0 ? t->dist->device : 0;
+    if (vt_cuda_init(dev)) return vt_error_context("device: cuda %d: ", dev);
+    t->device = VT_CUDA;
+#endif
+    return VT_OK;
+}
+
+// Models (after LoRA was added / loaded) and reward modules onto the run's device.
+static vt_err models_to_device(vt_trainer *t) {
+    if (t->device == VT_CPU) return VT_OK;
+    if (vt_unet3d_to_device(t->unet, t->device) || vt_vae_decoder_to_device(t->vae, t->device) ||
+        vt_openclip_to_device(t->clip, t->device))
+        return vt_error_code();
+    for (int m = 0; m < MAX_REWARDS; m++)
+        if (t->rewards[m] && vt_reward_to_device(t->rewards[m], t->device)) return vt_error_code();
+    return VT_OK;
+}
+
+// f32 values of a (possibly GPU) tensor [n] into out (as doubles).
+static vt_err read_f32(const vt_tensor *x, double *out, int n, size_t stride) {
+    vt_tensor *h = vt_on_device(x, VT_CPU);
+    if (!h) return vt_error_code();
+    for (int i = 0; i < n; i++) out[(size_t)i * stride] = vt_f32(h)[i];
+    vt_release(h);
+    return VT_OK;
 }
 
 // ---- reward ----------------------------------------------------------------------------
@@ -358,7 +399,7 @@ static vt_err copy_entry(vt_safetensors *f, const char *name, vt_tensor *dst) {
     vt_err e = VT_OK;
     if (src->dtype != dst->dtype || src->numel != dst->numel)
         e = vt_error(VT_ERR_KEY, "%s: %s has the wrong dtype or size", f->path, name);
-    else memcpy(vt_data(dst), vt_data(src), vt_nbytes(dst));
+    else e = vt_copy_into(dst, src);  // dst may live on the GPU
     vt_release(src);
     return e;
 }
@@ -618,6 +659,8 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
             e = vt_unet3d_add_lora(t->unet, &lc);
         }
         if (!e && c->lora.checkpoint) e = vt_lora_load_file(t->unet, c->lora.checkpoint);
+        if (!e) e = pick_device(t);
+        if (!e) e = models_to_device(t);
         if (!e && !(t->params = vt_lora_params(t->unet, &t->n_params))) e = vt_error_code();
         if (!e) e = vt_adamw_init(&t->adam, t->params, t->n_params, (float)c->optim.beta1, (float)c->optim.beta2,
                                   (float)c->optim.eps, (float)c->optim.weight_decay);
@@ -724,7 +767,7 @@ static vt_err train_step(vt_trainer *t, double *row) {
     vt_err e = dist_debug_fail(t);
     if (e) return e;
     double t0 = now_s();
-    vt_mem_reset_peak(VT_CPU);
+    vt_mem_reset_peak(t->device);
     for (int i = 0; i < t->n_params; i++) vt_zero_grad(t->params[i]);
     double *rewards = calloc((size_t)(A * B) * (size_t)(nm + 1), sizeof *rewards);
     if (!rewards) return vt_error(VT_ERR_OOM, "train step");
@@ -746,6 +789,7 @@ static vt_err train_step(vt_trainer *t, double *row) {
         vt_tensor *ctx = batch_context(t, idx, B), *uctx = batch_context(t, NULL, B);
         vt_tensor *x_T = vt_new_f32(5, (int64_t[]){B, 4, t->T, t->lh, t->lw});
         if (x_T) vt_fill_normal(x_T, &rng, 0.0f, 1.0f);
+        x_T = vt_move_to(x_T, t->device);  // drawn on the host: CPU and GPU runs share the noise
         if (!ctx || !uctx || !x_T || !fps) e = vt_error_code();
         vt_vader_step_args a;
         vt_vader_step_args_default(&a);
@@ -775,11 +819,9 @@ static vt_err train_step(vt_trainer *t, double *row) {
         if (!e) e = vt_vader_step(&a, &r);
         if (!e) {
             loss_sum += r.loss;
-            for (int b = 0; b < B; b++) {
-                rewards[micro * B + b] = vt_f32(r.reward)[b];
-                for (int m = 0; m < nm; m++)
-                    rewards[(size_t)(m + 1) * (size_t)(A * B) + (size_t)(micro * B + b)] = vt_f32(rc.module_reward[m])[b];
-            }
+            e = read_f32(r.reward, rewards + micro * B, B, 1);
+            for (int m = 0; m < nm && !e; m++)
+                e = read_f32(rc.module_reward[m], rewards + (size_t)(m + 1) * (size_t)(A * B) + (size_t)(micro * B), B, 1);
         }
         vt_vader_step_result_free(&r);
         vt_release(ctx);
@@ -791,7 +833,7 @@ static vt_err train_step(vt_trainer *t, double *row) {
     for (int m = 0; m < MAX_REWARDS; m++) vt_release(rc.module_reward[m]);
     if (!e) e = dist_average_grads(t);
     double loss = loss_sum / A, mean[MAX_STAT_COLS], std[MAX_STAT_COLS];
-    double peaks[2] = {now_s() - t0, (double)vt_mem_stats_get(VT_CPU).peak};
+    double peaks[2] = {now_s() - t0, (double)vt_mem_stats_get(t->device).peak};
     if (!e) e = dist_reduce_stats(t, rewards, nm + 1, A * B, &loss, mean, std, peaks);
     free(rewards);
     if (e) return e;

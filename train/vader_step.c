@@ -32,7 +32,7 @@ vt_tensor *vt_color_reward(void *user, vt_tensor *frames, vt_tensor **reward) {
     }
     const float *rgb = user ? (const float *)user : vt_color_reward_rgb;
     int64_t B = frames->shape[0];
-    vt_tensor *w = vt_from_f32(4, (int64_t[]){3, 1, 1, 1}, rgb);
+    vt_tensor *w = vt_move_to(vt_from_f32(4, (int64_t[]){3, 1, 1, 1}, rgb), frames->device);
     vt_tensor *c = vt_clamp(frames, -1.0f, 1.0f);
     vt_tensor *img = vt_affine(c, 0.5f, 0.5f);
     vt_tensor *wi = vt_mul(img, w);
@@ -229,9 +229,12 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
         vt_tape *tok = vt_nograd_begin();
         vt_tensor *pair[2] = {a->context, a->uncond_context};
         ctx2 = vt_concat(pair, 2, 0);
-        fps2 = vt_empty(VT_I64, VT_CPU, 1, (int64_t[]){2 * B});
-        if (fps2)
-            for (int64_t b = 0; b < 2 * B; b++) vt_i64(fps2)[b] = a->fps ? vt_i64(a->fps)[b % B] : 16;
+        fps2 = vt_empty(VT_I64, VT_CPU, 1, (int64_t[]){2 * B});  // fps is host data (the embedding's input)
+        vt_tensor *fps_host = a->fps ? vt_on_device(a->fps, VT_CPU) : NULL;
+        if (fps2 && (!a->fps || fps_host))
+            for (int64_t b = 0; b < 2 * B; b++) vt_i64(fps2)[b] = fps_host ? vt_i64(fps_host)[b % B] : 16;
+        else vt_clear(&fps2);
+        vt_release(fps_host);
         vt_nograd_end(tok);
         if (!ctx2 || !fps2) {
             e = vt_error_code();
@@ -248,6 +251,7 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
         vt_tensor *noise = NULL;
         if (a->noise) noise = vt_retain(a->noise[i]);
         else if ((noise = vt_new_f32(x->ndim, x->shape))) vt_fill_normal(noise, a->rng, 0.0f, 1.0f);
+        noise = vt_move_to(noise, x->device);  // drawn on the host: CPU and GPU runs see the same noise
         if (!noise) {
             e = vt_error_code() ? vt_error_code() : vt_error(VT_ERR_ARG, "vader step: noise %d missing", i);
             goto done;
@@ -304,10 +308,18 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
         }
     }
     if (tape) vt_tape_end(tape);
-    r->loss = vt_f32(loss)[0];
+    {
+        vt_tensor *lh = vt_on_device(loss, VT_CPU);
+        if (!lh) {
+            e = vt_error_code();
+            goto done;
+        }
+        r->loss = vt_f32(lh)[0];
+        vt_release(lh);
+    }
     if (tape && a->backward && K > 0) {
         if (tm) tp = now_s();
-        vt_tensor *gout = a->loss_scale != 1.0f ? vt_full(VT_CPU, loss->ndim, loss->shape, a->loss_scale) : NULL;
+        vt_tensor *gout = a->loss_scale != 1.0f ? vt_full(loss->device, loss->ndim, loss->shape, a->loss_scale) : NULL;
         if (a->loss_scale != 1.0f && !gout) e = vt_error_code();
         else if (loss->requires_grad) e = vt_backward(tape, loss, gout);
         vt_release(gout);

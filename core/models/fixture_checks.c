@@ -75,8 +75,11 @@ void vt_fixture_report_add(vt_fixture_report *rep, const vt_fixture_opts *opt, c
         vt_fixture_report_fail(rep, name, note);
         return;
     }
-    vt_tensor *a = got->dtype == VT_F32 ? vt_retain((vt_tensor *)got) : vt_to_dtype(got, VT_F32);
-    vt_tensor *b = want->dtype == VT_F32 ? vt_retain((vt_tensor *)want) : vt_to_dtype(want, VT_F32);
+    vt_tensor *gh = vt_on_device(got, VT_CPU), *wh = vt_on_device(want, VT_CPU);  // compared on the host
+    vt_tensor *a = !gh ? NULL : gh->dtype == VT_F32 ? vt_retain(gh) : vt_to_dtype(gh, VT_F32);
+    vt_tensor *b = !wh ? NULL : wh->dtype == VT_F32 ? vt_retain(wh) : vt_to_dtype(wh, VT_F32);
+    vt_release(gh);
+    vt_release(wh);
     double err = a && b ? vt_rel_err(a, b) : INFINITY;
     vt_release(a);
     vt_release(b);
@@ -137,12 +140,16 @@ void vt_fixture_report_unsupported_grads(vt_fixture *fx, vt_fixture_report *rep,
 }
 
 
+static vt_device g_fixture_device = VT_CPU;
+vt_device vt_fixture_device(void) { return g_fixture_device; }
+
 vt_tensor *vt_fixture_input(vt_fixture *fx, const char *name) {
     vt_tensor *raw = vt_fixture_io_raw(fx, name);
     if (!raw) return NULL;
     // a private copy: the io tensors are read-only views of the mapped file
     vt_tensor *t = raw->dtype == VT_F32 || raw->dtype == VT_I64 ? vt_clone(raw) : vt_to_dtype(raw, VT_F32);
     vt_release(raw);
+    if (t && t->dtype == VT_F32) t = vt_move_to(t, g_fixture_device);
     return t;
 }
 
@@ -159,7 +166,9 @@ vt_err vt_fixture_run(const char *prefix, const vt_fixture_opts *opt, vt_fixture
     }
     snprintf(rep->model, sizeof rep->model, "%s", k->name);
     if (opt->verbose) fprintf(stderr, "%s: model \"%s\" -> %s check\n", prefix, model, k->name);
+    g_fixture_device = opt->device;
     e = k->check(fx, opt, rep);
+    g_fixture_device = VT_CPU;
     if (e) vt_error_context("%s (%s): ", prefix, k->name);
     vt_fixture_free(fx);
     return e;

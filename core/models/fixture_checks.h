@@ -21,10 +21,11 @@ typedef struct vt_fixture_opts {
     int verbose;       // progress on stderr
     int acts_checked;  // act.* entries count for pass/fail (otherwise reported only)
     int segments;      // run blocks as checkpoint segments (the gradients must not change)
+    vt_device device;  // where models and floating-point inputs live (results are compared on the host)
 } vt_fixture_opts;
 
 static inline vt_fixture_opts vt_fixture_opts_default(void) {
-    vt_fixture_opts o = {1e-4, 0, 1, 0};
+    vt_fixture_opts o = {1e-4, 0, 1, 0, VT_CPU};
     return o;
 }
 
@@ -61,6 +62,10 @@ void vt_fixture_report_unsupported_grads(vt_fixture *fx, vt_fixture_report *rep,
                                          int n_handled);
 // f32 (or i64) cpu copy of an io entry, or NULL + VT_ERR_KEY naming the fixture and entry.
 vt_tensor *vt_fixture_input(vt_fixture *fx, const char *name);
+// The device of the run in progress (vt_fixture_run sets it from opts.device): vt_fixture_input
+// puts f32 inputs there (i64 ones, host data by nature, stay on the host), and each check moves
+// its models there after building them.
+vt_device vt_fixture_device(void);
 
 // A check: runs the model the fixture describes and fills rep. Returns an error only when the
 // check could not run (bad config, missing weights, ...); numerical failures are in rep.

@@ -78,6 +78,7 @@ vt_err vt_fixture_check_openclip(vt_fixture *fx, const vt_fixture_opts *opt, vt_
     vt_openclip *m = vt_openclip_build(fx->weights, "", &cfg, towers);
     if (!m) return vt_error_code();
     vt_err e = vt_weights_finish(fx->weights, "");
+    if (!e && opt->device != VT_CPU) e = vt_openclip_to_device(m, opt->device);
     if (e) {
         vt_openclip_free(m);
         return e;

@@ -17,6 +17,10 @@ vt_err vt_fixture_check_unet(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixt
     if (cJSON_IsString(jp)) prefix = jp->valuestring;
     vt_unet3d *u = vt_unet3d_build(fx->weights, prefix, &cfg);
     if (!u) return vt_error_context("%s: ", fx->name);
+    if (opt->device != VT_CPU && vt_unet3d_to_device(u, opt->device)) {
+        vt_unet3d_free(u);
+        return vt_error_context("%s: ", fx->name);
+    }
     if (opt->verbose)
         fprintf(stderr, "unet3d: %lld parameters, mc %d, %d levels\n", (long long)vt_unet3d_n_params(u),
                 cfg.model_channels, cfg.n_levels);

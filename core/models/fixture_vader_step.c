@@ -191,6 +191,8 @@ vt_err vt_fixture_check_vader_step(vt_fixture *fx, const vt_fixture_opts *opt, v
     unsigned targets = lora_targets_in(fx->weights);
     vt_unet3d_lora_config lc = {(int)c.rank, (float)c.alpha, targets ? targets : VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V, 0};
     if ((e = vt_unet3d_add_lora(u, &lc)) || (e = vt_lora_load(u, fx->weights))) goto done;
+    if (opt->device != VT_CPU && ((e = vt_unet3d_to_device(u, opt->device)) || (e = vt_vae_decoder_to_device(vae, opt->device))))
+        goto done;
 
     x_T = vt_fixture_input(fx, "x_T");
     ctx = vt_fixture_input(fx, "context");

@@ -22,6 +22,7 @@ vt_err vt_fixture_check_vae(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixtu
     vt_vae_decoder *d = vt_vae_decoder_build(fx->weights, prefix, &cfg);
     if (!d) return vt_error_code();
     vt_err e = vt_weights_finish(fx->weights, prefix);
+    if (!e && opt->device != VT_CPU) e = vt_vae_decoder_to_device(d, opt->device);
     if (e) {
         vt_vae_decoder_free(d);
         return e;

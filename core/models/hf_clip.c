@@ -309,6 +309,12 @@ void vt_hf_clip_free(vt_hf_clip *m) {
     free(m);
 }
 
+vt_err vt_hf_clip_to_device(vt_hf_clip *m, vt_device dev) {
+    if (!m) return vt_error(VT_ERR_ARG, "hf_clip to_device: NULL model");
+    if (vt_vit_model_to_device(m->tensors, m->n_tensors, (vt_vit_stack *const[]){m->vision ? &m->vision->encoder : NULL, m->text ? &m->text->encoder : NULL}, 2, NULL, 0, dev)) return vt_error_context("hf_clip to %s: ", vt_device_name(dev));
+    return VT_OK;
+}
+
 // ---- forward ---------------------------------------------------------------------------------
 // Runs every layer of enc on x (released); tower "vision_model" or "text_model" names the hook's layers.
 static vt_tensor *encoder_forward(vt_hf_clip *m, const vt_vit_stack *enc, const char *tower, vt_tensor *x) {
@@ -359,15 +365,22 @@ vt_tensor *vt_hf_clip_encode_text(vt_hf_clip *m, const vt_tensor *ids) {
         return NULL;
     }
     int64_t B = ids->shape[0], L = ids->shape[1];
-    const int64_t *id = vt_i64(ids);
+    vt_device dev = t->token_embedding->device;
+    vt_tensor *ids_host = vt_on_device(ids, VT_CPU);  // token ids are read on the host
+    if (!ids_host) return NULL;
+    const int64_t *id = vt_i64(ids_host);
     for (int64_t i = 0; i < ids->numel; i++)
         if (id[i] < 0 || id[i] >= t->vocab_size) {
             vt_error(VT_ERR_ARG, "CLIP encode_text: token id %lld at %lld outside the vocabulary [0, %d)",
                      (long long)id[i], (long long)i, t->vocab_size);
+            vt_release(ids_host);
             return NULL;
         }
     vt_tensor *idx = vt_zeros(VT_I64, VT_CPU, 1, (int64_t[]){B});
-    if (!idx) return NULL;
+    if (!idx) {
+        vt_release(ids_host);
+        return NULL;
+    }
     for (int64_t b = 0; b < B; b++) {
         const int64_t *r = id + b * L;
         int64_t pos = 0;
@@ -383,7 +396,11 @@ vt_tensor *vt_hf_clip_encode_text(vt_hf_clip *m, const vt_tensor *ids) {
         }
         vt_i64(idx)[b] = pos;
     }
-    vt_tensor *e = vt_embedding(t->token_embedding, ids);
+    vt_release(ids_host);
+    idx = vt_move_to(idx, dev);
+    vt_tensor *ids_dev = vt_on_device(ids, dev);
+    vt_tensor *e = ids_dev ? vt_embedding(t->token_embedding, ids_dev) : NULL;
+    vt_release(ids_dev);
     vt_tensor *pos = L == t->max_positions
                          ? vt_retain(t->position_embedding)
                          : vt_vit_row_view(t->position_embedding, 0, L);

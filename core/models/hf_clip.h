@@ -100,6 +100,8 @@ enum { VT_HF_CLIP_TEXT = 1, VT_HF_CLIP_VISION = 2 };
 // The caller ends the build with vt_weights_finish on the prefixes it owns.
 vt_hf_clip *vt_hf_clip_build(vt_weights *w, const char *prefix, const vt_hf_clip_config *cfg, int towers);
 void vt_hf_clip_free(vt_hf_clip *m);
+// Moves every weight (and the tables it keeps) to dev in place; see vt_tensors_to_device.
+vt_err vt_hf_clip_to_device(vt_hf_clip *m, vt_device dev);
 
 // pixel_values [B, 3, S, S] (already normalised) -> image_embeds [B, E] (get_image_features)
 vt_tensor *vt_hf_clip_encode_image(vt_hf_clip *m, vt_tensor *pixel_values);

@@ -227,6 +227,12 @@ void vt_openclip_free(vt_openclip *m) {
     free(m);
 }
 
+vt_err vt_openclip_to_device(vt_openclip *m, vt_device dev) {
+    if (!m) return vt_error(VT_ERR_ARG, "openclip to_device: NULL model");
+    if (vt_vit_model_to_device(m->tensors, m->n_tensors, (vt_vit_stack *const[]){m->text ? &m->text->transformer : NULL, m->visual ? &m->visual->transformer : NULL}, 2, NULL, 0, dev)) return vt_error_context("openclip to %s: ", vt_device_name(dev));
+    return VT_OK;
+}
+
 // ---- forward -----------------------------------------------------------------------------
 static vt_tensor *ln(const vt_clip_ln *l, vt_tensor *x) { return vt_layer_norm(x, l->w, l->b, CLIP_LN_EPS); }
 
@@ -251,13 +257,17 @@ static int check_tokens(const vt_openclip *m, const vt_tensor *tokens, const cha
                  vt_shape_str(tokens, s, sizeof s), m->text->context_length);
         return 1;
     }
-    const int64_t *id = vt_i64(tokens);
+    vt_tensor *host = vt_on_device(tokens, VT_CPU);  // token ids are read on the host
+    if (!host) return 1;
+    const int64_t *id = vt_i64(host);
     for (int64_t i = 0; i < tokens->numel; i++)
         if (id[i] < 0 || id[i] >= m->text->vocab_size) {
             vt_error(VT_ERR_ARG, "%s: token id %lld at %lld outside the vocabulary [0, %d)", fn, (long long)id[i],
                      (long long)i, m->text->vocab_size);
+            vt_release(host);
             return 1;
         }
+    vt_release(host);
     return 0;
 }
 
@@ -265,7 +275,9 @@ static int check_tokens(const vt_openclip *m, const vt_tensor *tokens, const cha
 static vt_tensor *text_forward(vt_openclip *m, const vt_tensor *tokens, int n_blocks) {
     vt_openclip_text *t = m->text;
     int64_t L = tokens->shape[1];
-    vt_tensor *e = vt_embedding(t->token_embedding, tokens);
+    vt_tensor *tok = vt_on_device(tokens, t->token_embedding->device);
+    vt_tensor *e = tok ? vt_embedding(t->token_embedding, tok) : NULL;
+    vt_release(tok);
     vt_tensor *pos = L == t->context_length ? vt_retain(t->positional_embedding)
                                             : vt_vit_row_view(t->positional_embedding, 0, L);
     vt_tensor *x = vt_add(e, pos);
@@ -290,13 +302,20 @@ vt_tensor *vt_openclip_encode_text(vt_openclip *m, const vt_tensor *tokens) {
     // EOT pooling: the EOT id is the largest in the vocabulary, so argmax finds it (first max)
     vt_tensor *idx = vt_zeros(VT_I64, VT_CPU, 1, (int64_t[]){B});
     if (!idx) return NULL;
-    const int64_t *id = vt_i64(tokens);
+    vt_tensor *host = vt_on_device(tokens, VT_CPU);
+    if (!host) {
+        vt_release(idx);
+        return NULL;
+    }
+    const int64_t *id = vt_i64(host);
     for (int64_t b = 0; b < B; b++) {
         int64_t best = 0;
         for (int64_t j = 1; j < L; j++)
             if (id[b * L + j] > id[b * L + best]) best = j;
         vt_i64(idx)[b] = best;
     }
+    vt_release(host);
+    idx = vt_move_to(idx, m->text->token_embedding->device);
     vt_tensor *x = text_forward(m, tokens, m->text->transformer.layers);
     vt_tensor *pooled = vt_gather_rows(x, idx);
     vt_release(x);

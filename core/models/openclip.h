@@ -81,6 +81,8 @@ enum { VT_OPENCLIP_TEXT = 1, VT_OPENCLIP_VISION = 2 };
 // prefix. cfg may be NULL (everything inferred). logit_scale is taken when present.
 vt_openclip *vt_openclip_build(vt_weights *w, const char *prefix, const vt_openclip_config *cfg, int towers);
 void vt_openclip_free(vt_openclip *m);
+// Moves every weight (and the tables it keeps) to dev in place; see vt_tensors_to_device.
+vt_err vt_openclip_to_device(vt_openclip *m, vt_device dev);
 
 // VideoCrafter2 conditioner (layer "penultimate"): tokens i64 [B, L] -> ln_final of the output
 // of resblocks 0..layers-2 (the last block skipped), all L positions: [B, L, W].

@@ -34,6 +34,7 @@ struct vt_unet3d {
     float p_tconv, p_lora;
     vt_unet3d_act_hook hook;
     void *hook_user;
+    vt_device device;  // where the weights live (vt_unet3d_to_device)
     // closures of checkpointed forwards (segments recompute from them in backward)
     void **kept;
     int n_kept, cap_kept;
@@ -506,7 +507,9 @@ static void act(vt_unet3d *u, const char *fmt, int i, vt_tensor *t) {
 
 // emb = MLP(timestep_embedding(t)): Linear, SiLU, Linear -> [B, 4 mc]
 static vt_tensor *embed_mlp(const unet_frame *f, const unet_linear *l0, const unet_linear *l2, const vt_tensor *t, int dim) {
-    vt_tensor *te = vt_timestep_embedding(t, dim, 10000.0f);
+    vt_tensor *th = vt_on_device(t, VT_CPU);  // the embedding is a host computation
+    vt_tensor *te = th ? vt_move_to(vt_timestep_embedding(th, dim, 10000.0f), l0->w->device) : NULL;
+    vt_release(th);
     vt_tensor *a = te ? unet_linear_forward(f, l0, te) : NULL;
     vt_tensor *s = vt_silu(a);
     vt_tensor *o = s ? unet_linear_forward(f, l2, s) : NULL;
@@ -705,6 +708,13 @@ static void lora_add_one(void *user, unet_linear *l, unsigned target) {
     vt_fill_uniform(l->lora_A, &rng, -bound, bound);
     vt_requires_grad(l->lora_A, 1);
     vt_requires_grad(l->lora_B, 1);
+    if (u->device != VT_CPU) {  // LoRA added after the model moved: put it next to the weights
+        vt_tensor *ab[2] = {l->lora_A, l->lora_B};
+        if (vt_tensors_to_device(ab, 2, u->device)) {
+            c->failed = 1;
+            return;
+        }
+    }
     l->lora_scale = c->cfg->alpha / (float)r;
     snprintf(na, nlen, "base_model.model.%s%s.lora_A.weight", u->prefix, l->path);
     snprintf(nb, nlen, "base_model.model.%s%s.lora_B.weight", u->prefix, l->path);
@@ -749,11 +759,27 @@ vt_err vt_unet3d_lora_load(vt_unet3d *u, vt_weights *store) {
             e = vt_error_context("unet3d lora load: ");
             break;
         }
-        memcpy(vt_f32(dst), vt_f32(src), vt_nbytes(dst));
+        e = vt_copy_into(dst, src);
         vt_release(src);
     }
     return e;
 }
+
+vt_err vt_unet3d_to_device(vt_unet3d *u, vt_device dev) {
+    if (!u) return vt_error(VT_ERR_ARG, "unet3d to_device: NULL model");
+    int n = u->n_params + 2 * u->n_lora;
+    vt_tensor **all = malloc((size_t)(n ? n : 1) * sizeof *all);
+    if (!all) return vt_error(VT_ERR_OOM, "unet3d to_device: out of host memory");
+    for (int i = 0; i < u->n_params; i++) all[i] = u->params[i].t;
+    for (int i = 0; i < 2 * u->n_lora; i++) all[u->n_params + i] = vt_unet3d_lora_param(u, i, NULL);
+    vt_err e = vt_tensors_to_device(all, n, dev);
+    free(all);
+    if (e) return vt_error_context("unet3d to %s: ", vt_device_name(dev));
+    u->device = dev;
+    return VT_OK;
+}
+
+vt_device vt_unet3d_device(const vt_unet3d *u) { return u->device; }
 
 // ---- FLOP count (benchmarks) --------------------------------------------------------------
 typedef struct flop_acc {

@@ -137,6 +137,11 @@ vt_tensor *vt_unet3d_lora_param(const vt_unet3d *u, int i, const char **name);
 // Copies every LoRA parameter from a store holding the names above (strict: missing or
 // mis-shaped -> VT_ERR_KEY naming the key).
 vt_err vt_unet3d_lora_load(vt_unet3d *u, vt_weights *store);
+// Moves every weight and LoRA parameter to dev in place (pointers, names and requires_grad
+// stay; see vt_tensors_to_device). LoRA added later is created on dev. Inputs of forward may be
+// on the host where they are host data by nature (timesteps, fps); x and context go on dev.
+vt_err vt_unet3d_to_device(vt_unet3d *u, vt_device dev);
+vt_device vt_unet3d_device(const vt_unet3d *u);
 
 #ifdef __cplusplus
 }

@@ -203,6 +203,12 @@ void vt_vae_decoder_free(vt_vae_decoder *d) {
     free(d);
 }
 
+vt_err vt_vae_decoder_to_device(vt_vae_decoder *d, vt_device dev) {
+    if (!d) return vt_error(VT_ERR_ARG, "vae_decoder to_device: NULL model");
+    if (vt_tensors_to_device(d->tensors, d->n_tensors, dev)) return vt_error_context("vae_decoder to %s: ", vt_device_name(dev));
+    return VT_OK;
+}
+
 int64_t vt_vae_decoder_n_params(const vt_vae_decoder *d) { return d ? d->n_params : 0; }
 
 // ---- forward -----------------------------------------------------------------------------

@@ -89,6 +89,8 @@ typedef struct vt_vae_decoder {
 // asked for with its exact shape: a missing or mis-shaped key fails naming the key.
 vt_vae_decoder *vt_vae_decoder_build(vt_weights *w, const char *prefix, const vt_vae_config *cfg);
 void vt_vae_decoder_free(vt_vae_decoder *d);
+// Moves every weight (and the tables it keeps) to dev in place; see vt_tensors_to_device.
+vt_err vt_vae_decoder_to_device(vt_vae_decoder *d, vt_device dev);
 int64_t vt_vae_decoder_n_params(const vt_vae_decoder *d);
 
 // One latent frame z [B, z_channels, h, w] -> [B, out_ch, h * 2^(L-1), w * 2^(L-1)]:

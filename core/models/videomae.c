@@ -187,6 +187,12 @@ void vt_videomae_free(vt_videomae *m) {
     free(m);
 }
 
+vt_err vt_videomae_to_device(vt_videomae *m, vt_device dev) {
+    if (!m) return vt_error(VT_ERR_ARG, "videomae to_device: NULL model");
+    if (vt_vit_model_to_device(m->tensors, m->n_tensors, (vt_vit_stack *const[]){&m->encoder}, 1, (vt_tensor *[]){m->patch_w2d, m->pos_table}, 2, dev)) return vt_error_context("videomae to %s: ", vt_device_name(dev));
+    return VT_OK;
+}
+
 // ---- forward -------------------------------------------------------------------------------
 vt_tensor *vt_videomae_sinusoid_table(int64_t n, int64_t d) {
     vt_tensor *t = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){n, d});
@@ -208,7 +214,7 @@ static vt_tensor *position_table(vt_videomae *m, int64_t n) {
     int64_t W = m->cfg.hidden_size;
     if (!m->pos_table || m->pos_table->shape[0] < n) {
         vt_release(m->pos_table);
-        m->pos_table = vt_videomae_sinusoid_table(n, W);
+        m->pos_table = vt_move_to(vt_videomae_sinusoid_table(n, W), m->patch_b->device);
         if (!m->pos_table) return NULL;
     }
     return vt_vit_row_view(m->pos_table, 0, n);

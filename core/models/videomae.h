@@ -69,6 +69,8 @@ typedef struct vt_videomae {
 // ends the build with vt_weights_finish(w, prefix).
 vt_videomae *vt_videomae_build(vt_weights *w, const char *prefix, const vt_videomae_config *cfg);
 void vt_videomae_free(vt_videomae *m);
+// Moves every weight (and the tables it keeps) to dev in place; see vt_tensors_to_device.
+vt_err vt_videomae_to_device(vt_videomae *m, vt_device dev);
 
 // The fixed sinusoid table [n_position, d_hid] (transformers' get_sinusoid_encoding_table).
 vt_tensor *vt_videomae_sinusoid_table(int64_t n_position, int64_t d_hid);

@@ -92,6 +92,29 @@ void vt_vit_stack_free(vt_vit_stack *s) {
     s->blocks = NULL;
 }
 
+vt_err vt_vit_model_to_device(vt_tensor **list, int n, vt_vit_stack *const *stacks, int n_stacks,
+                              vt_tensor **extra, int n_extra, vt_device dev) {
+    size_t total = (size_t)n + (size_t)n_extra;
+    for (int s = 0; s < n_stacks; s++)
+        if (stacks[s] && stacks[s]->blocks) total += 6 * (size_t)stacks[s]->layers;
+    vt_tensor **all = malloc((total ? total : 1) * sizeof *all);
+    if (!all) return vt_error(VT_ERR_OOM, "move to %s: out of host memory", vt_device_name(dev));
+    size_t k = 0;
+    for (int i = 0; i < n; i++) all[k++] = list[i];
+    for (int i = 0; i < n_extra; i++) all[k++] = extra[i];
+    for (int s = 0; s < n_stacks; s++) {
+        if (!stacks[s] || !stacks[s]->blocks) continue;
+        for (int i = 0; i < stacks[s]->layers; i++) {
+            vt_vit_block *b = &stacks[s]->blocks[i];
+            vt_tensor *v[6] = {b->q.w, b->q.b, b->k.w, b->k.b, b->v.w, b->v.b};
+            for (int j = 0; j < 6; j++) all[k++] = v[j];
+        }
+    }
+    vt_err e = vt_tensors_to_device(all, (int)k, dev);
+    free(all);
+    return e;
+}
+
 // ---- forward -------------------------------------------------------------------------------
 vt_tensor *vt_vit_rope_apply(vt_tensor *x, vt_tensor *rope_cos, vt_tensor *rope_sin) {
     if (!x || !rope_cos || !rope_sin) return NULL;

@@ -56,6 +56,11 @@ void vt_vit_stack_get(struct vt_param_list *pl, vt_vit_stack *s, const char *blo
                       const vt_vit_block_keys *keys, int64_t mlp);
 // Frees the blocks array and the q / k / v views (the weights belong to the param list).
 void vt_vit_stack_free(vt_vit_stack *s);
+// Moves a model to dev: the model's own tensors (list[0..n)) plus the q / k / v row views the
+// stacks own, in one vt_tensors_to_device call so the views stay views of the moved in_proj.
+// extra[0..n_extra) are further owned tensors (NULL entries allowed).
+vt_err vt_vit_model_to_device(vt_tensor **list, int n, vt_vit_stack *const *stacks, int n_stacks,
+                              vt_tensor **extra, int n_extra, vt_device dev);
 
 // Runs blocks [0, n) on x [B, L, W] (released), each as a checkpoint segment when `segments`;
 // hook (optional) sees every block output as "hook_prefix N".

@@ -114,6 +114,12 @@ void vt_vjepa2_free(vt_vjepa2 *m) {
     free(m);
 }
 
+vt_err vt_vjepa2_to_device(vt_vjepa2 *m, vt_device dev) {
+    if (!m) return vt_error(VT_ERR_ARG, "vjepa2 to_device: NULL model");
+    if (vt_vit_model_to_device(m->params, m->n_tensors, (vt_vit_stack *const[]){&m->encoder, &m->predictor}, 2, NULL, 0, dev)) return vt_error_context("vjepa2 to %s: ", vt_device_name(dev));
+    return VT_OK;
+}
+
 vt_vjepa2 *vt_vjepa2_build(vt_weights *w, const char *prefix, const vt_vjepa2_config *cfg) {
     if (!w) {
         vt_error(VT_ERR_ARG, "V-JEPA 2 build: no weights");
@@ -253,6 +259,8 @@ vt_tensor *vt_vjepa2_gather_tokens(vt_tensor *x, const int64_t *ids, int64_t K) 
     if (!rows) return NULL;
     for (int64_t b = 0; b < B; b++)
         for (int64_t k = 0; k < K; k++) vt_i64(rows)[b * K + k] = b * N + ids[k];
+    rows = vt_move_to(rows, x->device);
+    if (!rows) return NULL;
     vt_tensor *flat = vt_reshape(x, 2, (int64_t[]){B * N, D});
     vt_tensor *out = vt_embedding(flat, rows);  // [B, K, D], gradient scattered back into x
     vt_release(flat);
@@ -269,6 +277,8 @@ static vt_tensor *run_stack(const vt_vjepa2 *m, const vt_vit_stack *st, const vt
         vt_release(x);
         return NULL;
     }
+    rc = vt_move_to(rc, x->device);
+    rs = vt_move_to(rs, x->device);
     vt_tensor *y = vt_vit_stack_forward_rope(st, x, st->layers, m->segments, rc, rs, m->hook, m->hook_user, hook_prefix);
     vt_release(rc);
     vt_release(rs);

@@ -66,6 +66,8 @@ typedef struct vt_vjepa2 {
 // 1280) and pred_hidden/32; crop size 256. Every key must exist with its shape (the error names it).
 vt_vjepa2 *vt_vjepa2_build(vt_weights *w, const char *prefix, const vt_vjepa2_config *cfg);
 void vt_vjepa2_free(vt_vjepa2 *m);
+// Moves every weight (and the tables it keeps) to dev in place; see vt_tensors_to_device.
+vt_err vt_vjepa2_to_device(vt_vjepa2 *m, vt_device dev);
 // The config vt_vjepa2_build infers when given none (reads shapes only, marks nothing used).
 vt_err vt_vjepa2_infer_config(vt_weights *w, const char *prefix, vt_vjepa2_config *cfg);
 

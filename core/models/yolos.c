@@ -284,6 +284,12 @@ void vt_yolos_free(vt_yolos *m) {
     free(m);
 }
 
+vt_err vt_yolos_to_device(vt_yolos *m, vt_device dev) {
+    if (!m) return vt_error(VT_ERR_ARG, "yolos to_device: NULL model");
+    if ((clear_cache(m), vt_vit_model_to_device(m->tensors, m->n_tensors, (vt_vit_stack *const[]){&m->encoder}, 1, NULL, 0, dev))) return vt_error_context("yolos to %s: ", vt_device_name(dev));
+    return VT_OK;
+}
+
 // ---- position embeddings -------------------------------------------------------------------
 // table [S, W] (rows cls, G0 patches of the config grid gh0 x gw0, D detection) -> [1, 1 + gh*gw
 // + D, W] with the patch rows bicubic-interpolated to gh x gw (transformers'

@@ -86,6 +86,8 @@ vt_yolos *vt_yolos_build(vt_weights *w, const char *prefix, const vt_yolos_confi
 // embeddings N(0, 0.02^2), LayerNorm gains 1, biases 0; deterministic in seed.
 vt_yolos *vt_yolos_build_random(const vt_yolos_config *cfg, uint64_t seed);
 void vt_yolos_free(vt_yolos *m);
+// Moves every weight (and the tables it keeps) to dev in place; see vt_tensors_to_device.
+vt_err vt_yolos_to_device(vt_yolos *m, vt_device dev);
 
 // pixel_values [B, 3, H, W] (normalised; H, W >= patch_size; rows / columns past the last whole
 // patch are ignored as the stride-p convolution does) -> logits [B, D, num_labels + 1] and,
