@@ -55,18 +55,13 @@ vt_reward *vt_fixture_reward_create(vt_fixture *fx, const vt_fixture_opts *opt, 
     }
     vt_reward_options o = {NULL, NULL, vt_fixture_json(fx, "config"), kv, n_kv};
     vt_reward *r = vt_reward_create_from_weights(name, fx->weights, &o);
-<<<<<<< HEAD
     if (!r) {
         vt_error_context("%s: ", fx->name);
         return NULL;
     }
-    if (vt_weights_finish(fx->weights, "")) {
-=======
-    if (!r) return vt_error_context("%s: ", fx->name);
     vt_err e = vt_weights_finish(fx->weights, "");
     if (!e && opt->device != VT_CPU) e = vt_reward_to_device(r, opt->device);
     if (e) {
->>>>>>> gpupath
         vt_reward_free(r);
         return NULL;
     }

@@ -56,34 +56,9 @@ static vt_err check_hf_forward(vt_fixture *fx, const vt_fixture_opts *opt, vt_fi
 }
 
 vt_err vt_fixture_check_temporal(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep) {
-<<<<<<< HEAD
     vt_reward *r = vt_fixture_reward_create(fx, opt, "temporal");
     if (!r) return vt_error_code();
     vt_err e = VT_OK;
-=======
-    vt_reward_kv kv[32];
-    char numbuf[32][64];
-    int n_kv = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, vt_fixture_json(fx, "options")) {
-        if (n_kv == 32) break;
-        kv[n_kv].key = it->string;
-        if (cJSON_IsString(it)) {
-            kv[n_kv].value = it->valuestring;
-        } else if (cJSON_IsNumber(it)) {
-            snprintf(numbuf[n_kv], sizeof numbuf[n_kv], "%.17g", it->valuedouble);
-            kv[n_kv].value = numbuf[n_kv];
-        } else {
-            return vt_error(VT_ERR_CONFIG, "%s: options.%s must be a string or a number", fx->name, it->string);
-        }
-        n_kv++;
-    }
-    vt_reward_options o = {NULL, NULL, vt_fixture_json(fx, "config"), kv, n_kv};
-    vt_reward *r = vt_reward_create_from_weights("temporal", fx->weights, &o);
-    if (!r) return vt_error_context("%s: ", fx->name);
-    vt_err e = vt_weights_finish(fx->weights, "");
-    if (!e && opt->device != VT_CPU) e = vt_reward_to_device(r, opt->device);
->>>>>>> gpupath
     vt_vjepa2_mask masks[MAX_FIXTURE_MASKS];
     memset(masks, 0, sizeof masks);
     int n_masks = 0;
