@@ -29,6 +29,10 @@
 //   --save-io P       the first step's inputs and outputs (x_T, context, uncond_context, fps,
 //                     noise.I for every DDIM step, frame_index, loss, reward, frames, grad.<LoRA
 //                     name>: d loss / d LoRA before the optimizer update)
+//   --device D        = --set device=D. device: cuda (builds with the CUDA backend) moves the
+//                     models, reward modules and prompt contexts to the GPU as the trainer does;
+//                     the phase timings then wait for the GPU at each phase boundary
+//                     (vt_cuda_synchronize), and the measured memory is the CUDA allocator's peak
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <omp.h>
@@ -49,6 +53,9 @@
 #include "train/models.h"
 #include "train/tiny_models.h"
 #include "train/vader_step.h"
+#ifdef VADER_HAVE_CUDA
+#include "cuda/backend.h"
+#endif
 
 #define MAX_REWARDS 8
 #define MAX_B 64
@@ -89,6 +96,7 @@ typedef struct bench {
     vt_tensor **prompt_ctx, *uncond_ctx;
     int n_prompts;
     vt_rng rng;
+    vt_device dev;  // VT_CUDA for device: cuda (models moved as the trainer moves them)
 } bench;
 
 static vt_err build(bench *b) {
@@ -141,7 +149,26 @@ static vt_err build(bench *b) {
     const char *empty = "";
     if (!(b->uncond_ctx = vt_vader_encode_prompts(b->m.clip, b->tok, &empty, 1))) return vt_error_code();
     vt_rng_seed(&b->rng, seed);
+    if (b->dev != VT_CPU) {  // as the trainer: models (LoRA added) and reward modules onto the device
+        if (vt_unet3d_to_device(b->m.unet, b->dev) || vt_vae_decoder_to_device(b->m.vae, b->dev) ||
+            vt_openclip_to_device(b->m.clip, b->dev))
+            return vt_error_context("device: ");
+        for (int m = 0; m < MAX_REWARDS; m++)
+            if (b->rewards[m] && vt_reward_to_device(b->rewards[m], b->dev)) return vt_error_context("reward.%d device: ", m);
+        for (int i = 0; i < b->n_prompts; i++)
+            if (!(b->prompt_ctx[i] = vt_move_to(b->prompt_ctx[i], b->dev))) return vt_error_code();
+        if (!(b->uncond_ctx = vt_move_to(b->uncond_ctx, b->dev))) return vt_error_code();
+    }
     return VT_OK;
+}
+
+// Waits for the device's queued work (GPU runs, timing only); the CPU needs nothing.
+static void bench_sync(const bench *b) {
+#ifdef VADER_HAVE_CUDA
+    if (b->dev == VT_CUDA) vt_cuda_synchronize();
+#else
+    (void)b;
+#endif
 }
 
 static void bench_free(bench *b) {
@@ -331,6 +358,7 @@ static vt_err opt_step(bench *b, vt_step_timing *tm, int dropout, named *io) {
         vt_nograd_end(tk);
         vt_tensor *x_T = vt_new_f32(5, (int64_t[]){B, 4, T, lh, lw});
         if (x_T) vt_fill_normal(x_T, &b->rng, 0.0f, 1.0f);
+        if (x_T && b->dev != VT_CPU) x_T = vt_move_to(x_T, b->dev);  // drawn on the host: same values as a CPU run
         vt_tensor **noise = NULL;
         if (io && micro == 0) {  // explicit noise, so it can be saved
             noise = calloc((size_t)S, sizeof *noise);
@@ -396,11 +424,13 @@ static vt_err opt_step(bench *b, vt_step_timing *tm, int dropout, named *io) {
             add_named(io, k, p->grad ? vt_retain(p->grad) : vt_zeros(VT_F32, VT_CPU, p->ndim, p->shape));
         }
     if (e) return e;
+    if (tm) bench_sync(b);
     double t_opt = vt_bench_now_s();
     vt_clip_grad_norm(b->params, b->n_params, c->optim.grad_clip);
     e = vt_adamw_step(&b->adam, (float)c->optim.lr);
     for (int i = 0; i < b->n_params; i++) vt_zero_grad(b->params[i]);
     if (tm) {
+        bench_sync(b);
         tm->optimizer_s += vt_bench_now_s() - t_opt;
         // all-reduce: single process here (the MPI / NCCL path adds its time on the dist branch)
         if (tm->n_step_s < VT_STEP_TIMING_MAX_STEPS) tm->step_s[tm->n_step_s++] = vt_bench_now_s() - t0;
@@ -411,7 +441,7 @@ static vt_err opt_step(bench *b, vt_step_timing *tm, int dropout, named *io) {
 static void usage(FILE *f) {
     fprintf(f, "usage: vader-bench [CONFIG] [--set a.b=c]... [--steps N] [--warmup N] [--threads N] [--json OUT]\n"
                "                   [--device-peak-tflops X] [--memory-limit SIZE] [--dry-run] [--no-dropout]\n"
-               "                   [--lora-b-std S] [--save-weights PATH] [--save-io PATH]\n"
+               "                   [--lora-b-std S] [--save-weights PATH] [--save-io PATH] [--device cpu|cuda|auto]\n"
                "(see the header of train/main_bench.c)\n");
 }
 
@@ -440,6 +470,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--lora-b-std") && more) lora_b_std = atof(argv[++i]);
         else if (!strcmp(a, "--save-weights") && more) save_w = argv[++i];
         else if (!strcmp(a, "--save-io") && more) save_io = argv[++i];
+        else if (!strcmp(a, "--device") && more) {  // = --set device=X
+            static char dset[64];
+            snprintf(dset, sizeof dset, "device=%s", argv[++i]);
+            sets[n_sets++] = dset;
+        }
         else if (a[0] == '-' || config_path) {
             fprintf(stderr, "vader-bench: unexpected argument %s\n", a);
             usage(stderr);
@@ -507,6 +542,22 @@ int main(int argc, char **argv) {
             rc = 1;
             goto out;
         }
+        b.dev = VT_CPU;
+        if (cuda) {
+#ifdef VADER_HAVE_CUDA
+            if (vt_cuda_device_count() == 0 || vt_cuda_init(0)) {
+                fprintf(stderr, "vader-bench: device: cuda: %s\n",
+                        vt_cuda_device_count() == 0 ? "no GPU is visible" : vt_error_message());
+                rc = 1;
+                goto out;
+            }
+            b.dev = VT_CUDA;
+#else
+            fprintf(stderr, "vader-bench: device: cuda, but this build has no CUDA backend\n");
+            rc = 1;
+            goto out;
+#endif
+        }
         double tb = vt_bench_now_s();
         if (build(&b)) {
             fprintf(stderr, "vader-bench: %s\n", vt_error_message());
@@ -525,6 +576,7 @@ int main(int argc, char **argv) {
             goto out;
         }
         vt_mem_reset_peak(VT_CPU);
+        if (b.dev != VT_CPU) vt_mem_reset_peak(b.dev);
         for (int it = 0; it < warmup + steps; it++) {
             int timed = it >= warmup;
             named io = {0};
@@ -548,7 +600,7 @@ int main(int argc, char **argv) {
                 printf("io of step 0 -> %s\n", save_io);
             }
         }
-        measured_peak = vt_mem_stats_get(VT_CPU).peak;
+        measured_peak = vt_mem_stats_get(b.dev).peak;  // the run's device (GPU: the CUDA allocator's peak)
     }
 report:;
     int n = tm.n_step_s;
@@ -573,8 +625,9 @@ report:;
         double rate = fl.total / tmin;
         printf("achieved: %.4g GFLOP/s (best step) = %.2f%% of the device peak %.4g TFLOP/s\n", rate / 1e9,
                100 * rate / (peak_tflops * 1e12), peak_tflops);
-        printf("memory: predicted peak %.1f MiB, measured CPU allocator peak %.1f MiB (ratio %.3f)\n", plan.peak / 1048576.0,
-               measured_peak / 1048576.0, measured_peak ? plan.peak / (double)measured_peak : 0.0);
+        printf("memory: predicted peak %.1f MiB, measured %s allocator peak %.1f MiB (ratio %.3f)\n", plan.peak / 1048576.0,
+               b.dev == VT_CUDA ? "CUDA device" : "CPU", measured_peak / 1048576.0,
+               measured_peak ? plan.peak / (double)measured_peak : 0.0);
     } else {
         printf("dry run: predicted peak %.1f MiB; %.4g TFLOP per step\n", plan.peak / 1048576.0, fl.total / 1e12);
     }
@@ -649,7 +702,8 @@ report:;
         cJSON *m = cJSON_AddObjectToObject(j, "memory");
         cJSON_AddNumberToObject(m, "predicted_peak_bytes", plan.peak);
         cJSON_AddNumberToObject(m, "measured_peak_bytes", (double)measured_peak);
-        cJSON_AddStringToObject(m, "measured_by", "CPU allocator peak (vt_mem_stats)");
+        cJSON_AddStringToObject(m, "measured_by", b.dev == VT_CUDA ? "CUDA device allocator peak (vt_mem_stats)"
+                                                                   : "CPU allocator peak (vt_mem_stats)");
         cJSON_AddStringToObject(m, "predicted_peak_phase", plan.peak_phase);
         cJSON_AddNumberToObject(m, "weights_bytes", plan.w_unet + plan.w_vae + plan.w_text + plan.w_reward);
         cJSON_AddNumberToObject(m, "lora_adamw_bytes", plan.lora);

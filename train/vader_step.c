@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef VADER_HAVE_CUDA
+#include "cuda/backend.h"
+#endif
 
 // VADER's colour-reward fixture uses this projection (vader_step_tiny.json "reward").
 const float vt_color_reward_rgb[3] = {0.7f, -0.2f, 0.5f};
@@ -110,6 +113,17 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// A phase boundary's time stamp (only taken when timing): on the GPU the queued kernels are
+// waited for first, so each phase is charged its own device time.
+static double phase_now(vt_device dev) {
+#ifdef VADER_HAVE_CUDA
+    if (dev == VT_CUDA) vt_cuda_synchronize();
+#else
+    (void)dev;
+#endif
+    return now_s();
 }
 
 static vt_tensor *filled_i64(int64_t n, int64_t v) {
@@ -243,11 +257,11 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
     }
 
     vt_step_timing *tm = a->timing;
-    double tp = tm ? now_s() : 0;
+    double tp = tm ? phase_now(a->x_T->device) : 0;
     for (int i = a->start_step; i < S; i++) {
         int index = S - 1 - i;
         int taped = i >= start;
-        if (tm) tp = now_s();
+        if (tm) tp = phase_now(a->x_T->device);
         vt_tensor *noise = NULL;
         if (a->noise) noise = vt_retain(a->noise[i]);
         else if ((noise = vt_new_f32(x->ndim, x->shape))) vt_fill_normal(noise, a->rng, 0.0f, 1.0f);
@@ -279,7 +293,7 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
         }
         vt_release(pred);
         if (tm) {
-            double dt = now_s() - tp;
+            double dt = phase_now(a->x_T->device) - tp;
             if (taped) tm->taped_fwd_s += dt, tm->taped_steps++;
             else tm->nograd_s += dt, tm->nograd_steps++;
         }
@@ -294,11 +308,11 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
             r->n_frames = n;
             for (int j = 0; j < n; j++) zs[j] = vt_slice(x, 2, r->frame_index[j], 1);
             z = n == 1 ? vt_retain(zs[0]) : vt_concat(zs, n, 2);
-            if (tm) tp = now_s();
+            if (tm) tp = phase_now(a->x_T->device);
             frames = vt_vae_decode_video(a->vae, z);
-            if (tm) tm->decode_s += now_s() - tp, tp = now_s();
+            if (tm) tm->decode_s += phase_now(a->x_T->device) - tp, tp = phase_now(a->x_T->device);
             loss = frames ? a->reward(a->reward_user, frames, &reward) : NULL;
-            if (tm) tm->reward_s += now_s() - tp;
+            if (tm) tm->reward_s += phase_now(a->x_T->device) - tp;
         }
         if (!tape) vt_nograd_end(tok);
         if (!loss) {
@@ -318,12 +332,12 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
         vt_release(lh);
     }
     if (tape && a->backward && K > 0) {
-        if (tm) tp = now_s();
+        if (tm) tp = phase_now(a->x_T->device);
         vt_tensor *gout = a->loss_scale != 1.0f ? vt_full(loss->device, loss->ndim, loss->shape, a->loss_scale) : NULL;
         if (a->loss_scale != 1.0f && !gout) e = vt_error_code();
         else if (loss->requires_grad) e = vt_backward(tape, loss, gout);
         vt_release(gout);
-        if (tm) tm->backward_s += now_s() - tp;
+        if (tm) tm->backward_s += phase_now(a->x_T->device) - tp;
         if (e) {
             vt_error_context("vader step backward: ");
             goto done;
