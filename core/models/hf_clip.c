@@ -49,25 +49,16 @@ vt_hf_clip_config vt_hf_clip_config_vit_l_14(void) { return known(1024, 16, 4096
 vt_hf_clip_config vt_hf_clip_config_vit_h_14(void) { return known(1280, 16, 5120, 32, 1024, 16, 4096, 24, 1024, 0); }
 
 // ---- config json ---------------------------------------------------------------------------
-static vt_err jint(const cJSON *o, const char *name, int *v) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (!it || cJSON_IsNull(it)) return VT_OK;
-    if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble)
-        return vt_error(VT_ERR_CONFIG, "CLIP config: %s must be an integer", name);
-    *v = (int)it->valuedouble;
-    return VT_OK;
-}
-
 static vt_err tower_from_json(const cJSON *o, vt_hf_clip_tower_config *t, const char *which) {
     if (!o || cJSON_IsNull(o)) return VT_OK;
     if (!cJSON_IsObject(o)) return vt_error(VT_ERR_CONFIG, "CLIP config: %s is not an object", which);
     vt_err e;
-    if ((e = jint(o, "hidden_size", &t->hidden_size)) || (e = jint(o, "num_attention_heads", &t->num_attention_heads)) ||
-        (e = jint(o, "intermediate_size", &t->intermediate_size)) ||
-        (e = jint(o, "num_hidden_layers", &t->num_hidden_layers)) || (e = jint(o, "image_size", &t->image_size)) ||
-        (e = jint(o, "patch_size", &t->patch_size)) || (e = jint(o, "vocab_size", &t->vocab_size)) ||
-        (e = jint(o, "max_position_embeddings", &t->max_position_embeddings)) ||
-        (e = jint(o, "eos_token_id", &t->eos_token_id)))
+    if ((e = vt_hf_config_int(o, "CLIP", "hidden_size", &t->hidden_size)) || (e = vt_hf_config_int(o, "CLIP", "num_attention_heads", &t->num_attention_heads)) ||
+        (e = vt_hf_config_int(o, "CLIP", "intermediate_size", &t->intermediate_size)) ||
+        (e = vt_hf_config_int(o, "CLIP", "num_hidden_layers", &t->num_hidden_layers)) || (e = vt_hf_config_int(o, "CLIP", "image_size", &t->image_size)) ||
+        (e = vt_hf_config_int(o, "CLIP", "patch_size", &t->patch_size)) || (e = vt_hf_config_int(o, "CLIP", "vocab_size", &t->vocab_size)) ||
+        (e = vt_hf_config_int(o, "CLIP", "max_position_embeddings", &t->max_position_embeddings)) ||
+        (e = vt_hf_config_int(o, "CLIP", "eos_token_id", &t->eos_token_id)))
         return vt_error_context("%s: ", which);
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(o, "hidden_act");
     if (cJSON_IsString(act)) {
@@ -85,7 +76,7 @@ static vt_err tower_from_json(const cJSON *o, vt_hf_clip_tower_config *t, const 
 vt_err vt_hf_clip_config_from_json(const cJSON *o, vt_hf_clip_config *c) {
     if (!o || !cJSON_IsObject(o)) return vt_error(VT_ERR_CONFIG, "CLIP config: not a JSON object");
     vt_err e;
-    if ((e = jint(o, "projection_dim", &c->projection_dim))) return e;
+    if ((e = vt_hf_config_int(o, "CLIP", "projection_dim", &c->projection_dim))) return e;
     if ((e = tower_from_json(cJSON_GetObjectItemCaseSensitive(o, "vision_config"), &c->vision, "vision_config")))
         return e;
     return tower_from_json(cJSON_GetObjectItemCaseSensitive(o, "text_config"), &c->text, "text_config");

@@ -11,23 +11,14 @@
 #define FC_NORM_EPS 1e-5f  // nn.LayerNorm(hidden_size): transformers does not pass layer_norm_eps
 
 // ---- config --------------------------------------------------------------------------------
-static vt_err jint(const cJSON *o, const char *name, int *v) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (!it || cJSON_IsNull(it)) return VT_OK;
-    if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble)
-        return vt_error(VT_ERR_CONFIG, "VideoMAE config: %s must be an integer", name);
-    *v = (int)it->valuedouble;
-    return VT_OK;
-}
-
 vt_err vt_videomae_config_from_json(const cJSON *o, vt_videomae_config *c) {
     if (!o || !cJSON_IsObject(o)) return vt_error(VT_ERR_CONFIG, "VideoMAE config: not a JSON object");
     vt_err e;
-    if ((e = jint(o, "hidden_size", &c->hidden_size)) || (e = jint(o, "num_attention_heads", &c->num_attention_heads)) ||
-        (e = jint(o, "intermediate_size", &c->intermediate_size)) ||
-        (e = jint(o, "num_hidden_layers", &c->num_hidden_layers)) || (e = jint(o, "image_size", &c->image_size)) ||
-        (e = jint(o, "patch_size", &c->patch_size)) || (e = jint(o, "num_frames", &c->num_frames)) ||
-        (e = jint(o, "tubelet_size", &c->tubelet_size)))
+    if ((e = vt_hf_config_int(o, "VideoMAE", "hidden_size", &c->hidden_size)) || (e = vt_hf_config_int(o, "VideoMAE", "num_attention_heads", &c->num_attention_heads)) ||
+        (e = vt_hf_config_int(o, "VideoMAE", "intermediate_size", &c->intermediate_size)) ||
+        (e = vt_hf_config_int(o, "VideoMAE", "num_hidden_layers", &c->num_hidden_layers)) || (e = vt_hf_config_int(o, "VideoMAE", "image_size", &c->image_size)) ||
+        (e = vt_hf_config_int(o, "VideoMAE", "patch_size", &c->patch_size)) || (e = vt_hf_config_int(o, "VideoMAE", "num_frames", &c->num_frames)) ||
+        (e = vt_hf_config_int(o, "VideoMAE", "tubelet_size", &c->tubelet_size)))
         return e;
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(o, "layer_norm_eps");
     if (cJSON_IsNumber(eps)) c->layer_norm_eps = (float)eps->valuedouble;

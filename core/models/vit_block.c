@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <cjson/cJSON.h>
 #include "../ops.h"
 #include "param_list.h"
 
@@ -243,4 +244,13 @@ vt_tensor *vt_vit_class_token(vt_tensor *x) {
     vt_tensor *x0r = vt_reshape(x0, 2, (int64_t[]){B, W});
     vt_release(x0);
     return x0r;
+}
+
+vt_err vt_hf_config_int(const cJSON *o, const char *model, const char *name, int *v) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!it || cJSON_IsNull(it)) return VT_OK;
+    if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble)
+        return vt_error(VT_ERR_CONFIG, "%s config: %s must be an integer", model, name);
+    *v = (int)it->valuedouble;
+    return VT_OK;
 }

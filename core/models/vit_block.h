@@ -45,6 +45,11 @@ typedef struct vt_vit_block_keys {
     const char *out_proj, *fc, *proj;
 } vt_vit_block_keys;
 
+struct cJSON;
+// Optional integer field `name` of an HF config object: absent or null leaves *v as it is; a
+// non-integer is VT_ERR_CONFIG "<model> config: <name> must be an integer".
+vt_err vt_hf_config_int(const struct cJSON *o, const char *model, const char *name, int *v);
+
 struct vt_param_list;
 // LayerNorm NAME.weight / NAME.bias [W]; Linear NAME.weight [out, in] / NAME.bias [out].
 void vt_vit_get_ln(struct vt_param_list *pl, vt_clip_ln *ln, const char *name, int64_t W);

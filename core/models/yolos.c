@@ -39,22 +39,13 @@ static vt_yolos_config known(int W, int heads, int inter, int ih, int iw, int mi
 vt_yolos_config vt_yolos_config_base(void) { return known(768, 12, 3072, 800, 1344, 1); }
 vt_yolos_config vt_yolos_config_tiny(void) { return known(192, 3, 768, 800, 1333, 0); }
 
-static vt_err jint(const cJSON *o, const char *name, int *v) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (!it || cJSON_IsNull(it)) return VT_OK;
-    if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble)
-        return vt_error(VT_ERR_CONFIG, "YOLOS config: %s must be an integer", name);
-    *v = (int)it->valuedouble;
-    return VT_OK;
-}
-
 vt_err vt_yolos_config_from_json(const cJSON *o, vt_yolos_config *c) {
     if (!o || !cJSON_IsObject(o)) return vt_error(VT_ERR_CONFIG, "YOLOS config: not a JSON object");
     vt_err e;
-    if ((e = jint(o, "hidden_size", &c->hidden_size)) || (e = jint(o, "num_hidden_layers", &c->num_hidden_layers)) ||
-        (e = jint(o, "num_attention_heads", &c->num_attention_heads)) ||
-        (e = jint(o, "intermediate_size", &c->intermediate_size)) || (e = jint(o, "patch_size", &c->patch_size)) ||
-        (e = jint(o, "num_detection_tokens", &c->num_detection_tokens)) || (e = jint(o, "num_labels", &c->num_labels)))
+    if ((e = vt_hf_config_int(o, "YOLOS", "hidden_size", &c->hidden_size)) || (e = vt_hf_config_int(o, "YOLOS", "num_hidden_layers", &c->num_hidden_layers)) ||
+        (e = vt_hf_config_int(o, "YOLOS", "num_attention_heads", &c->num_attention_heads)) ||
+        (e = vt_hf_config_int(o, "YOLOS", "intermediate_size", &c->intermediate_size)) || (e = vt_hf_config_int(o, "YOLOS", "patch_size", &c->patch_size)) ||
+        (e = vt_hf_config_int(o, "YOLOS", "num_detection_tokens", &c->num_detection_tokens)) || (e = vt_hf_config_int(o, "YOLOS", "num_labels", &c->num_labels)))
         return e;
     const cJSON *is = cJSON_GetObjectItemCaseSensitive(o, "image_size");
     if (cJSON_IsNumber(is)) {
