@@ -394,6 +394,21 @@ int vt_weights_shape(const vt_weights *w, const char *key, int *ndim, int64_t *s
     return 1;
 }
 
+int vt_weights_ndim_at(const vt_weights *w, const char *prefix, const char *name, int64_t *shape) {
+    char key[512];
+    int nd = 0;
+    snprintf(key, sizeof key, "%s%s", prefix ? prefix : "", name);
+    return vt_weights_shape(w, key, &nd, shape) ? nd : -1;
+}
+
+int vt_weights_count_indexed(const vt_weights *w, const char *prefix, const char *before, const char *after) {
+    char key[512];
+    for (int n = 0;; n++) {
+        snprintf(key, sizeof key, "%s%s%d%s", prefix ? prefix : "", before, n, after);
+        if (!vt_weights_has(w, key)) return n;
+    }
+}
+
 void vt_weights_mark_used(vt_weights *w, const char *key) {
     w_entry *e = w && key ? w_find(w, key) : NULL;
     if (e) e->used = 1;

@@ -42,6 +42,12 @@ vt_tensor *vt_weights_get_any(vt_weights *w, const char *key);
 int vt_weights_has(const vt_weights *w, const char *key);
 // Shape of a key without loading it (does not mark it used); returns 0 if absent.
 int vt_weights_shape(const vt_weights *w, const char *key, int *ndim, int64_t *shape);
+// Config inference helpers for loaders that read a model's shape from its checkpoint:
+// ndim of prefix+name (its shape into `shape`), or -1 if absent.
+int vt_weights_ndim_at(const vt_weights *w, const char *prefix, const char *name, int64_t *shape);
+// Number of consecutive indices n = 0, 1, ... for which prefix + before + n + after is a key
+// (the layer count of a stack such as "transformer.resblocks.%d.ln_1.weight").
+int vt_weights_count_indexed(const vt_weights *w, const char *prefix, const char *before, const char *after);
 // Marks a key used without loading it (keys a model deliberately ignores); no-op if absent.
 void vt_weights_mark_used(vt_weights *w, const char *key);
 

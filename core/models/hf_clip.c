@@ -83,34 +83,21 @@ vt_err vt_hf_clip_config_from_json(const cJSON *o, vt_hf_clip_config *c) {
 }
 
 // ---- config inference from shapes ----------------------------------------------------------
-static int shape_of(vt_weights *w, const char *prefix, const char *name, int64_t *shape) {
-    char key[512];
-    int nd = 0;
-    snprintf(key, sizeof key, "%s%s", prefix, name);
-    if (!vt_weights_shape(w, key, &nd, shape)) return -1;
-    return nd;
-}
 
-static int count_layers(vt_weights *w, const char *prefix, const char *tower) {
-    char key[512];
-    for (int n = 0;; n++) {
-        snprintf(key, sizeof key, "%s%s.encoder.layers.%d.layer_norm1.weight", prefix, tower, n);
-        if (!vt_weights_has(w, key)) return n;
-    }
-}
 
 // Shared part of both towers: hidden from `hidden_key` dim hidden_dim, mlp width from fc1.
 static vt_err infer_tower(vt_weights *w, const char *prefix, const char *tower, vt_hf_clip_tower_config *t,
                           int *proj_dim, const char *proj_key) {
     int64_t s[VT_MAX_DIMS];
     char name[256];
-    if (!t->num_hidden_layers) t->num_hidden_layers = count_layers(w, prefix, tower);
+    snprintf(name, sizeof name, "%s.encoder.layers.", tower);
+    if (!t->num_hidden_layers) t->num_hidden_layers = vt_weights_count_indexed(w, prefix, name, ".layer_norm1.weight");
     snprintf(name, sizeof name, "%s.encoder.layers.0.mlp.fc1.weight", tower);
-    if (shape_of(w, prefix, name, s) == 2) {
+    if (vt_weights_ndim_at(w, prefix, name, s) == 2) {
         if (!t->intermediate_size) t->intermediate_size = (int)s[0];
         if (!t->hidden_size) t->hidden_size = (int)s[1];
     }
-    if (shape_of(w, prefix, proj_key, s) == 2 && !*proj_dim) *proj_dim = (int)s[0];
+    if (vt_weights_ndim_at(w, prefix, proj_key, s) == 2 && !*proj_dim) *proj_dim = (int)s[0];
     if (!t->num_attention_heads && t->hidden_size) {
         // the released CLIP widths: ViT-H / bigG use 80 / 104 wide heads, the rest 64
         if (t->hidden_size == 1280 || t->hidden_size == 1664) t->num_attention_heads = 16;
@@ -145,11 +132,11 @@ static vt_err infer_config(vt_weights *w, const char *prefix, vt_hf_clip_config 
         return vt_error_code();
     if (towers & VT_HF_CLIP_VISION) {
         vt_hf_clip_tower_config *v = &c->vision;
-        if (shape_of(w, prefix, "vision_model.embeddings.patch_embedding.weight", s) == 4) {
+        if (vt_weights_ndim_at(w, prefix, "vision_model.embeddings.patch_embedding.weight", s) == 4) {
             if (!v->hidden_size) v->hidden_size = (int)s[0];
             if (!v->patch_size) v->patch_size = (int)s[2];
         }
-        if (shape_of(w, prefix, "vision_model.embeddings.position_embedding.weight", s) == 2 && !v->image_size &&
+        if (vt_weights_ndim_at(w, prefix, "vision_model.embeddings.position_embedding.weight", s) == 2 && !v->image_size &&
             v->patch_size) {
             int g = (int)lround(sqrt((double)(s[0] - 1)));
             v->image_size = g * v->patch_size;
@@ -161,11 +148,11 @@ static vt_err infer_config(vt_weights *w, const char *prefix, vt_hf_clip_config 
     }
     if (towers & VT_HF_CLIP_TEXT) {
         vt_hf_clip_tower_config *t = &c->text;
-        if (shape_of(w, prefix, "text_model.embeddings.token_embedding.weight", s) == 2) {
+        if (vt_weights_ndim_at(w, prefix, "text_model.embeddings.token_embedding.weight", s) == 2) {
             if (!t->vocab_size) t->vocab_size = (int)s[0];
             if (!t->hidden_size) t->hidden_size = (int)s[1];
         }
-        if (shape_of(w, prefix, "text_model.embeddings.position_embedding.weight", s) == 2 && !t->max_position_embeddings)
+        if (vt_weights_ndim_at(w, prefix, "text_model.embeddings.position_embedding.weight", s) == 2 && !t->max_position_embeddings)
             t->max_position_embeddings = (int)s[0];
         if (!t->eos_token_id) t->eos_token_id = HF_CLIP_EOS;
         if (infer_tower(w, prefix, "text_model", t, &c->projection_dim, "text_projection.weight")) return vt_error_code();

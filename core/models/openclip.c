@@ -63,34 +63,19 @@ vt_err vt_openclip_config_from_json(const cJSON *o, vt_openclip_config *c) {
 }
 
 // ---- config inference from shapes --------------------------------------------------------
-static int shape_of(vt_weights *w, const char *prefix, const char *name, int64_t *shape) {
-    char key[512];
-    int nd = 0;
-    snprintf(key, sizeof key, "%s%s", prefix, name);
-    if (!vt_weights_shape(w, key, &nd, shape)) return 0;
-    return nd;
-}
 
-static int count_layers(vt_weights *w, const char *prefix, const char *tower) {
-    char key[512];
-    int n = 0;
-    for (;; n++) {
-        snprintf(key, sizeof key, "%s%stransformer.resblocks.%d.ln_1.weight", prefix, tower, n);
-        if (!vt_weights_has(w, key)) return n;
-    }
-}
 
 static vt_err infer_config(vt_weights *w, const char *prefix, vt_openclip_config *c, int towers) {
     int64_t s[VT_MAX_DIMS];
     if (towers & VT_OPENCLIP_TEXT) {
-        if (shape_of(w, prefix, "token_embedding.weight", s) == 2) {
+        if (vt_weights_ndim_at(w, prefix, "token_embedding.weight", s) == 2) {
             if (!c->text.vocab_size) c->text.vocab_size = (int)s[0];
             if (!c->text.width) c->text.width = (int)s[1];
         }
-        if (shape_of(w, prefix, "positional_embedding", s) == 2 && !c->text.context_length)
+        if (vt_weights_ndim_at(w, prefix, "positional_embedding", s) == 2 && !c->text.context_length)
             c->text.context_length = (int)s[0];
-        if (shape_of(w, prefix, "text_projection", s) == 2 && !c->embed_dim) c->embed_dim = (int)s[1];
-        if (!c->text.layers) c->text.layers = count_layers(w, prefix, "");
+        if (vt_weights_ndim_at(w, prefix, "text_projection", s) == 2 && !c->embed_dim) c->embed_dim = (int)s[1];
+        if (!c->text.layers) c->text.layers = vt_weights_count_indexed(w, prefix, "transformer.resblocks.", ".ln_1.weight");
         if (!c->text.heads && c->text.width) c->text.heads = c->text.width / 64 > 0 ? c->text.width / 64 : 1;
         if (c->text.width <= 0 || c->text.layers <= 0 || c->text.context_length <= 0 || c->text.vocab_size <= 0 ||
             c->text.heads <= 0 || c->text.width % c->text.heads || c->embed_dim <= 0)
@@ -102,16 +87,16 @@ static vt_err infer_config(vt_weights *w, const char *prefix, vt_openclip_config
     }
     if (towers & VT_OPENCLIP_VISION) {
         int64_t ps[VT_MAX_DIMS];
-        if (shape_of(w, prefix, "visual.conv1.weight", s) == 4) {
+        if (vt_weights_ndim_at(w, prefix, "visual.conv1.weight", s) == 4) {
             if (!c->vision.width) c->vision.width = (int)s[0];
             if (!c->vision.patch_size) c->vision.patch_size = (int)s[2];
         }
-        if (shape_of(w, prefix, "visual.positional_embedding", ps) == 2 && !c->vision.image_size && c->vision.patch_size) {
+        if (vt_weights_ndim_at(w, prefix, "visual.positional_embedding", ps) == 2 && !c->vision.image_size && c->vision.patch_size) {
             int g = (int)lround(sqrt((double)(ps[0] - 1)));
             c->vision.image_size = g * c->vision.patch_size;
         }
-        if (shape_of(w, prefix, "visual.proj", s) == 2 && !c->embed_dim) c->embed_dim = (int)s[1];
-        if (!c->vision.layers) c->vision.layers = count_layers(w, prefix, "visual.");
+        if (vt_weights_ndim_at(w, prefix, "visual.proj", s) == 2 && !c->embed_dim) c->embed_dim = (int)s[1];
+        if (!c->vision.layers) c->vision.layers = vt_weights_count_indexed(w, prefix, "visual.transformer.resblocks.", ".ln_1.weight");
         if (!c->vision.head_width) c->vision.head_width = 64;
         if (c->vision.width <= 0 || c->vision.layers <= 0 || c->vision.patch_size <= 0 || c->vision.head_width <= 0 ||
             c->vision.width % c->vision.head_width || c->vision.image_size % c->vision.patch_size || c->embed_dim <= 0)

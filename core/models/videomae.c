@@ -31,13 +31,6 @@ vt_err vt_videomae_config_from_json(const cJSON *o, vt_videomae_config *c) {
 }
 
 // ---- building ------------------------------------------------------------------------------
-static int shape_of(vt_weights *w, const char *prefix, const char *name, int64_t *shape) {
-    char key[512];
-    int nd = 0;
-    snprintf(key, sizeof key, "%s%s", prefix, name);
-    if (!vt_weights_shape(w, key, &nd, shape)) return -1;
-    return nd;
-}
 
 static int has_key(vt_weights *w, const char *prefix, const char *name) {
     char key[512];
@@ -48,23 +41,17 @@ static int has_key(vt_weights *w, const char *prefix, const char *name) {
 static vt_err infer_config(vt_weights *w, const char *prefix, vt_videomae_config *c) {
     int64_t s[VT_MAX_DIMS];
     const char *patch = "videomae.embeddings.patch_embeddings.projection.weight";
-    if (shape_of(w, prefix, patch, s) != 5)
+    if (vt_weights_ndim_at(w, prefix, patch, s) != 5)
         return vt_error(VT_ERR_KEY, "missing key %s%s (a 5-d Conv3d weight; not a VideoMAE checkpoint under prefix \"%s\"?)",
                         prefix, patch, prefix);
     if (!c->hidden_size) c->hidden_size = (int)s[0];
     if (!c->tubelet_size) c->tubelet_size = (int)s[2];
     if (!c->patch_size) c->patch_size = (int)s[3];
-    if (!c->num_hidden_layers) {
-        char name[256];
-        for (int n = 0;; n++) {
-            snprintf(name, sizeof name, "videomae.encoder.layer.%d.layernorm_before.weight", n);
-            if (!has_key(w, prefix, name)) break;
-            c->num_hidden_layers = n + 1;
-        }
-    }
-    if (!c->intermediate_size && shape_of(w, prefix, "videomae.encoder.layer.0.intermediate.dense.weight", s) == 2)
+    if (!c->num_hidden_layers)
+        c->num_hidden_layers = vt_weights_count_indexed(w, prefix, "videomae.encoder.layer.", ".layernorm_before.weight");
+    if (!c->intermediate_size && vt_weights_ndim_at(w, prefix, "videomae.encoder.layer.0.intermediate.dense.weight", s) == 2)
         c->intermediate_size = (int)s[0];
-    if (!c->num_labels && shape_of(w, prefix, "classifier.weight", s) == 2) c->num_labels = (int)s[0];
+    if (!c->num_labels && vt_weights_ndim_at(w, prefix, "classifier.weight", s) == 2) c->num_labels = (int)s[0];
     if (!c->num_attention_heads) c->num_attention_heads = c->hidden_size >= 64 ? c->hidden_size / 64 : 1;
     if (!c->image_size) c->image_size = 224;
     if (!c->num_frames) c->num_frames = 16;

@@ -72,25 +72,18 @@ vt_err vt_yolos_config_from_json(const cJSON *o, vt_yolos_config *c) {
 }
 
 // ---- config inference from shapes ----------------------------------------------------------
-static int shape_of(vt_weights *w, const char *prefix, const char *name, int64_t *shape) {
-    char key[512];
-    int nd = 0;
-    snprintf(key, sizeof key, "%s%s", prefix, name);
-    if (!vt_weights_shape(w, key, &nd, shape)) return -1;
-    return nd;
-}
 
 static vt_err infer_config(vt_weights *w, const char *prefix, vt_yolos_config *c) {
     int64_t s[VT_MAX_DIMS];
     char key[512];
-    if (shape_of(w, prefix, "vit.embeddings.patch_embeddings.projection.weight", s) != 4)
+    if (vt_weights_ndim_at(w, prefix, "vit.embeddings.patch_embeddings.projection.weight", s) != 4)
         return vt_error(VT_ERR_KEY,
                         "missing key %svit.embeddings.patch_embeddings.projection.weight (not a transformers "
                         "YolosForObjectDetection checkpoint under prefix \"%s\"?)",
                         prefix, prefix);
     if (!c->hidden_size) c->hidden_size = (int)s[0];
     if (!c->patch_size) c->patch_size = (int)s[2];
-    if (!c->num_detection_tokens && shape_of(w, prefix, "vit.embeddings.detection_tokens", s) == 3)
+    if (!c->num_detection_tokens && vt_weights_ndim_at(w, prefix, "vit.embeddings.detection_tokens", s) == 3)
         c->num_detection_tokens = (int)s[1];
     if (!c->num_hidden_layers)
         for (int n = 0;; n++) {
@@ -100,9 +93,9 @@ static vt_err infer_config(vt_weights *w, const char *prefix, vt_yolos_config *c
                 break;
             }
         }
-    if (!c->intermediate_size && shape_of(w, prefix, "vit.encoder.layer.0.intermediate.dense.weight", s) == 2)
+    if (!c->intermediate_size && vt_weights_ndim_at(w, prefix, "vit.encoder.layer.0.intermediate.dense.weight", s) == 2)
         c->intermediate_size = (int)s[0];
-    if (!c->num_labels && shape_of(w, prefix, "class_labels_classifier.layers.2.weight", s) == 2)
+    if (!c->num_labels && vt_weights_ndim_at(w, prefix, "class_labels_classifier.layers.2.weight", s) == 2)
         c->num_labels = (int)s[0] - 1;
     if (c->use_mid_position_embeddings < 0) {
         snprintf(key, sizeof key, "%s" YOLOS_MID_KEY, prefix);
@@ -111,7 +104,7 @@ static vt_err infer_config(vt_weights *w, const char *prefix, vt_yolos_config *c
         c->use_mid_position_embeddings = has || vt_weights_has(w, key);
     }
     if (!c->image_size[0] && c->patch_size > 0 && c->num_detection_tokens > 0 &&
-        shape_of(w, prefix, "vit.embeddings.position_embeddings", s) == 3) {
+        vt_weights_ndim_at(w, prefix, "vit.embeddings.position_embeddings", s) == 3) {
         // the table's length gives the grid only up to its shape: the released models' grid is
         // 800 pixels high (800 / p rows: [800, 1344] base, [800, 1333] tiny / small), else square
         int64_t G = s[1] - 1 - c->num_detection_tokens, p = c->patch_size, rows = YOLOS_RELEASED_HEIGHT / p;
