@@ -30,6 +30,17 @@ static vt_err conv_descs_init(const vt_conv_params *p, conv_descs *d) {
     for (int64_t v : dims)
         if (v > 2147483647LL)
             return vt_error(VT_ERR_SHAPE, "conv: dimension %lld exceeds cuDNN's 32-bit sizes", (long long)v);
+    // The legacy 4-D descriptors take int strides and the legacy convolutions refuse tensors of
+    // 2^31 elements or more (CUDNN_STATUS_BAD_PARAM / NOT_SUPPORTED, which names nothing): say
+    // which tensor is too large instead. The full-size shapes stay far below (conv_time of the
+    // UNet: 2 x 320 x 16 x 64*64 = 42 M; the VAE's last level on 16 frames of 320 x 512: 335 M).
+    const int64_t xn = p->N * p->C * p->H * p->W, yn = p->N * p->O * p->OH * p->OW;
+    if (xn > 2147483647LL || yn > 2147483647LL)
+        return vt_error(VT_ERR_SHAPE,
+                        "conv: input [%lld, %lld, %lld, %lld] or output [%lld, %lld, %lld, %lld] has 2^31 elements or "
+                        "more, beyond cuDNN's legacy convolution; decode / convolve fewer frames at once",
+                        (long long)p->N, (long long)p->C, (long long)p->H, (long long)p->W, (long long)p->N,
+                        (long long)p->O, (long long)p->OH, (long long)p->OW);
     VT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d->x));
     VT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d->y));
     VT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&d->w));
@@ -95,6 +106,9 @@ static vt_err conv_try_algos(const char *pass, const perf_t *perf, int count, ws
             last = run(perf[i].algo, ws ? vt_data(ws) : nullptr, bytes);
             vt_release(ws);
             if (last == CUDNN_STATUS_SUCCESS) return VT_OK;
+            // A refused algorithm can leave a (non-sticky) launch error behind; clear it, or the
+            // next VT_CUDA_CHECK_LAUNCH (the bias kernel, an unrelated op) would report it as its own.
+            (void)cudaGetLastError();
         }
     return vt_error(VT_ERR_DEVICE, "conv %s: no cuDNN algorithm ran (last status: %s)", pass, cudnnGetErrorString(last));
 }

@@ -2,6 +2,7 @@
 // allocator), host<->device copies, gradient accumulation, kernel registration.
 #include "cuda/backend.h"
 #include "cuda/check.cuh"
+#include "cuda/device_query.h"
 #include "cuda/common.cuh"
 
 extern "C" {
@@ -19,6 +20,11 @@ vt_err vt_cuda_register_image(void);
 }
 
 // ---- library handles (created on first use, after vt_cuda_init picked the device) ----------
+// One cuBLAS and one cuDNN handle per process, on the legacy default stream, bound to the device
+// current when they were created. Every op runs on the thread that called vt_cuda_init (the
+// trainer, the tests and the programs are single-threaded on the GPU side; OpenMP threads run
+// CPU ops only): a thread whose current device differs would get handles of another device, so
+// a second host thread issuing ops needs its own cudaSetDevice first.
 static cublasHandle_t g_cublas;
 static cudnnHandle_t g_cudnn;
 
@@ -104,6 +110,15 @@ extern "C" vt_err vt_cuda_synchronize(void) {
 }
 
 extern "C" vt_err vt_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
+    VT_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+    return VT_OK;
+}
+
+extern "C" vt_err vt_cuda_device_mem_info(int device, size_t *free_bytes, size_t *total_bytes) {
+    *free_bytes = *total_bytes = 0;
+    const int n = vt_cuda_device_count();
+    if (device < 0 || device >= n) return vt_error(VT_ERR_DEVICE, "CUDA device %d asked, %d present", device, n);
+    VT_CUDA_CHECK(cudaSetDevice(device));
     VT_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
     return VT_OK;
 }

@@ -14,6 +14,7 @@
 #include "train/tiny_models.h"
 #include "train/trainer.h"
 #include "train/vader_step.h"
+#include "cuda/device_query.h"
 
 namespace {
 
@@ -151,6 +152,104 @@ TEST(Memplan, RefusesTooSmallLimitNamingWhatToChange) {
     EXPECT_EQ(vt_memplan_parse_size("8G"), (size_t)8 << 30);
     EXPECT_EQ(vt_memplan_parse_size("512MiB"), (size_t)512 << 20);
     EXPECT_EQ(vt_memplan_parse_size("junk"), (size_t)0);
+}
+
+// The plan counts frozen weights and activations at the dtype the run really computes in:
+// fp32 on the CPU and, while the CUDA kernels are f32 only, on a GPU run too (model.dtype auto).
+TEST(Memplan, CountsTheDtypeTheRunUses) {
+    for (const char *dev : {"device=cpu", "device=cuda"}) {
+        SCOPED_TRACE(dev);
+        Cfg c(vt_config_default_yaml, {dev});
+        ASSERT_TRUE(c.ok) << vt_error_message();
+        EXPECT_EQ(c.c.model.dtype, VT_CFG_DTYPE_AUTO);
+        vt_memplan p;
+        ASSERT_VT_OK(vt_memplan_compute(&c.c, &p));
+        EXPECT_EQ(p.act_bytes, 4);
+        EXPECT_DOUBLE_EQ(p.w_unet, 4.0 * (double)p.n_unet);
+        EXPECT_DOUBLE_EQ(p.w_vae, 4.0 * (double)p.n_vae);
+        char buf[2048];
+        vt_memplan_format(&p, buf, sizeof buf);
+        EXPECT_NE(std::string(buf).find("(fp32 activations)"), std::string::npos) << buf;
+    }
+    // the same plan on both devices (the same bytes per element)
+    Cfg cpu(vt_config_default_yaml, {"device=cpu"}), gpu(vt_config_default_yaml, {"device=cuda"});
+    vt_memplan pc, pg;
+    ASSERT_VT_OK(vt_memplan_compute(&cpu.c, &pc));
+    ASSERT_VT_OK(vt_memplan_compute(&gpu.c, &pg));
+    EXPECT_DOUBLE_EQ(pc.peak, pg.peak);
+    EXPECT_EQ(vt_memplan_on_cuda(&cpu.c), 0);
+    EXPECT_EQ(vt_memplan_on_cuda(&gpu.c), 1);
+}
+
+TEST(Memplan, ModelDtypeIsHonouredOrRefused) {
+    vt_cfg_dtype dt = VT_CFG_DTYPE_AUTO;
+    const char *notice = nullptr;
+    // auto on the GPU: fp32, with a one-line notice saying so
+    Cfg a(vt_config_default_yaml, {"device=cuda"});
+    ASSERT_TRUE(a.ok);
+    ASSERT_VT_OK(vt_memplan_run_dtype(&a.c, 1, &dt, &notice));
+    EXPECT_EQ(dt, VT_CFG_DTYPE_FP32);
+    ASSERT_NE(notice, nullptr);
+    EXPECT_NE(std::string(notice).find("fp32"), std::string::npos) << notice;
+    EXPECT_EQ(std::string(notice).find('\n'), std::string::npos) << "one line";
+    // auto / fp32 on the CPU, fp32 on the GPU: nothing to say
+    Cfg f(vt_config_default_yaml, {"device=cuda", "model.dtype=fp32"});
+    ASSERT_VT_OK(vt_memplan_run_dtype(&f.c, 1, &dt, &notice));
+    EXPECT_EQ(notice, nullptr);
+    ASSERT_VT_OK(vt_memplan_run_dtype(&a.c, 0, &dt, &notice));
+    EXPECT_EQ(notice, nullptr);
+    // bf16 / fp16 on a CPU run (a GPU setting): fp32 with a notice
+    Cfg cb(vt_config_default_yaml, {"device=cpu", "model.dtype=bf16"});
+    ASSERT_VT_OK(vt_memplan_run_dtype(&cb.c, 0, &dt, &notice));
+    EXPECT_EQ(dt, VT_CFG_DTYPE_FP32);
+    ASSERT_NE(notice, nullptr);
+    EXPECT_NE(std::string(notice).find("GPU runs"), std::string::npos) << notice;
+    // bf16 / fp16 on a GPU run: refused, naming the field and the fix
+    for (const char *want : {"bf16", "fp16"}) {
+        SCOPED_TRACE(want);
+        std::string dir = TempDir();
+        Cfg g(vt_config_default_yaml, {"device=cuda", std::string("model.dtype=") + want, "output.dir=" + dir});
+        ASSERT_TRUE(g.ok);
+        EXPECT_EQ(vt_memplan_run_dtype(&g.c, 1, &dt, &notice), VT_ERR_CONFIG);
+        std::string msg = vt_error_message();
+        EXPECT_NE(msg.find(std::string("model.dtype: ") + want + " is not implemented on the GPU"), std::string::npos)
+            << msg;
+        EXPECT_NE(msg.find("set model.dtype: fp32"), std::string::npos) << msg;
+        // the plan's check refuses it whatever the limit, and so does the trainer, before any
+        // model is built or any GPU is touched
+        EXPECT_EQ(vt_memplan_check(&g.c, 0, (size_t)1 << 40, nullptr, nullptr), VT_ERR_CONFIG);
+        vt_train_options o = vt_train_options_default();
+        vt_trainer *t = vt_trainer_create(&g.c, &o);
+        EXPECT_EQ(t, nullptr);
+        EXPECT_EQ(vt_error_code(), VT_ERR_CONFIG);
+        EXPECT_NE(std::string(vt_error_message()).find("model.dtype"), std::string::npos) << vt_error_message();
+        vt_trainer_free(t);
+    }
+}
+
+// On a GPU run the limit is the free memory of the run's GPU (cudaMemGetInfo); none is known
+// without a GPU (the run is refused later, when the device is picked), and --memory-limit
+// still refuses with the plan's advice.
+TEST(Memplan, GpuRunUsesTheGpusFreeMemory) {
+    Cfg g(vt_config_default_yaml, {"device=cuda"});
+    ASSERT_TRUE(g.ok);
+    char src[256];
+    size_t m = vt_memplan_device_memory(&g.c, 0, src, sizeof src);
+    if (vt_cuda_device_count() == 0) {
+        EXPECT_EQ(m, (size_t)0);
+        EXPECT_STREQ(src, "no GPU visible");
+    } else {
+        EXPECT_GT(m, (size_t)0);
+        EXPECT_NE(std::string(src).find("cudaMemGetInfo"), std::string::npos) << src;
+        std::printf("GPU 0: %.2f GiB free (%s)\n", m / 1073741824.0, src);
+    }
+    Cfg cpu(vt_config_default_yaml, {"device=cpu"});
+    EXPECT_GT(vt_memplan_device_memory(&cpu.c, 0, src, sizeof src), (size_t)0);
+    EXPECT_EQ(vt_memplan_check(&g.c, 0, (size_t)1 << 20, nullptr, nullptr), VT_ERR_OOM);
+    std::string msg = vt_error_message();
+    EXPECT_NE(msg.find("memory plan: this run needs about"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--memory-limit allows 1.0 MiB"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("model.height/width/frames"), std::string::npos) << msg;
 }
 
 TEST(Timing, TrainerFillsPhases) {

@@ -382,3 +382,62 @@ TEST_F(CudaOps, NormalizeChannelsAndCosine) {
     RequireGrad({z, zb});  // a zero row: norms clamped to eps, the 0/0 term dropped
     ExpectCudaMatchesCpu([](auto &in) { return vt_cosine_similarity(in[0], in[1], 1e-8f); }, {z, zb}, 1e-5);
 }
+
+// The full-size VideoCrafter2 shapes where index arithmetic, grid sizes and cuDNN descriptors
+// meet their largest values (16 frames x 320 channels x 64x64 latents x batch 2 = 42 M elements
+// a tensor; temporal attention over (b h w) = 8192 sequences; spatial attention over 4096
+// tokens; a 320-channel 3x3 conv at 64x64). Several seconds of CPU reference on a 16-core
+// machine; left out of the compute-sanitizer runs (scripts/gpu-run-tests.sh).
+TEST_F(CudaOps, FullSizeShapes) {
+    {
+        SCOPED_TRACE("group_norm [2, 320, 16, 64, 64], 32 groups");
+        Releaser R;
+        vt_tensor *x = R(RandN({2, 320, 16, 64, 64}, 1)), *w = R(RandN({320}, 2)), *b = R(RandN({320}, 3));
+        RequireGrad({x, w, b});
+        ExpectCudaMatchesCpu([](auto &in) { return vt_group_norm(in[0], 32, in[1], in[2], 1e-6f); }, {x, w, b}, 1e-4);
+    }
+    {
+        SCOPED_TRACE("broadcast add + [b, c, t, h, w] -> [(b h w), t, c] permute");
+        Releaser R;
+        vt_tensor *x = R(RandN({2, 320, 16, 64, 64}, 4)), *c = R(RandN({320, 1, 1, 1}, 5));
+        RequireGrad({x, c});
+        ExpectCudaMatchesCpu(
+            [](auto &in) {
+                vt_tensor *s = vt_add(in[0], in[1]);
+                const int p[] = {0, 3, 4, 2, 1};
+                vt_tensor *o = s ? vt_permute(s, 5, p) : nullptr;
+                vt_release(s);
+                return o;
+            },
+            {x, c}, 1e-6);
+    }
+    {
+        SCOPED_TRACE("temporal attention [8192, 16, 320], 5 heads of 64");
+        Releaser R;
+        vt_tensor *q = R(RandN({8192, 16, 320}, 6)), *k = R(RandN({8192, 16, 320}, 7)), *v = R(RandN({8192, 16, 320}, 8));
+        RequireGrad({q, k, v});
+        ExpectCudaMatchesCpu([](auto &in) { return vt_attention(in[0], in[1], in[2], 5, 0.125f, 0); }, {q, k, v}, 1e-4);
+    }
+    {
+        SCOPED_TRACE("spatial attention [1, 4096, 320], 5 heads of 64");
+        Releaser R;
+        vt_tensor *q = R(RandN({1, 4096, 320}, 9)), *k = R(RandN({1, 4096, 320}, 10)), *v = R(RandN({1, 4096, 320}, 11));
+        RequireGrad({q, k, v});
+        ExpectCudaMatchesCpu([](auto &in) { return vt_attention(in[0], in[1], in[2], 5, 0.125f, 0); }, {q, k, v}, 1e-4);
+    }
+    {
+        SCOPED_TRACE("conv2d [2, 320, 64, 64] -> 320, 3x3, pad 1");
+        Releaser R;
+        vt_tensor *x = R(RandN({2, 320, 64, 64}, 12)), *w = R(RandN({320, 320, 3, 3}, 13, 0.05f));
+        vt_tensor *b = R(RandN({320}, 14));
+        RequireGrad({x, b});  // frozen weight, as in VADER: input and bias gradients
+        ExpectCudaMatchesCpu([](auto &in) { return vt_conv2d(in[0], in[1], in[2], 1, 1); }, {x, w, b}, 1e-4);
+    }
+    {
+        SCOPED_TRACE("conv_time [2, 64, 16, 64, 64], kernel 3, pad 1");
+        Releaser R;
+        vt_tensor *x = R(RandN({2, 64, 16, 64, 64}, 15)), *w = R(RandN({64, 64, 3, 1, 1}, 16, 0.1f));
+        RequireGrad({x, w});
+        ExpectCudaMatchesCpu([](auto &in) { return vt_conv_time(in[0], in[1], nullptr, 1); }, {x, w}, 1e-4);
+    }
+}

@@ -15,9 +15,10 @@
 // Printed: s/step (min, median), the per-phase breakdown (vt_step_timing: no-grad sampling
 // steps, taped steps' forward, decode, reward, backward, optimizer, all-reduce), the step's FLOP
 // count (train/flops.h) and achieved GFLOP/s with the fraction of the device's peak
-// (--device-peak-tflops; default: 989 for device cuda (H100 bf16 dense), on the CPU the rate of
-// a 1024^3 OpenBLAS sgemm measured here), and the memory plan's predicted peak next to the
-// measured one (the CPU allocator's peak over the timed run).
+// (--device-peak-tflops; default: 67 for device cuda (the H100 SXM's fp32 rate: the CUDA kernels
+// are fp32 without TF32), on the CPU the rate of a 1024^3 OpenBLAS sgemm measured here), and the
+// memory plan's predicted peak next to the measured one (the CPU allocator's peak over the timed
+// run).
 //
 //   --dry-run         FLOP count and memory plan only (no models built: any size on any machine)
 //   --no-dropout      eval mode (the trainer trains with temporal-conv dropout 0.1 and the
@@ -29,7 +30,8 @@
 //   --save-io P       the first step's inputs and outputs (x_T, context, uncond_context, fps,
 //                     noise.I for every DDIM step, frame_index, loss, reward, frames, grad.<LoRA
 //                     name>: d loss / d LoRA before the optimizer update)
-//   --device D        = --set device=D. device: cuda (builds with the CUDA backend) moves the
+//   --device D        = --set device=D (auto: cuda when a GPU is visible, as vader-train
+//                     chooses). device: cuda (builds with the CUDA backend) moves the
 //                     models, reward modules and prompt contexts to the GPU as the trainer does;
 //                     the phase timings then wait for the GPU at each phase boundary
 //                     (vt_cuda_synchronize), and the measured memory is the CUDA allocator's peak
@@ -502,6 +504,8 @@ int main(int argc, char **argv) {
         vt_config_free(&b.cfg);
         return 1;
     }
+    // device auto: the GPU when one is visible (and built), as vader-train chooses
+    if (b.cfg.device == VT_CFG_DEVICE_AUTO) b.cfg.device = vt_memplan_on_cuda(&b.cfg) ? VT_CFG_DEVICE_CUDA : VT_CFG_DEVICE_CPU;
     const vt_config *c = &b.cfg;
     int cuda = c->device == VT_CFG_DEVICE_CUDA;
     printf("vader-bench: %s, %dx%d x %d frames, batch %d x %d, DDIM %d (K %d, %s), CFG %.3g, decode %s, checkpointing %s, "
@@ -525,9 +529,17 @@ int main(int argc, char **argv) {
     fputs(buf, stdout);
     vt_memplan_format(&plan, buf, sizeof buf);
     fputs(buf, stdout);
+    {  // model.dtype as the run resolves it (a refusal is reported by vt_memplan_check below)
+        vt_cfg_dtype dt;
+        const char *notice = NULL;
+        if (vt_memplan_run_dtype(c, cuda, &dt, &notice)) printf("note: %s\n", vt_error_message()), vt_error_clear();
+        else if (notice) printf("%s\n", notice);
+    }
     const char *peak_src = "--device-peak-tflops";
     if (peak_tflops <= 0) {
-        if (cuda) peak_tflops = 989, peak_src = "H100 bf16 dense";
+        // the CUDA kernels compute in fp32 without TF32 (cuBLAS default math, cuDNN FMA math):
+        // the fraction of peak is against the H100 SXM's fp32 CUDA-core rate, not its bf16 one
+        if (cuda) peak_tflops = 67, peak_src = "H100 SXM fp32 (no tensor cores: the CUDA kernels are fp32)";
         else peak_tflops = sgemm_gflops() / 1e3, peak_src = "OpenBLAS sgemm 1024^3 measured";
     }
     printf("device peak: %.4g TFLOP/s (%s)\n", peak_tflops, peak_src);
@@ -537,7 +549,10 @@ int main(int argc, char **argv) {
     size_t measured_peak = 0;
     if (dry) goto report;
     {
-        if (vt_memplan_check(c, mem_limit, NULL, NULL)) {
+        char src[256] = "--memory-limit";
+        size_t lim = mem_limit ? mem_limit : vt_memplan_device_memory(c, 0, src, sizeof src);
+        printf("memory limit: %.2f GiB (%s)\n", (double)lim / 1073741824.0, lim ? src : "unknown: not checked");
+        if (vt_memplan_check(c, 0, lim, NULL, NULL)) {
             fprintf(stderr, "vader-bench: %s\n", vt_error_message());
             rc = 1;
             goto out;

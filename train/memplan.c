@@ -7,6 +7,7 @@
 #include "core/models/unet3d.h"
 #include "core/models/vae_decoder.h"
 #include "core/weights.h"
+#include "cuda/device_query.h"
 #include "train/flops.h"
 #include "train/lora.h"
 #include "train/tiny_models.h"
@@ -243,10 +244,40 @@ static void reward_acts(const vt_flops_vit *v, double n, int ckpt, double *saved
     *recompute = ckpt ? layer + tok * W * 3 : tok * W * 3;
 }
 
+int vt_memplan_on_cuda(const vt_config *cfg) {
+    if (cfg->device == VT_CFG_DEVICE_CUDA) return 1;
+    return cfg->device == VT_CFG_DEVICE_AUTO && vt_cuda_device_count() > 0;
+}
+
+vt_err vt_memplan_run_dtype(const vt_config *cfg, int on_cuda, vt_cfg_dtype *dtype, const char **notice) {
+    *dtype = VT_CFG_DTYPE_FP32;
+    if (notice) *notice = NULL;
+    const vt_cfg_dtype want = cfg->model.dtype;
+    if (want == VT_CFG_DTYPE_FP32) return VT_OK;
+    if (on_cuda && want != VT_CFG_DTYPE_AUTO)
+        return vt_error(VT_ERR_CONFIG,
+                        "model.dtype: %s is not implemented on the GPU yet (the CUDA kernels compute in fp32, which "
+                        "needs about twice the memory of %s); set model.dtype: fp32 (or auto, fp32 today) to run in "
+                        "fp32, or device: cpu",
+                        vt_cfg_dtype_name(want), vt_cfg_dtype_name(want));
+    if (notice)
+        *notice = on_cuda ? "model.dtype auto: the GPU run computes in fp32 (the CUDA kernels have no bf16 path yet)"
+                  : want == VT_CFG_DTYPE_AUTO ? NULL
+                                              : "model.dtype applies to GPU runs: this CPU run computes in fp32";
+    return VT_OK;
+}
+
 vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     memset(p, 0, sizeof *p);
-    int cuda = cfg->device == VT_CFG_DEVICE_CUDA;
-    int wb = cuda && cfg->model.dtype != VT_CFG_DTYPE_FP32 ? 2 : 4;
+    // bytes per frozen-weight / activation element: the dtype the run really uses (fp32 on both
+    // backends today; a bf16 model.dtype on the GPU is refused by vt_memplan_check, and counted
+    // as the fp32 it would run in here, so a dry run shows what would really be needed)
+    vt_cfg_dtype dt;
+    if (vt_memplan_run_dtype(cfg, vt_memplan_on_cuda(cfg), &dt, NULL)) {
+        vt_error_clear();
+        dt = VT_CFG_DTYPE_FP32;
+    }
+    int wb = dt == VT_CFG_DTYPE_FP32 ? 4 : 2;
     p->act_bytes = wb;
     vt_unet3d_config uc = cfg->model.unet ? vt_unet3d_config_videocrafter2() : vt_tiny_unet_config();
     vt_vae_config vc = cfg->model.vae ? vt_vae_config_videocrafter2() : vt_tiny_vae_config();
@@ -357,9 +388,28 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     return VT_OK;
 }
 
-size_t vt_memplan_device_memory(const vt_config *cfg, const char **source) {
-    if (source) *source = "unknown";
-    if (cfg->device == VT_CFG_DEVICE_CUDA) return 0;
+static const char *human(double b, char *buf, size_t n);
+
+size_t vt_memplan_device_memory(const vt_config *cfg, int cuda_device, char *source, size_t n) {
+    char tmp[8];
+    if (!source) source = tmp, n = sizeof tmp;
+    snprintf(source, n, "unknown");
+    if (vt_memplan_on_cuda(cfg)) {
+        size_t free_b = 0, total_b = 0;
+        if (vt_cuda_device_count() == 0) {
+            snprintf(source, n, "no GPU visible");
+            return 0;
+        }
+        if (vt_cuda_device_mem_info(cuda_device, &free_b, &total_b)) {
+            snprintf(source, n, "CUDA device %d (%s)", cuda_device, vt_error_message());
+            vt_error_clear();
+            return 0;
+        }
+        char a[32];
+        snprintf(source, n, "the free memory of CUDA device %d (cudaMemGetInfo; %s total)", cuda_device,
+                 human((double)total_b, a, sizeof a));
+        return free_b;
+    }
     FILE *f = fopen("/proc/meminfo", "r");
     if (f) {
         char line[256];
@@ -368,13 +418,13 @@ size_t vt_memplan_device_memory(const vt_config *cfg, const char **source) {
             if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
         fclose(f);
         if (kb) {
-            if (source) *source = "MemAvailable in /proc/meminfo";
+            snprintf(source, n, "MemAvailable in /proc/meminfo");
             return (size_t)kb * 1024;
         }
     }
     long pages = sysconf(_SC_PHYS_PAGES), ps = sysconf(_SC_PAGESIZE);
     if (pages > 0 && ps > 0) {
-        if (source) *source = "physical memory (sysconf)";
+        snprintf(source, n, "physical memory (sysconf)");
         return (size_t)pages * (size_t)ps;
     }
     return 0;
@@ -423,12 +473,16 @@ size_t vt_memplan_parse_size(const char *s) {
     return (size_t)(v * m);
 }
 
-vt_err vt_memplan_check(const vt_config *cfg, size_t limit, FILE *log, vt_memplan *out) {
+vt_err vt_memplan_check(const vt_config *cfg, int cuda_device, size_t limit, FILE *log, vt_memplan *out) {
+    vt_cfg_dtype dt;
+    const char *notice = NULL;
+    if (vt_memplan_run_dtype(cfg, vt_memplan_on_cuda(cfg), &dt, &notice)) return vt_error_code();
+    if (notice && log) fprintf(log, "%s\n", notice);
     vt_memplan p;
     if (vt_memplan_compute(cfg, &p)) return vt_error_code();
     if (out) *out = p;
-    const char *src = "--memory-limit";
-    if (!limit) limit = vt_memplan_device_memory(cfg, &src);
+    char src[256] = "--memory-limit";
+    if (!limit) limit = vt_memplan_device_memory(cfg, cuda_device, src, sizeof src);
     if (log) {
         char buf[2048];
         vt_memplan_format(&p, buf, sizeof buf);

@@ -2,8 +2,10 @@
 // need, computed from the config and the model shapes alone, and a refusal naming what to
 // change when it does not fit the device.
 //
-// Terms (bytes; weights at their run dtype: fp32 on the CPU, model.dtype (bf16 by default) on
-// the GPU; activations likewise; LoRA, its gradients and AdamW state always fp32):
+// Terms (bytes; frozen weights and activations at the dtype the run really computes in, which
+// is fp32 on both backends today (vt_memplan_run_dtype: the CUDA kernels are f32 only; bf16 /
+// fp16 model.dtype values are refused on the GPU until they are implemented); LoRA, its
+// gradients and AdamW state always fp32):
 //   resident     frozen weights of the UNet, VAE decoder, text tower (kept for the run) and
 //                reward models, + LoRA params, grads, AdamW m and v, + the prompt contexts
 //   sampling     the largest live activation set of one no-grad UNet forward on the CFG pair:
@@ -44,22 +46,38 @@ typedef struct vt_memplan {
     int act_bytes;                           // bytes per activation element
 } vt_memplan;
 
+// Whether the run of cfg computes on the GPU: device cuda, or device auto with a GPU visible
+// (as the trainer's device choice; never for device cpu or a build without CUDA and device auto).
+int vt_memplan_on_cuda(const vt_config *cfg);
+
+// The dtype frozen weights and activations really have in a run of cfg (on the GPU or not):
+// fp32 on both backends today. model.dtype auto resolves to it; bf16 / fp16 on a GPU run are
+// refused (VT_ERR_CONFIG naming the fix: the CUDA kernels are f32 only, and a run that silently
+// computed in fp32 would need twice the memory and time the user planned for); on a CPU run
+// (the field is a GPU setting) they resolve to fp32. *notice (when not NULL) gets a one-line
+// note when the resolved dtype is not the one the config names, else NULL.
+vt_err vt_memplan_run_dtype(const vt_config *cfg, int on_cuda, vt_cfg_dtype *dtype, const char **notice);
+
 // Computes the plan for cfg. Parameter counts come from the checkpoints / manifests named by
 // the config (their headers only), the tiny presets when the config names none, and the
 // released reward models' sizes when a reward has no checkpoint. The tiny models are built
 // (random, a few MB) to count them.
 vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p);
 
-// The memory a run may use on the config's device: the CPU's MemAvailable (/proc/meminfo,
-// else sysconf physical pages); 0 when unknown (a GPU without a limit given). *source names
-// where it came from.
-size_t vt_memplan_device_memory(const vt_config *cfg, const char **source);
+// The memory a run may use on the config's device: on a GPU run the free memory of CUDA device
+// cuda_device (cudaMemGetInfo through cuda/device_query.h; the device the run will use), on the
+// CPU MemAvailable (/proc/meminfo, else sysconf physical pages); 0 when unknown (no GPU
+// visible, a build without CUDA). source (n bytes, may be NULL) names where it came from.
+size_t vt_memplan_device_memory(const vt_config *cfg, int cuda_device, char *source, size_t n);
 
-// Plan + check: limit (bytes; 0 = vt_memplan_device_memory). Refuses (VT_ERR_OOM) a run whose
-// predicted peak exceeds the limit with a message naming the largest terms and what to change
+// Plan + check: limit (bytes; 0 = vt_memplan_device_memory of cuda_device; --memory-limit of
+// vader-train / vader-bench overrides it). Refuses a config whose model.dtype the run cannot
+// honour (vt_memplan_run_dtype: VT_ERR_CONFIG) and (VT_ERR_OOM) a run whose predicted peak
+// exceeds the limit with a message naming the largest terms and what to change
 // (memory.decode_frames, sampler.backprop_steps, memory.checkpointing, memory.offload,
-// model.height/width/frames, data.batch_size). The plan goes to log when not NULL.
-vt_err vt_memplan_check(const vt_config *cfg, size_t limit, FILE *log, vt_memplan *out);
+// model.height/width/frames, data.batch_size). The plan (and the dtype notice) go to log when
+// not NULL.
+vt_err vt_memplan_check(const vt_config *cfg, int cuda_device, size_t limit, FILE *log, vt_memplan *out);
 
 // Human-readable plan (one term a line) into buf.
 void vt_memplan_format(const vt_memplan *p, char *buf, size_t n);

@@ -615,8 +615,11 @@ static vt_err check_config(const vt_config *c, int main_rank) {
 }
 
 vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt) {
+    // the plan checks against the GPU this rank will use (pick_device's choice)
+    const int plan_gpu = opt && opt->dist && opt->dist->device >= 0 ? opt->dist->device : 0;
     if (check_config(cfg, !opt || !opt->dist || opt->dist->rank == 0) ||
-        vt_memplan_check(cfg, opt ? opt->memory_limit : 0, (!opt || !opt->dist || opt->dist->rank == 0) && opt ? opt->progress : NULL, NULL))
+        vt_memplan_check(cfg, plan_gpu, opt ? opt->memory_limit : 0,
+                         (!opt || !opt->dist || opt->dist->rank == 0) && opt ? opt->progress : NULL, NULL))
         return NULL;
     vt_trainer *t = calloc(1, sizeof *t);
     if (!t) {
