@@ -615,14 +615,35 @@ static vt_err check_inputs(const vt_unet3d *u, const vt_tensor *x, const vt_tens
     if (ts->ndim != 1 || ts->shape[0] != B)
         return vt_error(VT_ERR_SHAPE, "unet3d forward: timesteps %s must be [%lld]", vt_shape_str(ts, s1, sizeof s1),
                         (long long)B);
-    if (fps && (fps->ndim != 1 || fps->shape[0] != B))
-        return vt_error(VT_ERR_SHAPE, "unet3d forward: fps %s must be [%lld]", vt_shape_str(fps, s1, sizeof s1),
-                        (long long)B);
+    if (fps && fps->numel != 1 && (fps->ndim != 1 || fps->shape[0] != B))
+        return vt_error(VT_ERR_SHAPE, "unet3d forward: fps %s must be [%lld] or one value",
+                        vt_shape_str(fps, s1, sizeof s1), (long long)B);
     if (ctx->ndim != 3 || ctx->shape[0] != B || ctx->shape[2] != c->context_dim)
         return vt_error(VT_ERR_SHAPE, "unet3d forward: context %s must be [%lld, L, %d] for x %s",
                         vt_shape_str(ctx, s1, sizeof s1), (long long)B, c->context_dim,
                         vt_shape_str(x, s2, sizeof s2));
     return VT_OK;
+}
+
+// fps as one value per sample on the host: NULL -> lvdm's default 16; one value -> repeated
+// (lvdm: an int fps becomes full_like(timesteps, fps)); [B] -> itself.
+static vt_tensor *fps_per_sample(const vt_tensor *fps, int64_t B) {
+    if (fps && fps->ndim == 1 && fps->shape[0] == B) return vt_retain((vt_tensor *)fps);
+    vt_tensor *one = fps ? vt_on_device(fps, VT_CPU) : NULL;
+    if (one && one->dtype != VT_I64 && one->dtype != VT_F32) {
+        vt_tensor *f32 = vt_to_dtype(one, VT_F32);
+        vt_release(one);
+        one = f32;
+    }
+    if (fps && !one) return NULL;
+    vt_dtype dt = one ? one->dtype : VT_I64;
+    vt_tensor *r = vt_empty(dt, VT_CPU, 1, (int64_t[]){B});
+    for (int64_t i = 0; r && i < B; i++) {
+        if (dt == VT_I64) vt_i64(r)[i] = one ? vt_i64(one)[0] : 16;
+        else vt_f32(r)[i] = vt_f32(one)[0];
+    }
+    vt_release(one);
+    return r;
 }
 
 vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timesteps, vt_tensor *context,
@@ -642,7 +663,7 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
         if (!f) return NULL;
         *f = local;
     }
-    vt_tensor *out = NULL, *emb = NULL, *embr = NULL, *ctxr = NULL, *h = NULL, *fps16 = NULL;
+    vt_tensor *out = NULL, *emb = NULL, *embr = NULL, *ctxr = NULL, *h = NULL, *fpsb = NULL;
     vt_tensor *hs[UNET_MAX_BLOCKS] = {0};
     int n_hs = 0;
 
@@ -650,13 +671,9 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
     emb = embed_mlp(f, &u->time_embed0, &u->time_embed2, timesteps, c->model_channels);
     act(u, "time_embed", 0, emb);
     if (emb && c->fps_cond) {
-        if (!fps) {
-            fps16 = vt_empty(VT_I64, VT_CPU, 1, (int64_t[]){B});
-            if (!fps16) goto done;
-            for (int64_t i = 0; i < B; i++) vt_i64(fps16)[i] = 16;  // lvdm's default fps
-            fps = fps16;
-        }
-        vt_tensor *fe = embed_mlp(f, &u->fps_embed0, &u->fps_embed2, fps, c->model_channels);
+        fpsb = fps_per_sample(fps, B);
+        if (!fpsb) goto done;
+        vt_tensor *fe = embed_mlp(f, &u->fps_embed0, &u->fps_embed2, fpsb, c->model_channels);
         act(u, "fps_embedding", 0, fe);
         vt_tensor *sum = vt_add(emb, fe);
         vt_release(fe);
@@ -713,7 +730,7 @@ done:
     vt_release(emb);
     vt_release(embr);
     vt_release(ctxr);
-    vt_release(fps16);
+    vt_release(fpsb);
     if (!out) vt_error_context("unet3d forward: ");
     return out;
 }

@@ -112,7 +112,7 @@ void vt_unet3d_set_dropout(vt_unet3d *u, float temporal_conv_p, float lora_p);
 void vt_unet3d_set_act_hook(vt_unet3d *u, vt_unet3d_act_hook hook, void *user);
 
 // x [B, in_channels, T, H, W] f32, timesteps i64 [B], context [B, L, context_dim], fps i64 [B]
-// (NULL: 16, lvdm's default; VADER passes 24) -> eps [B, out_channels, T, H, W].
+// or one value for all samples (NULL: 16, lvdm's default; VADER passes 24) -> eps [B, out_channels, T, H, W].
 // seed: dropout masks of this call (ignored when every dropout p is 0).
 vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timesteps, vt_tensor *context,
                              const vt_tensor *fps, uint64_t seed);
