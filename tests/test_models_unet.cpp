@@ -317,4 +317,48 @@ TEST(Unet3d, ConfigFromJsonRejectsMissingFeatures) {
     EXPECT_EQ(c.channel_mult[2], 3);
     EXPECT_EQ(c.context_dim, 1024);  // kept
     cJSON_Delete(o);
+    // options at a non-default value this UNet does not have fail by name
+    o = cJSON_Parse("{\"use_scale_shift_norm\": true}");
+    c = vt_unet3d_config_videocrafter2();
+    EXPECT_NE(vt_unet3d_config_from_json(o, &c), VT_OK);
+    EXPECT_NE(std::strstr(vt_error_message(), "use_scale_shift_norm"), nullptr) << vt_error_message();
+    cJSON_Delete(o);
+}
+
+// lvdm's other head / depth / temporal options: heads by count (num_head_channels -1), the
+// temporal transformers' own depth, causal and cross temporal attention.
+TEST(Unet3d, ConfigFromJsonReadsHeadsDepthsAndTemporalModes) {
+    cJSON *o = cJSON_Parse("{\"model_channels\": 64, \"num_head_channels\": -1, \"num_heads\": 4, "
+                           "\"transformer_depth\": 2, \"temporal_transformer_depth\": 3, \"use_causal_attention\": true, "
+                           "\"temporal_length\": 16, \"temporal_selfatt_only\": false, \"addition_attention\": false}");
+    ASSERT_NE(o, nullptr);
+    vt_unet3d_config c = vt_unet3d_config_videocrafter2();
+    ASSERT_VT_OK(vt_unet3d_config_from_json(o, &c));
+    cJSON_Delete(o);
+    int heads = 0, dh = 0;
+    vt_unet3d_heads(&c, 128, &heads, &dh);
+    EXPECT_EQ(heads, 4);
+    EXPECT_EQ(dh, 32);
+    EXPECT_EQ(c.transformer_depth, 2);
+    EXPECT_EQ(vt_unet3d_temporal_depth(&c), 3);
+    EXPECT_TRUE(c.use_causal_attention);
+    EXPECT_EQ(c.temporal_length, 16);
+    EXPECT_FALSE(c.temporal_selfatt_only);
+    // init_attn takes d_head = num_head_channels: without one the model cannot be built
+    c.addition_attention = 1;
+    EXPECT_EQ(vt_unet3d_build_random(&c, 1), nullptr);
+    EXPECT_NE(std::strstr(vt_error_message(), "addition_attention"), nullptr) << vt_error_message();
+}
+
+// Upstream-made cases with other configs (tests/fixtures, scripts/make_lvdm_variant_fixtures.py):
+// one level at odd sizes, init_attn / spatial depth 2 with temporal depth 1, causal temporal
+// attention, Conv projections, 6 -> 3 channels.
+TEST(Unet3d, VariantFixtureMatches) {
+    vt_fixture_opts opt = vt_fixture_opts_default();
+    vt_fixture_report rep{};
+    std::string path = std::string(VADER_SOURCE_DIR) + "/tests/fixtures/vc2_unet_depth_causal_tiny";
+    ASSERT_VT_OK(vt_fixture_run(path.c_str(), &opt, &rep));
+    for (int i = 0; i < rep.n; i++) EXPECT_TRUE(rep.r[i].ok) << rep.r[i].name << " " << rep.r[i].note;
+    EXPECT_EQ(rep.n_fail, 0);
+    vt_fixture_report_free(&rep);
 }

@@ -56,6 +56,38 @@ TEST(VaeDecoder, FixtureReportCoversOutputsGradientsAndActivations) {
     vt_fixture_report_free(&rep);
 }
 
+// An upstream-made video case with another config (tests/fixtures,
+// scripts/make_lvdm_variant_fixtures.py): z [B, 3, T, h, w] through post_quant_conv 3 -> 8,
+// attention in the up blocks of level 0 only (resolution 18: lvdm's curr_res 4, 8, 16), act.*
+// in the folded [(B*T), C, h, w] layout.
+TEST(VaeDecoder, VideoVariantFixtureMatches) {
+    vt_fixture_opts opt = vt_fixture_opts_default();
+    vt_fixture_report rep = {};
+    std::string prefix = std::string(VADER_SOURCE_DIR) + "/tests/fixtures/vc2_vae_video_attn_tiny";
+    ASSERT_VT_OK(vt_fixture_run(prefix.c_str(), &opt, &rep));
+    for (int i = 0; i < rep.n; i++) EXPECT_TRUE(rep.r[i].ok) << rep.r[i].name << " " << rep.r[i].note;
+    EXPECT_TRUE(ReportHas(rep, "act.decoder.up.0.attn.1"));
+    EXPECT_TRUE(ReportHas(rep, "grad.z"));
+    EXPECT_EQ(rep.n_fail, 0);
+    vt_fixture_report_free(&rep);
+}
+
+TEST(VaeDecoder, ConfigFromJsonReadsEmbedDimAndRejectsMissingOptions) {
+    cJSON *o = cJSON_Parse("{\"z_channels\": 8, \"embed_dim\": 3, \"resamp_with_conv\": false}");
+    ASSERT_NE(o, nullptr);
+    vt_vae_config c = vt_vae_config_videocrafter2();
+    ASSERT_VT_OK(vt_vae_config_from_json(o, &c));
+    cJSON_Delete(o);
+    EXPECT_EQ(vt_vae_latent_channels(&c), 3);
+    EXPECT_EQ(c.resamp_with_conv, 0);
+    c = vt_vae_config_videocrafter2();
+    EXPECT_EQ(vt_vae_latent_channels(&c), 4);  // embed_dim unset: z_channels
+    o = cJSON_Parse("{\"attn_type\": \"linear\"}");
+    EXPECT_NE(vt_vae_config_from_json(o, &c), VT_OK);
+    EXPECT_NE(std::strstr(vt_error_message(), "attn_type"), nullptr) << vt_error_message();
+    cJSON_Delete(o);
+}
+
 TEST(Fixture, DetectsModelKinds) {
     const vt_fixture_kind *k = vt_fixture_detect("lvdm AutoencoderKL decode path (VideoCrafter2 family)");
     ASSERT_NE(k, nullptr);

@@ -1,6 +1,6 @@
 // vader-fixture — checks one PyTorch fixture case against vader's CPU reference:
 //
-//     vader-fixture PATH/NAME [--tol 1e-4] [--verbose] [--segments] [--acts-report-only]
+//     vader-fixture PATH/NAME [--tol T] [--verbose] [--segments] [--acts-report-only]
 //                   [--device cpu|cuda] [--skip-without-gpu]
 //
 // --device cuda moves the models and f32 inputs to the GPU and compares the results (copied
@@ -26,7 +26,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: vader-fixture PATH/NAME [--tol T] [--verbose] [--segments] [--acts-report-only]\n"
             "  PATH/NAME    fixture prefix: NAME.json, NAME.weights.safetensors, NAME.io.safetensors\n"
-            "  --tol T      relative error allowed, max|a-b|/max|b| (default 1e-4)\n"
+            "  --tol T      relative error allowed, max|a-b|/max|b| (default: the json's \"tolerance\", else 1e-4)\n"
             "  --verbose    progress and model sizes on stderr\n"
             "  --segments   run blocks as checkpoint segments (gradients must not change)\n"
             "  --acts-report-only  act.* entries are printed but do not fail the run\n"
@@ -46,6 +46,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--tol") && i + 1 < argc) {
             char *end;
             opt.tol = strtod(argv[++i], &end);
+            opt.tol_given = 1;
             if (*end || !(opt.tol >= 0)) {
                 fprintf(stderr, "vader-fixture: bad --tol %s\n", argv[i]);
                 return 2;

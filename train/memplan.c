@@ -61,7 +61,7 @@ static int64_t lora_params(const vt_unet3d_config *c, int rank, unsigned targets
         int inner = c->init_attn_heads * dh;
         for (int d = 0; d < c->transformer_depth; d++) {
             ATTN(inner, inner, inner);
-            ATTN(inner, inner, inner);
+            ATTN(inner, c->temporal_selfatt_only ? inner : c->context_dim, inner);
         }
     }
     int ds = 1;
@@ -71,15 +71,19 @@ static int64_t lora_params(const vt_unet3d_config *c, int rank, unsigned targets
         // input blocks (num_res_blocks) + output blocks (num_res_blocks + 1) at this level
         int blocks = att ? 2 * c->num_res_blocks + 1 : 0;
         if (level == c->n_levels - 1) blocks += 1;  // middle block
-        for (int b = 0; b < blocks; b++)
+        int heads, dh;
+        vt_unet3d_heads(c, ch, &heads, &dh);
+        int inner = heads * dh, tkv = c->temporal_selfatt_only ? inner : c->context_dim;
+        for (int b = 0; b < blocks; b++) {
             for (int d = 0; d < c->transformer_depth; d++) {
-                ATTN(ch, ch, ch);
-                ATTN(ch, c->context_dim, ch);
-                if (c->temporal_attention) {
-                    ATTN(ch, ch, ch);
-                    ATTN(ch, ch, ch);
-                }
+                ATTN(inner, inner, inner);
+                ATTN(inner, c->context_dim, inner);
             }
+            for (int d = 0; c->temporal_attention && d < vt_unet3d_temporal_depth(c); d++) {
+                ATTN(inner, inner, inner);
+                ATTN(inner, tkv, inner);
+            }
+        }
         ds *= 2;
     }
     #undef ATTN
@@ -152,7 +156,7 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
             ch = out;
             if (att) {
                 transformer(a, nf * px, ch, c->transformer_depth, 0);
-                if (c->temporal_attention) transformer(a, nf * px, ch, c->transformer_depth, 1);
+                if (c->temporal_attention) transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1);
             }
             a->skips += nf * px * ch;
             if (nc < 64) chans[nc++] = ch;
@@ -168,7 +172,7 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
     }
     res_block(a, nf * px, ch, ch, tc);
     transformer(a, nf * px, ch, c->transformer_depth, 0);
-    if (c->temporal_attention) transformer(a, nf * px, ch, c->transformer_depth, 1);
+    if (c->temporal_attention) transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1);
     res_block(a, nf * px, ch, ch, tc);
     for (int level = c->n_levels - 1; level >= 0; level--) {
         int att = 0;
@@ -180,7 +184,7 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
             ch = out;
             if (att) {
                 transformer(a, nf * px, ch, c->transformer_depth, 0);
-                if (c->temporal_attention) transformer(a, nf * px, ch, c->transformer_depth, 1);
+                if (c->temporal_attention) transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1);
             }
             if (level && i == c->num_res_blocks) {
                 px *= 4;

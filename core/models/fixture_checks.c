@@ -124,7 +124,7 @@ void vt_fixture_report_print(const vt_fixture_report *rep, const vt_fixture_opts
             fprintf(f, "%-*s  %9.3e  %s\n", w, e->name, e->rel_err, verdict);
     }
     fprintf(f, "%s: %d tensors, %d failed (tolerance %.1e)\n", rep->model[0] ? rep->model : "fixture", rep->n,
-            rep->n_fail, opt->tol);
+            rep->n_fail, rep->tol > 0 ? rep->tol : opt->tol);
 }
 
 void vt_fixture_report_unsupported_grads(vt_fixture *fx, vt_fixture_report *rep, const char *const *handled,
@@ -139,6 +139,21 @@ void vt_fixture_report_unsupported_grads(vt_fixture *fx, vt_fixture_report *rep,
     free(names);
 }
 
+
+void vt_fixture_report_unvisited_acts(vt_fixture *fx, vt_fixture_report *rep) {
+    const char **names = NULL;
+    int n = vt_fixture_io_names(fx, "act.", &names);
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < rep->n && !seen; j++) seen = strcmp(rep->r[j].name, names[i]) == 0;
+        if (seen) continue;
+        vt_fixture_result *e = report_push(rep, names[i]);
+        if (!e) break;
+        e->rel_err = INFINITY;  // checked = 0: reported, not failed
+        snprintf(e->note, sizeof e->note, "no module output of that name here");
+    }
+    free(names);
+}
 
 static vt_device g_fixture_device = VT_CPU;
 vt_device vt_fixture_device(void) { return g_fixture_device; }
@@ -166,8 +181,13 @@ vt_err vt_fixture_run(const char *prefix, const vt_fixture_opts *opt, vt_fixture
     }
     snprintf(rep->model, sizeof rep->model, "%s", k->name);
     if (opt->verbose) fprintf(stderr, "%s: model \"%s\" -> %s check\n", prefix, model, k->name);
+    // the case's own tolerance, when it states one and the caller did not choose
+    vt_fixture_opts o = *opt;
+    const cJSON *jt = vt_fixture_json(fx, "tolerance");
+    if (!opt->tol_given && cJSON_IsNumber(jt) && jt->valuedouble >= 0) o.tol = jt->valuedouble;
+    rep->tol = o.tol;
     g_fixture_device = opt->device;
-    e = k->check(fx, opt, rep);
+    e = k->check(fx, &o, rep);
     g_fixture_device = VT_CPU;
     if (e) vt_error_context("%s (%s): ", prefix, k->name);
     vt_fixture_free(fx);

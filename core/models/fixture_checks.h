@@ -22,10 +22,11 @@ typedef struct vt_fixture_opts {
     int acts_checked;  // act.* entries count for pass/fail (otherwise reported only)
     int segments;      // run blocks as checkpoint segments (the gradients must not change)
     vt_device device;  // where models and floating-point inputs live (results are compared on the host)
+    int tol_given;     // tol was chosen by the caller: a json "tolerance" does not replace it
 } vt_fixture_opts;
 
 static inline vt_fixture_opts vt_fixture_opts_default(void) {
-    vt_fixture_opts o = {1e-4, 0, 1, 0, VT_CPU};
+    vt_fixture_opts o = {1e-4, 0, 1, 0, VT_CPU, 0};
     return o;
 }
 
@@ -41,6 +42,7 @@ typedef struct vt_fixture_report {
     vt_fixture_result *r;
     int n, cap;
     int n_fail;  // checked entries above tolerance (or missing)
+    double tol;  // the tolerance the run used (vt_fixture_run sets it; 0: opt->tol)
     char model[64];
 } vt_fixture_report;
 
@@ -60,6 +62,9 @@ void vt_fixture_report_print(const vt_fixture_report *rep, const vt_fixture_opts
 // the check does not compute never passes silently).
 void vt_fixture_report_unsupported_grads(vt_fixture *fx, vt_fixture_report *rep, const char *const *handled,
                                          int n_handled);
+// An unchecked line for every io act.* entry no line of rep names: a module output the fixture
+// recorded but this model does not report (debugging aids, so not a failure, but visible).
+void vt_fixture_report_unvisited_acts(vt_fixture *fx, vt_fixture_report *rep);
 // f32 (or i64) cpu copy of an io entry, or NULL + VT_ERR_KEY naming the fixture and entry.
 vt_tensor *vt_fixture_input(vt_fixture *fx, const char *name);
 // The device of the run in progress (vt_fixture_run sets it from opts.device): vt_fixture_input
@@ -102,7 +107,7 @@ extern const vt_fixture_kind vt_fixture_kinds[];
 const vt_fixture_kind *vt_fixture_detect(const char *model);
 
 // Opens PREFIX (PREFIX.json, .weights.safetensors, .io.safetensors), detects the model and
-// runs its check into rep.
+// runs its check into rep. A json number "tolerance" sets the tolerance unless opt->tol_given.
 vt_err vt_fixture_run(const char *prefix, const vt_fixture_opts *opt, vt_fixture_report *rep);
 
 #ifdef __cplusplus

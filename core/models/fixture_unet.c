@@ -68,6 +68,7 @@ vt_err vt_fixture_check_unet(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixt
             if (gtargets[i]) vt_fixture_compare(fx, opt, rep, gnames[i], gtargets[i]->grad, 1);
     }
     if (!e) vt_fixture_report_unsupported_grads(fx, rep, handled, n_handled);
+    if (!e) vt_fixture_report_unvisited_acts(fx, rep);
 done:
     vt_tape_free(tape);
     vt_release(out);

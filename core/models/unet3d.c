@@ -57,7 +57,9 @@ vt_unet3d_config vt_unet3d_config_videocrafter2(void) {
     c.channel_mult[2] = 4;
     c.channel_mult[3] = 4;
     c.num_head_channels = 64;
+    c.num_heads = -1;
     c.transformer_depth = 1;
+    c.temporal_transformer_depth = 1;
     c.context_dim = 1024;
     c.use_linear = 1;
     c.temporal_conv = 1;
@@ -100,45 +102,102 @@ static vt_err json_int_list(const cJSON *o, const char *name, int *dst, int *n, 
     return VT_OK;
 }
 
+// UNetModel options this implementation has only at lvdm's default: a config naming another
+// value fails rather than silently computing something else.
+typedef struct fixed_option {
+    const char *name;
+    int value;  // the one supported value (booleans as 0 / 1)
+} fixed_option;
+static const fixed_option fixed_options[] = {
+    {"use_relative_position", 0}, {"use_scale_shift_norm", 0}, {"resblock_updown", 0}, {"tempspatial_aware", 0},
+    {"use_image_attention", 0},   {"use_fp16", 0},             {"conv_resample", 1},   {"dims", 2},
+};
+
+static vt_err check_fixed_options(const cJSON *o) {
+    for (size_t i = 0; i < sizeof fixed_options / sizeof fixed_options[0]; i++) {
+        const fixed_option *f = &fixed_options[i];
+        int v = f->value;
+        if (json_int(o, f->name, &v, 0)) return vt_error_code();
+        if (v != f->value)
+            return vt_error(VT_ERR_CONFIG, "unet3d config: %s = %d is not implemented (only %d)", f->name, v, f->value);
+    }
+    return VT_OK;
+}
+
+// json_int for fields where lvdm writes -1 (or null) for "unset"
+static vt_err json_int_or_unset(const cJSON *o, const char *name, int *dst) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (cJSON_IsNumber(v) && v->valuedouble == -1.0) {
+        *dst = -1;
+        return VT_OK;
+    }
+    return json_int(o, name, dst, 1);
+}
+
 vt_err vt_unet3d_config_from_json(const cJSON *o, vt_unet3d_config *c) {
     if (!cJSON_IsObject(o)) return vt_error(VT_ERR_CONFIG, "unet3d config: not a JSON object");
     vt_err e = VT_OK;
-    int rel = 0, causal = 0;
     if ((e = json_int(o, "in_channels", &c->in_channels, 1)) || (e = json_int(o, "out_channels", &c->out_channels, 1)) ||
         (e = json_int(o, "model_channels", &c->model_channels, 1)) ||
         (e = json_int_list(o, "attention_resolutions", c->attention_resolutions, &c->n_attention_resolutions, 1)) ||
         (e = json_int(o, "num_res_blocks", &c->num_res_blocks, 1)) ||
         (e = json_int_list(o, "channel_mult", c->channel_mult, &c->n_levels, 1)) ||
-        (e = json_int(o, "num_head_channels", &c->num_head_channels, 1)) ||
+        (e = json_int_or_unset(o, "num_head_channels", &c->num_head_channels)) ||
+        (e = json_int_or_unset(o, "num_heads", &c->num_heads)) ||
         (e = json_int(o, "transformer_depth", &c->transformer_depth, 1)) ||
+        (e = json_int(o, "temporal_transformer_depth", &c->temporal_transformer_depth, 1)) ||
         (e = json_int(o, "context_dim", &c->context_dim, 1)) || (e = json_int(o, "use_linear", &c->use_linear, 0)) ||
         (e = json_int(o, "use_checkpoint", &c->use_checkpoint, 0)) ||
         (e = json_int(o, "temporal_conv", &c->temporal_conv, 0)) ||
         (e = json_int(o, "temporal_attention", &c->temporal_attention, 0)) ||
         (e = json_int(o, "temporal_selfatt_only", &c->temporal_selfatt_only, 0)) ||
+        (e = json_int(o, "use_causal_attention", &c->use_causal_attention, 0)) ||
+        (e = json_int(o, "temporal_length", &c->temporal_length, 0)) ||
         (e = json_int(o, "addition_attention", &c->addition_attention, 0)) ||
-        (e = json_int(o, "fps_cond", &c->fps_cond, 0)) || (e = json_int(o, "use_relative_position", &rel, 0)) ||
-        (e = json_int(o, "use_causal_attention", &causal, 0)))
+        (e = json_int(o, "fps_cond", &c->fps_cond, 0)) || (e = check_fixed_options(o)))
         return e;
-    if (rel) return vt_error(VT_ERR_CONFIG, "unet3d config: use_relative_position = true is not implemented");
-    if (causal) return vt_error(VT_ERR_CONFIG, "unet3d config: use_causal_attention = true is not implemented");
-    if (c->temporal_attention && !c->temporal_selfatt_only)
-        return vt_error(VT_ERR_CONFIG, "unet3d config: temporal_selfatt_only = false (temporal cross-attention) is "
-                                       "not implemented");
     if (c->init_attn_heads <= 0) c->init_attn_heads = 8;
     return VT_OK;
 }
 
 int vt_unet3d_downsampling(const vt_unet3d_config *c) { return 1 << (c->n_levels - 1); }
 
+void vt_unet3d_heads(const vt_unet3d_config *c, int channels, int *heads, int *d_head) {
+    if (c->num_head_channels > 0) {
+        *heads = channels / c->num_head_channels;
+        *d_head = c->num_head_channels;
+    } else {
+        *heads = c->num_heads;
+        *d_head = c->num_heads > 0 ? channels / c->num_heads : 0;
+    }
+}
+
+int vt_unet3d_temporal_depth(const vt_unet3d_config *c) {
+    return c->temporal_transformer_depth > 0 ? c->temporal_transformer_depth : 1;
+}
+
 static vt_err check_config(const vt_unet3d_config *c) {
     if (c->n_levels < 1 || c->n_levels > VT_UNET3D_MAX_LEVELS || c->num_res_blocks < 1 || c->model_channels < 1 ||
-        c->num_head_channels < 1 || c->in_channels < 1 || c->out_channels < 1 || c->transformer_depth < 1 ||
-        c->context_dim < 1)
+        c->in_channels < 1 || c->out_channels < 1 || c->transformer_depth < 1 || c->context_dim < 1)
         return vt_error(VT_ERR_CONFIG, "unet3d config: sizes must be positive (levels 1..%d)", VT_UNET3D_MAX_LEVELS);
+    if (c->num_head_channels <= 0 && c->num_heads <= 0)
+        return vt_error(VT_ERR_CONFIG, "unet3d config: either num_head_channels or num_heads must be set");
+    // lvdm builds init_attn with d_head = num_head_channels whatever num_heads says
+    if (c->addition_attention && c->num_head_channels <= 0)
+        return vt_error(VT_ERR_CONFIG, "unet3d config: addition_attention needs num_head_channels (init_attn's d_head)");
     if (c->model_channels % 32)
         return vt_error(VT_ERR_CONFIG, "unet3d config: model_channels %d is not a multiple of 32 (GroupNorm groups)",
                         c->model_channels);
+    for (int l = 0; l < c->n_levels; l++) {
+        int ch = c->channel_mult[l] * c->model_channels, heads, dh;
+        vt_unet3d_heads(c, ch, &heads, &dh);
+        if (ch % 32)
+            return vt_error(VT_ERR_CONFIG, "unet3d config: channels %d (level %d) not a multiple of 32 (GroupNorm groups)",
+                            ch, l);
+        if (heads < 1 || dh < 1)
+            return vt_error(VT_ERR_CONFIG, "unet3d config: %d channels (level %d) give %d heads of width %d", ch, l,
+                            heads, dh);
+    }
     if ((c->n_levels + 1) * (c->num_res_blocks + 2) > UNET_MAX_BLOCKS)
         return vt_error(VT_ERR_CONFIG, "unet3d config: too many blocks");
     return VT_OK;
@@ -221,9 +280,19 @@ static int add_res(unet_builder *b, unet_block *blk, int in_ch, int out_ch, cons
 }
 
 // SpatialTransformer, then (temporal_attention) TemporalTransformer
+// The transformer options of a temporal one: its attn2 reads the text only without
+// temporal_selfatt_only; the causal mask applies to self-attention only (lvdm drops the mask
+// in its cross-attention branch).
+static unet_tr_opts temporal_opts(const vt_unet3d_config *c, int depth, int use_linear) {
+    unet_tr_opts o = {1, depth, c->temporal_selfatt_only ? 0 : c->context_dim, use_linear, 0};
+    o.causal = c->use_causal_attention && c->temporal_selfatt_only;
+    return o;
+}
+
 static int add_attn(unet_builder *b, unet_block *blk, int ch, const vt_unet3d *u, const char *path) {
     const vt_unet3d_config *c = &u->cfg;
-    int heads = ch / c->num_head_channels, dh = c->num_head_channels;
+    int heads, dh;
+    vt_unet3d_heads(c, ch, &heads, &dh);
     char p[256];
     for (int temporal = 0; temporal <= c->temporal_attention; temporal++) {
         unet_layer *L = &blk->layers[blk->n++];
@@ -231,8 +300,10 @@ static int add_attn(unet_builder *b, unet_block *blk, int ch, const vt_unet3d *u
         L->tr = calloc(1, sizeof *L->tr);
         if (!L->tr) return b->failed = 1, 0;
         snprintf(p, sizeof p, "%s.%d", path, blk->n - 1);
-        unet_build_transformer(b, L->tr, temporal, ch, heads, dh, c->transformer_depth, temporal ? 0 : c->context_dim,
-                               c->use_linear, p);
+        // spatial: transformer_depth, cross on the text; temporal: temporal_transformer_depth
+        unet_tr_opts o = {0, c->transformer_depth, c->context_dim, c->use_linear, 0};
+        if (temporal) o = temporal_opts(c, vt_unet3d_temporal_depth(c), c->use_linear);
+        unet_build_transformer(b, L->tr, ch, heads, dh, &o, p);
     }
     return !b->failed;
 }
@@ -261,8 +332,9 @@ static void build_model(unet_builder *b, vt_unet3d *u) {
     chans[n_chans++] = mc;
     if (c->addition_attention) {
         u->has_init_attn = 1;
-        unet_build_transformer(b, &u->init_attn, 1, mc, c->init_attn_heads, c->num_head_channels, c->transformer_depth,
-                               0, 0, "init_attn.0");
+        // lvdm: TemporalTransformer(depth=transformer_depth) without use_linear (Conv1d projections)
+        unet_tr_opts o = temporal_opts(c, c->transformer_depth, 0);
+        unet_build_transformer(b, &u->init_attn, mc, c->init_attn_heads, c->num_head_channels, &o, "init_attn.0");
     }
     int ch = mc, ds = 1;
     for (int level = 0; level < c->n_levels; level++) {
@@ -543,14 +615,35 @@ static vt_err check_inputs(const vt_unet3d *u, const vt_tensor *x, const vt_tens
     if (ts->ndim != 1 || ts->shape[0] != B)
         return vt_error(VT_ERR_SHAPE, "unet3d forward: timesteps %s must be [%lld]", vt_shape_str(ts, s1, sizeof s1),
                         (long long)B);
-    if (fps && (fps->ndim != 1 || fps->shape[0] != B))
-        return vt_error(VT_ERR_SHAPE, "unet3d forward: fps %s must be [%lld]", vt_shape_str(fps, s1, sizeof s1),
-                        (long long)B);
+    if (fps && fps->numel != 1 && (fps->ndim != 1 || fps->shape[0] != B))
+        return vt_error(VT_ERR_SHAPE, "unet3d forward: fps %s must be [%lld] or one value",
+                        vt_shape_str(fps, s1, sizeof s1), (long long)B);
     if (ctx->ndim != 3 || ctx->shape[0] != B || ctx->shape[2] != c->context_dim)
         return vt_error(VT_ERR_SHAPE, "unet3d forward: context %s must be [%lld, L, %d] for x %s",
                         vt_shape_str(ctx, s1, sizeof s1), (long long)B, c->context_dim,
                         vt_shape_str(x, s2, sizeof s2));
     return VT_OK;
+}
+
+// fps as one value per sample on the host: NULL -> lvdm's default 16; one value -> repeated
+// (lvdm: an int fps becomes full_like(timesteps, fps)); [B] -> itself.
+static vt_tensor *fps_per_sample(const vt_tensor *fps, int64_t B) {
+    if (fps && fps->ndim == 1 && fps->shape[0] == B) return vt_retain((vt_tensor *)fps);
+    vt_tensor *one = fps ? vt_on_device(fps, VT_CPU) : NULL;
+    if (one && one->dtype != VT_I64 && one->dtype != VT_F32) {
+        vt_tensor *f32 = vt_to_dtype(one, VT_F32);
+        vt_release(one);
+        one = f32;
+    }
+    if (fps && !one) return NULL;
+    vt_dtype dt = one ? one->dtype : VT_I64;
+    vt_tensor *r = vt_empty(dt, VT_CPU, 1, (int64_t[]){B});
+    for (int64_t i = 0; r && i < B; i++) {
+        if (dt == VT_I64) vt_i64(r)[i] = one ? vt_i64(one)[0] : 16;
+        else vt_f32(r)[i] = vt_f32(one)[0];
+    }
+    vt_release(one);
+    return r;
 }
 
 vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timesteps, vt_tensor *context,
@@ -570,7 +663,7 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
         if (!f) return NULL;
         *f = local;
     }
-    vt_tensor *out = NULL, *emb = NULL, *embr = NULL, *ctxr = NULL, *h = NULL, *fps16 = NULL;
+    vt_tensor *out = NULL, *emb = NULL, *embr = NULL, *ctxr = NULL, *h = NULL, *fpsb = NULL;
     vt_tensor *hs[UNET_MAX_BLOCKS] = {0};
     int n_hs = 0;
 
@@ -578,13 +671,9 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
     emb = embed_mlp(f, &u->time_embed0, &u->time_embed2, timesteps, c->model_channels);
     act(u, "time_embed", 0, emb);
     if (emb && c->fps_cond) {
-        if (!fps) {
-            fps16 = vt_empty(VT_I64, VT_CPU, 1, (int64_t[]){B});
-            if (!fps16) goto done;
-            for (int64_t i = 0; i < B; i++) vt_i64(fps16)[i] = 16;  // lvdm's default fps
-            fps = fps16;
-        }
-        vt_tensor *fe = embed_mlp(f, &u->fps_embed0, &u->fps_embed2, fps, c->model_channels);
+        fpsb = fps_per_sample(fps, B);
+        if (!fpsb) goto done;
+        vt_tensor *fe = embed_mlp(f, &u->fps_embed0, &u->fps_embed2, fpsb, c->model_channels);
         act(u, "fps_embedding", 0, fe);
         vt_tensor *sum = vt_add(emb, fe);
         vt_release(fe);
@@ -641,7 +730,7 @@ done:
     vt_release(emb);
     vt_release(embr);
     vt_release(ctxr);
-    vt_release(fps16);
+    vt_release(fpsb);
     if (!out) vt_error_context("unet3d forward: ");
     return out;
 }
@@ -787,12 +876,11 @@ typedef struct flop_acc {
 } flop_acc;
 
 // One Spatial (seq = H*W per frame, cross on L text tokens) or Temporal (seq = T per pixel,
-// self only) transformer over ntok = B*T*H*W tokens of `ch` channels.
-static void flops_transformer(flop_acc *a, const vt_unet3d_config *c, int temporal, double ntok, double ch, double heads,
-                              double seq, double nctx, double lctx) {
-    double inner = heads * c->num_head_channels;
+// self only) transformer of `depth` blocks over ntok = B*T*H*W tokens of `ch` channels.
+static void flops_transformer(flop_acc *a, const vt_unet3d_config *c, int temporal, double ntok, double ch,
+                              double inner, int depth, double seq, double nctx, double lctx) {
     a->total += 2 * 2 * ntok * ch * inner;  // proj_in, proj_out
-    for (int d = 0; d < c->transformer_depth; d++) {
+    for (int d = 0; d < depth; d++) {
         a->total += 2 * ntok * inner * inner * 4;  // attn1 q k v out
         double at1 = 4 * ntok * seq * inner;       // q k^T and p v
         double at2;
@@ -817,8 +905,11 @@ static void flops_res(flop_acc *a, const vt_unet3d_config *c, double npix, doubl
 
 static void flops_attn(flop_acc *a, const vt_unet3d_config *c, double npix, double ch, double hw, double T, double nf,
                        double L) {
-    flops_transformer(a, c, 0, npix, ch, ch / c->num_head_channels, hw, nf * L, L);
-    if (c->temporal_attention) flops_transformer(a, c, 1, npix, ch, ch / c->num_head_channels, T, 0, 0);
+    int heads, dh;
+    vt_unet3d_heads(c, (int)ch, &heads, &dh);
+    flops_transformer(a, c, 0, npix, ch, (double)heads * dh, c->transformer_depth, hw, nf * L, L);
+    if (c->temporal_attention)
+        flops_transformer(a, c, 1, npix, ch, (double)heads * dh, vt_unet3d_temporal_depth(c), T, 0, 0);
 }
 
 double vt_unet3d_flops(const vt_unet3d_config *c, int64_t B, int64_t T, int64_t H, int64_t W, int64_t L, double *attn) {
@@ -826,7 +917,9 @@ double vt_unet3d_flops(const vt_unet3d_config *c, int64_t B, int64_t T, int64_t 
     double mc = c->model_channels, E = 4 * mc, nf = (double)(B * T), hw = (double)(H * W);
     a.total += 2 * B * (mc * E + E * E) * (c->fps_cond ? 2 : 1);
     a.total += 2 * nf * hw * mc * c->in_channels * 9;
-    if (c->addition_attention) flops_transformer(&a, c, 1, nf * hw, mc, c->init_attn_heads, (double)T, 0, 0);
+    if (c->addition_attention)
+        flops_transformer(&a, c, 1, nf * hw, mc, (double)c->init_attn_heads * c->num_head_channels,
+                          c->transformer_depth, (double)T, 0, 0);
     double chans[UNET_MAX_BLOCKS];
     int n = 0;
     chans[n++] = mc;

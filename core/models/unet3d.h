@@ -33,13 +33,18 @@ typedef struct vt_unet3d_config {
     int num_res_blocks;
     int n_levels;  // len(channel_mult)
     int channel_mult[VT_UNET3D_MAX_LEVELS];
-    int num_head_channels;  // d_head; heads = channels / num_head_channels
-    int transformer_depth;  // BasicTransformerBlocks per (spatial and temporal) transformer
+    int num_head_channels;  // d_head; heads = channels / num_head_channels; <= 0 (lvdm's -1): use num_heads
+    int num_heads;          // with num_head_channels <= 0: heads fixed, d_head = channels / num_heads
+    int transformer_depth;  // BasicTransformerBlocks per SpatialTransformer and in init_attn
+    int temporal_transformer_depth;  // ... per block TemporalTransformer (lvdm default 1; <= 0 means 1)
     int context_dim;
     int use_linear;           // Linear proj_in/out in the block transformers (else 1x1 conv)
     int temporal_conv;        // TemporalConvBlock (key temopral_conv) after each ResBlock
     int temporal_attention;   // TemporalTransformer after each SpatialTransformer
-    int temporal_selfatt_only;  // temporal attn2 is self-attention (must be 1: VideoCrafter2)
+    int temporal_selfatt_only;  // temporal attn2 is self-attention (VideoCrafter2); 0: cross-attention on
+                                // the text, pixel p of a sample seeing frame p / (H*W/T)'s context
+    int use_causal_attention;   // temporal self-attention masked to frames <= the query's (needs T = temporal_length)
+    int temporal_length;        // lvdm's temporal_length (only the causal mask reads it; 0: any T)
     int addition_attention;   // init_attn after input_blocks.0
     int init_attn_heads;      // 8 in lvdm (d_head = num_head_channels)
     int fps_cond;             // fps_embedding added to the time embedding
@@ -51,17 +56,23 @@ typedef struct vt_unet3d_config {
 // part on, fps conditioning (1,413,284,420 parameters).
 vt_unet3d_config vt_unet3d_config_videocrafter2(void);
 // Reads lvdm UNetModel params from a JSON object (in_channels, out_channels, model_channels,
-// attention_resolutions, num_res_blocks, channel_mult, num_head_channels, transformer_depth,
-// context_dim, use_linear, use_checkpoint, temporal_conv, temporal_attention,
-// temporal_selfatt_only, addition_attention, fps_cond, use_relative_position,
-// use_causal_attention); missing fields keep *c's values. Options this implementation does
-// not have (relative position, causal temporal attention, temporal cross-attention) are
-// VT_ERR_CONFIG naming the field.
+// attention_resolutions, num_res_blocks, channel_mult, num_head_channels, num_heads,
+// transformer_depth, temporal_transformer_depth, context_dim, use_linear, use_checkpoint,
+// temporal_conv, temporal_attention, temporal_selfatt_only, use_causal_attention,
+// temporal_length, addition_attention, fps_cond, and the options below); missing fields keep
+// *c's values. Options this implementation does not have (use_relative_position,
+// use_scale_shift_norm, resblock_updown, tempspatial_aware, use_image_attention, dims != 2,
+// conv_resample false, ...) are VT_ERR_CONFIG naming the field.
 struct cJSON;
 vt_err vt_unet3d_config_from_json(const struct cJSON *config, vt_unet3d_config *c);
 
 // Total downsampling factor 2^(n_levels - 1): latent h and w must be multiples of it.
 int vt_unet3d_downsampling(const vt_unet3d_config *c);
+// Heads and d_head of the block transformers at `channels` (lvdm: num_head_channels, or
+// num_heads when num_head_channels is -1); their inner width is heads * d_head.
+void vt_unet3d_heads(const vt_unet3d_config *c, int channels, int *heads, int *d_head);
+// Blocks per block TemporalTransformer (temporal_transformer_depth, 1 when unset).
+int vt_unet3d_temporal_depth(const vt_unet3d_config *c);
 
 typedef struct vt_unet3d vt_unet3d;
 
@@ -101,7 +112,7 @@ void vt_unet3d_set_dropout(vt_unet3d *u, float temporal_conv_p, float lora_p);
 void vt_unet3d_set_act_hook(vt_unet3d *u, vt_unet3d_act_hook hook, void *user);
 
 // x [B, in_channels, T, H, W] f32, timesteps i64 [B], context [B, L, context_dim], fps i64 [B]
-// (NULL: 16, lvdm's default; VADER passes 24) -> eps [B, out_channels, T, H, W].
+// or one value for all samples (NULL: 16, lvdm's default; VADER passes 24) -> eps [B, out_channels, T, H, W].
 // seed: dropout masks of this call (ignored when every dropout p is 0).
 vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timesteps, vt_tensor *context,
                              const vt_tensor *fps, uint64_t seed);

@@ -91,7 +91,7 @@ static void build_attention(unet_builder *b, unet_attention *a, int query_dim, i
     unet_build_linear(b, &a->to_out, inner, query_dim, 1, 0, p);
 }
 
-static void build_tblock(unet_builder *b, unet_tblock *t, int dim, int heads, int d_head, int context_dim,
+static void build_tblock(unet_builder *b, unet_tblock *t, int dim, int heads, int d_head, int context_dim, int causal,
                          const char *path) {
     char p[400];
     path_fmt(p, sizeof p, "%s.norm1", path);
@@ -103,6 +103,7 @@ static void build_tblock(unet_builder *b, unet_tblock *t, int dim, int heads, in
     path_fmt(p, sizeof p, "%s.attn1", path);
     build_attention(b, &t->attn1, dim, dim, heads, d_head, p);
     t->cross = context_dim > 0;
+    t->causal = causal;
     path_fmt(p, sizeof p, "%s.attn2", path);
     build_attention(b, &t->attn2, dim, t->cross ? context_dim : dim, heads, d_head, p);
     path_fmt(p, sizeof p, "%s.ff.net.0.proj", path);
@@ -111,19 +112,21 @@ static void build_tblock(unet_builder *b, unet_tblock *t, int dim, int heads, in
     unet_build_linear(b, &t->ff_out, 4 * dim, dim, 1, 0, p);
 }
 
-// context_dim 0: attn2 is self-attention (TemporalTransformer with only_self_att).
-int unet_build_transformer(unet_builder *b, unet_transformer *t, int temporal, int channels, int heads, int d_head,
-                           int depth, int context_dim, int use_linear, const char *path) {
+// o->context_dim 0: attn2 is self-attention (TemporalTransformer with only_self_att).
+int unet_build_transformer(unet_builder *b, unet_transformer *t, int channels, int heads, int d_head,
+                           const unet_tr_opts *o, const char *path) {
     char p[400];
     memset(t, 0, sizeof *t);
-    t->temporal = temporal;
+    t->temporal = o->temporal;
+    t->cross = o->context_dim > 0;
     t->channels = channels;
     t->inner = heads * d_head;
-    t->depth = depth;
+    t->depth = o->depth;
+    int depth = o->depth;
     path_fmt(p, sizeof p, "%s.norm", path);
     build_norm(b, &t->norm, channels, p);
     // not use_linear: Conv1d (temporal) / Conv2d 1x1 (spatial) kernel-1 projections
-    int kd = use_linear ? 0 : (temporal ? 1 : 2);
+    int kd = o->use_linear ? 0 : (o->temporal ? 1 : 2);
     path_fmt(p, sizeof p, "%s.proj_in", path);
     unet_build_linear(b, &t->proj_in, channels, t->inner, 1, kd, p);
     t->blocks = calloc((size_t)depth, sizeof *t->blocks);
@@ -133,7 +136,7 @@ int unet_build_transformer(unet_builder *b, unet_transformer *t, int temporal, i
     }
     for (int i = 0; i < depth; i++) {
         path_fmt(p, sizeof p, "%s.transformer_blocks.%d", path, i);
-        build_tblock(b, &t->blocks[i], t->inner, heads, d_head, context_dim, p);
+        build_tblock(b, &t->blocks[i], t->inner, heads, d_head, o->context_dim, o->causal, p);
     }
     path_fmt(p, sizeof p, "%s.proj_out", path);
     unet_build_linear(b, &t->proj_out, t->inner, channels, 1, kd, p);
@@ -245,13 +248,14 @@ vt_tensor *unet_linear_forward(const unet_frame *f, const unet_linear *l, vt_ten
 
 // ---- CrossAttention -----------------------------------------------------------------------
 // x [N, Lq, Cq], ctx [N, Lk, Ck] -> [N, Lq, Cq]; softmax(q k^T d_head^-0.5) v per head.
-static vt_tensor *attention_forward(const unet_frame *f, const unet_attention *a, vt_tensor *x, vt_tensor *ctx) {
+static vt_tensor *attention_forward(const unet_frame *f, const unet_attention *a, vt_tensor *x, vt_tensor *ctx,
+                                    int causal) {
     scope s = {0};
     vt_tensor *q = keep(&s, unet_linear_forward(f, &a->to_q, x));
     vt_tensor *k = keep(&s, unet_linear_forward(f, &a->to_k, ctx));
     vt_tensor *v = keep(&s, unet_linear_forward(f, &a->to_v, ctx));
     float scale = (float)(1.0 / sqrt((double)a->d_head));
-    vt_tensor *o = keep(&s, q && k && v ? vt_attention(q, k, v, a->heads, scale, 0) : NULL);
+    vt_tensor *o = keep(&s, q && k && v ? vt_attention(q, k, v, a->heads, scale, causal) : NULL);
     vt_tensor *out = o ? unet_linear_forward(f, &a->to_out, o) : NULL;
     scope_end(&s);
     return out;
@@ -262,10 +266,11 @@ static vt_tensor *attention_forward(const unet_frame *f, const unet_attention *a
 static vt_tensor *tblock_forward(const unet_frame *f, const unet_tblock *t, vt_tensor *x, vt_tensor *ctx) {
     scope s = {0};
     vt_tensor *h = keep(&s, vt_layer_norm(x, t->norm1.w, t->norm1.b, 1e-5f));
-    vt_tensor *a = keep(&s, h ? attention_forward(f, &t->attn1, h, h) : NULL);
+    vt_tensor *a = keep(&s, h ? attention_forward(f, &t->attn1, h, h, t->causal) : NULL);
     vt_tensor *x1 = keep(&s, vt_add(a, x));
     h = keep(&s, vt_layer_norm(x1, t->norm2.w, t->norm2.b, 1e-5f));
-    a = keep(&s, h ? attention_forward(f, &t->attn2, h, t->cross ? ctx : h) : NULL);
+    // lvdm hands the causal mask to attn2 too (self-attention in a temporal block)
+    a = keep(&s, h ? attention_forward(f, &t->attn2, h, t->cross ? ctx : h, t->causal && !t->cross) : NULL);
     vt_tensor *x2 = keep(&s, vt_add(a, x1));
     h = keep(&s, vt_layer_norm(x2, t->norm3.w, t->norm3.b, 1e-5f));
     vt_tensor *p = keep(&s, h ? unet_linear_forward(f, &t->ff_proj, h) : NULL);
@@ -293,6 +298,20 @@ static vt_tensor *tblock_run(const unet_frame *f, const unet_tblock *t, vt_tenso
 }
 
 // ---- Spatial / Temporal transformer -------------------------------------------------------
+// The text context of a temporal cross-attention: lvdm repeats each sample's frames
+// 't l d -> (t r) l d' with r = HW / T and pairs the copies with the sample's HW pixel rows, so
+// pixel p reads frame p / r's context. ctx [(B*T), L, D] (row b*T + t) -> [(B*HW), L, D]: the
+// row b*HW + p = (b*T + t)*r + i is exactly repeat_interleave by r.
+static vt_tensor *temporal_context(vt_tensor *ctx, int64_t T, int64_t HW) {
+    if (!ctx) return NULL;
+    if (HW % T) {
+        vt_error(VT_ERR_SHAPE, "unet3d: temporal cross-attention needs H*W (%lld) to be a multiple of the %lld frames "
+                 "(lvdm repeats each frame's context H*W/T times)", (long long)HW, (long long)T);
+        return NULL;
+    }
+    return vt_repeat_interleave(ctx, 0, HW / T);
+}
+
 // Spatial: x [(B*T), C, H, W] -> GroupNorm -> tokens [(B*T), H*W, C] (token y*W + x).
 // Temporal: x unfolded to [B, C, T, H, W] -> GroupNorm over (C/32, T, H, W) per sample ->
 // tokens [(B*H*W), T, C] (row b*H*W + y*W + x). Both: proj_in, blocks, proj_out, + x.
@@ -311,10 +330,11 @@ vt_tensor *unet_transformer_forward(const unet_frame *f, const unet_transformer 
         vt_tensor *h = keep(&s, vt_group_norm(x5, 32, t->norm.w, t->norm.b, 1e-6f));
         vt_tensor *p = keep(&s, vt_permute(h, 5, (int[]){0, 3, 4, 2, 1}));
         tok = keep(&s, vt_reshape(p, 3, (int64_t[]){B * H * W, T, C}));
+        context = t->cross ? keep(&s, temporal_context(context, T, H * W)) : NULL;
     }
-    vt_tensor *h = tok ? unet_linear_forward(f, &t->proj_in, tok) : NULL;
+    vt_tensor *h = tok && (!t->cross || context) ? unet_linear_forward(f, &t->proj_in, tok) : NULL;
     for (int i = 0; h && i < t->depth; i++) {
-        vt_tensor *nh = tblock_run(f, &t->blocks[i], h, t->temporal ? NULL : context);
+        vt_tensor *nh = tblock_run(f, &t->blocks[i], h, context);
         vt_release(h);
         h = nh;
     }

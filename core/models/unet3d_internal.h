@@ -53,12 +53,24 @@ typedef struct unet_tblock {
     unet_attention attn1, attn2;
     unet_linear ff_proj, ff_out;  // ff.net.0.proj [8 dim, dim], ff.net.2 [dim, 4 dim]
     int cross;                    // attn2 attends to the text context
+    int causal;                   // both attentions masked to keys <= the query (temporal only)
 } unet_tblock;
 
+// How a transformer is built: what lvdm's SpatialTransformer / TemporalTransformer arguments
+// decide beyond the sizes.
+typedef struct unet_tr_opts {
+    int temporal;
+    int depth;        // BasicTransformerBlocks
+    int context_dim;  // > 0: attn2 is cross-attention on the text context of that width
+    int use_linear;   // Linear projections, else kernel-1 Conv1d (temporal) / Conv2d (spatial)
+    int causal;       // temporal self-attention with a causal mask
+} unet_tr_opts;
+
 // SpatialTransformer (per frame, tokens = h*w pixels) or TemporalTransformer (per pixel,
-// tokens = the t frames).
+// tokens = the t frames; with a context, pixel p of a sample reads frame p / (h*w/t)'s copy).
 typedef struct unet_transformer {
     int temporal;
+    int cross;  // attn2 on the text context
     int channels, inner;
     unet_norm norm;  // GroupNorm(32, eps 1e-6)
     unet_linear proj_in, proj_out;
@@ -118,8 +130,8 @@ int unet_build_linear(unet_builder *b, unet_linear *l, int in, int out, int bias
                       const char *path);
 int unet_build_resblock(unet_builder *b, unet_resblock *r, int in_ch, int out_ch, int emb_dim, int tconv,
                         const char *path);
-int unet_build_transformer(unet_builder *b, unet_transformer *t, int temporal, int channels, int heads, int d_head,
-                           int depth, int context_dim, int use_linear, const char *path);
+int unet_build_transformer(unet_builder *b, unet_transformer *t, int channels, int heads, int d_head,
+                           const unet_tr_opts *o, const char *path);
 void unet_free_linear(unet_linear *l);
 void unet_free_resblock(unet_resblock *r);
 void unet_free_transformer(unet_transformer *t);

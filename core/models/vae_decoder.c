@@ -26,13 +26,21 @@ vt_vae_config vt_vae_config_videocrafter2(void) {
     c.ch_mult[2] = 4;
     c.ch_mult[3] = 4;
     c.n_attn = 0;
+    c.embed_dim = 0;  // = z_channels
+    c.resamp_with_conv = 1;
     c.scale_factor = 0.18215f;
     return c;
 }
 
+int vt_vae_latent_channels(const vt_vae_config *c) { return c->embed_dim > 0 ? c->embed_dim : c->z_channels; }
+
 static vt_err json_int(const cJSON *o, const char *name, int *v) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
     if (!it) return VT_OK;
+    if (cJSON_IsBool(it)) {
+        *v = cJSON_IsTrue(it);
+        return VT_OK;
+    }
     if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble)
         return vt_error(VT_ERR_CONFIG, "vae config: %s must be an integer", name);
     *v = (int)it->valuedouble;
@@ -54,10 +62,27 @@ static vt_err json_int_list(const cJSON *o, const char *name, int *v, int *n, in
     return VT_OK;
 }
 
+// Decoder options only supported at lvdm's default (a config asking for more fails by name).
+static vt_err check_fixed_options(const cJSON *o) {
+    const char *flags[] = {"use_linear_attn", "tanh_out", "give_pre_end"};
+    for (int i = 0; i < 3; i++) {
+        int v = 0;
+        if (json_int(o, flags[i], &v)) return vt_error_code();
+        if (v) return vt_error(VT_ERR_CONFIG, "vae config: %s = true is not implemented", flags[i]);
+    }
+    const cJSON *at = cJSON_GetObjectItemCaseSensitive(o, "attn_type");
+    if (at && !(cJSON_IsString(at) && strcmp(at->valuestring, "vanilla") == 0))
+        return vt_error(VT_ERR_CONFIG, "vae config: attn_type \"%s\" is not implemented (only \"vanilla\")",
+                        cJSON_IsString(at) ? at->valuestring : "?");
+    return VT_OK;
+}
+
 vt_err vt_vae_config_from_json(const cJSON *o, vt_vae_config *c) {
     if (!o || !cJSON_IsObject(o)) return vt_error(VT_ERR_CONFIG, "vae config: not a JSON object");
     vt_err e;
-    if ((e = json_int(o, "z_channels", &c->z_channels)) || (e = json_int(o, "ch", &c->ch)) ||
+    if ((e = check_fixed_options(o)) || (e = json_int(o, "embed_dim", &c->embed_dim)) ||
+        (e = json_int(o, "resamp_with_conv", &c->resamp_with_conv)) || (e = json_int(o, "z_channels", &c->z_channels)) ||
+        (e = json_int(o, "ch", &c->ch)) ||
         (e = json_int(o, "out_ch", &c->out_ch)) || (e = json_int(o, "num_res_blocks", &c->num_res_blocks)) ||
         (e = json_int(o, "resolution", &c->resolution)) ||
         (e = json_int_list(o, "ch_mult", c->ch_mult, &c->n_levels, VT_VAE_MAX_LEVELS)) ||
@@ -70,7 +95,7 @@ vt_err vt_vae_config_from_json(const cJSON *o, vt_vae_config *c) {
 
 static vt_err config_check(const vt_vae_config *c) {
     if (c->z_channels <= 0 || c->ch <= 0 || c->out_ch <= 0 || c->num_res_blocks < 0 || c->n_levels <= 0 ||
-        c->n_levels > VT_VAE_MAX_LEVELS || c->scale_factor == 0.0f)
+        c->n_levels > VT_VAE_MAX_LEVELS || c->scale_factor == 0.0f || c->embed_dim < 0)
         return vt_error(VT_ERR_CONFIG,
                         "vae config: z_channels %d, ch %d, out_ch %d, num_res_blocks %d, %d levels, scale_factor %g",
                         c->z_channels, c->ch, c->out_ch, c->num_res_blocks, c->n_levels, (double)c->scale_factor);
@@ -126,9 +151,11 @@ static void get_attnblock(vt_param_list *pl, vt_vae_attnblock *a, const char *na
 }
 
 static int level_has_attn(const vt_vae_config *c, int level) {
-    // lvdm: curr_res = resolution // 2^(L-1) at level L-1, doubled by each upsample, so
-    // level i runs at resolution / 2^i
-    int res = c->resolution >> level;
+    // lvdm: curr_res = resolution // 2^(L-1) at level L-1 (floor), doubled by each upsample:
+    // level i is at (resolution >> (L-1)) << (L-1-i), not resolution >> i when the division
+    // rounds (resolution 18, 3 levels: 4, 8, 16)
+    int top = c->n_levels - 1;
+    int res = (c->resolution >> top) << (top - level);
     for (int i = 0; i < c->n_attn; i++)
         if (c->attn_resolutions[i] == res) return 1;
     return 0;
@@ -149,7 +176,7 @@ vt_vae_decoder *vt_vae_decoder_build(vt_weights *w, const char *prefix, const vt
     vt_param_list pl = {&d->tensors, &d->n_tensors, &d->cap_tensors, &d->n_params, w, prefix ? prefix : "", 0};
     const vt_vae_config *c = cfg;
     int L = c->n_levels;
-    get_conv(&pl, &d->post_quant_conv, "post_quant_conv", c->z_channels, c->z_channels, 1);
+    get_conv(&pl, &d->post_quant_conv, "post_quant_conv", c->z_channels, vt_vae_latent_channels(c), 1);
     int block_in = c->ch * c->ch_mult[L - 1];
     get_conv(&pl, &d->conv_in, "decoder.conv_in", block_in, c->z_channels, 3);
     get_resblock(&pl, &d->mid_block_1, "decoder.mid.block_1", block_in, block_in);
@@ -180,7 +207,7 @@ vt_vae_decoder *vt_vae_decoder_build(vt_weights *w, const char *prefix, const vt
         if (i != 0) {
             lv->has_upsample = 1;
             snprintf(k, sizeof k, "decoder.up.%d.upsample.conv", i);
-            get_conv(&pl, &lv->upsample, k, block_in, block_in, 3);
+            if (c->resamp_with_conv) get_conv(&pl, &lv->upsample, k, block_in, block_in, 3);
         }
     }
     get_norm(&pl, &d->norm_out, "decoder.norm_out", block_in);
@@ -302,9 +329,9 @@ vt_tensor *vt_vae_decode(vt_vae_decoder *d, vt_tensor *z) {
     if (!d || !z) return NULL;
     const vt_vae_config *c = &d->cfg;
     char s[VT_SHAPE_BUF];
-    if (z->ndim != 4 || z->shape[1] != c->z_channels) {
+    if (z->ndim != 4 || z->shape[1] != vt_vae_latent_channels(c)) {
         vt_error(VT_ERR_SHAPE, "vae decode: latent %s, expected [B, %d, h, w]", vt_shape_str(z, s, sizeof s),
-                 c->z_channels);
+                 vt_vae_latent_channels(c));
         return NULL;
     }
     // lvdm decode(): z = 1 / scale_factor * z
@@ -337,7 +364,7 @@ vt_tensor *vt_vae_decode(vt_vae_decoder *d, vt_tensor *z) {
         if (lv->has_upsample) {
             h = vt_upsample_nearest2x(x);
             vt_release(x);
-            x = vt_conv2d(h, lv->upsample.w, lv->upsample.b, 1, 1);
+            x = lv->upsample.w ? vt_conv2d(h, lv->upsample.w, lv->upsample.b, 1, 1) : vt_retain(h);
             vt_release(h);
             snprintf(name, sizeof name, "decoder.up.%d.upsample", i);
             hook(d, name, x);

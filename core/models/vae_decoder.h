@@ -20,6 +20,8 @@ extern "C" {
 // non-empty (it sets the spatial size at which up blocks get attention).
 typedef struct vt_vae_config {
     int z_channels, ch, out_ch, num_res_blocks, resolution;
+    int embed_dim;         // latent channels: post_quant_conv is embed_dim -> z_channels (0: z_channels)
+    int resamp_with_conv;  // Upsample has its 3x3 conv (lvdm default 1)
     int n_levels;  // len(ch_mult)
     int ch_mult[VT_VAE_MAX_LEVELS];
     int n_attn;
@@ -31,8 +33,10 @@ typedef struct vt_vae_config {
 // up blocks, out 3, scale_factor 0.18215.
 vt_vae_config vt_vae_config_videocrafter2(void);
 // Reads the config from a JSON object text (lvdm ddconfig fields: z_channels, ch, ch_mult,
-// num_res_blocks, attn_resolutions, out_ch, resolution); missing fields keep the values
-// already in *c. VT_ERR_CONFIG naming the field on a bad value.
+// num_res_blocks, attn_resolutions, out_ch, resolution, resamp_with_conv, and AutoencoderKL's
+// embed_dim); missing fields keep the values already in *c. VT_ERR_CONFIG naming the field on
+// a bad value or on an option this decoder does not have (attn_type other than "vanilla",
+// use_linear_attn, tanh_out, give_pre_end).
 struct cJSON;
 vt_err vt_vae_config_from_json(const struct cJSON *config, vt_vae_config *c);
 
@@ -93,10 +97,12 @@ void vt_vae_decoder_free(vt_vae_decoder *d);
 vt_err vt_vae_decoder_to_device(vt_vae_decoder *d, vt_device dev);
 int64_t vt_vae_decoder_n_params(const vt_vae_decoder *d);
 
-// One latent frame z [B, z_channels, h, w] -> [B, out_ch, h * 2^(L-1), w * 2^(L-1)]:
+// Channels of the latent the decoder takes (embed_dim, z_channels when unset).
+int vt_vae_latent_channels(const vt_vae_config *c);
+// One latent frame z [B, embed_dim, h, w] -> [B, out_ch, h * 2^(L-1), w * 2^(L-1)]:
 // decoder(post_quant_conv(z / scale_factor)). Output not clamped.
 vt_tensor *vt_vae_decode(vt_vae_decoder *d, vt_tensor *z);
-// VideoCrafter2 decode_first_stage_2DAE: z [B, z_channels, T, h, w] decoded frame by frame and
+// VideoCrafter2 decode_first_stage_2DAE: z [B, embed_dim, T, h, w] decoded frame by frame and
 // stacked back: [B, out_ch, T, H, W].
 vt_tensor *vt_vae_decode_video(vt_vae_decoder *d, vt_tensor *z);
 
