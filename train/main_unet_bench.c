@@ -194,7 +194,8 @@ static int has_attn(const vt_unet3d_config *c, int ds) {
 static void keys_attn(keylist *kl, const vt_unet3d_config *c, const char *block) {
     char p[400];
     keys_transformer(kl, (snprintf(p, sizeof p, "%s.1", block), p), c->transformer_depth);
-    if (c->temporal_attention) keys_transformer(kl, (snprintf(p, sizeof p, "%s.2", block), p), c->transformer_depth);
+    if (c->temporal_attention)
+        keys_transformer(kl, (snprintf(p, sizeof p, "%s.2", block), p), vt_unet3d_temporal_depth(c));
 }
 
 static void unet_keys(keylist *kl, const vt_unet3d_config *c) {

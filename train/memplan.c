@@ -74,10 +74,11 @@ static int64_t lora_params(const vt_unet3d_config *c, int rank, unsigned targets
             for (int d = 0; d < c->transformer_depth; d++) {
                 ATTN(ch, ch, ch);
                 ATTN(ch, c->context_dim, ch);
-                if (c->temporal_attention) {
-                    ATTN(ch, ch, ch);
-                    ATTN(ch, ch, ch);
-                }
+                if (c->temporal_attention && d == 0)  // temporal depth is its own parameter
+                    for (int dt = 0; dt < vt_unet3d_temporal_depth(c); dt++) {
+                        ATTN(ch, ch, ch);
+                        ATTN(ch, ch, ch);
+                    }
             }
         ds *= 2;
     }
@@ -151,7 +152,7 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
             ch = out;
             if (att) {
                 transformer(a, nf * px, ch, c->transformer_depth, 0);
-                if (c->temporal_attention) transformer(a, nf * px, ch, c->transformer_depth, 1);
+                if (c->temporal_attention) transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1);
             }
             a->skips += nf * px * ch;
             if (nc < 64) chans[nc++] = ch;
@@ -167,7 +168,7 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
     }
     res_block(a, nf * px, ch, ch, tc);
     transformer(a, nf * px, ch, c->transformer_depth, 0);
-    if (c->temporal_attention) transformer(a, nf * px, ch, c->transformer_depth, 1);
+    if (c->temporal_attention) transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1);
     res_block(a, nf * px, ch, ch, tc);
     for (int level = c->n_levels - 1; level >= 0; level--) {
         int att = 0;
@@ -179,7 +180,7 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
             ch = out;
             if (att) {
                 transformer(a, nf * px, ch, c->transformer_depth, 0);
-                if (c->temporal_attention) transformer(a, nf * px, ch, c->transformer_depth, 1);
+                if (c->temporal_attention) transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1);
             }
             if (level && i == c->num_res_blocks) {
                 px *= 4;

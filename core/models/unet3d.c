@@ -67,6 +67,23 @@ vt_unet3d_config vt_unet3d_config_videocrafter2(void) {
     c.init_attn_heads = 8;
     c.fps_cond = 1;
     c.use_checkpoint = 0;
+    c.num_heads = -1;
+    c.temporal_transformer_depth = 1;
+    return c;
+}
+
+vt_unet3d_config vt_unet3d_config_lvdm_defaults(void) {
+    vt_unet3d_config c = {0};
+    c.n_levels = 4;
+    for (int i = 0; i < 4; i++) c.channel_mult[i] = 1 << i;
+    c.num_head_channels = -1;
+    c.num_heads = -1;
+    c.transformer_depth = 1;
+    c.temporal_transformer_depth = 1;
+    c.temporal_attention = 1;
+    c.temporal_selfatt_only = 1;
+    c.use_relative_position = 1;
+    c.init_attn_heads = 8;
     return c;
 }
 
@@ -100,28 +117,52 @@ static vt_err json_int_list(const cJSON *o, const char *name, int *dst, int *n, 
     return VT_OK;
 }
 
+// lvdm UNetModel options that change the network and are not implemented here: a json setting
+// one away from lvdm's default is refused by name (most would also fail the strict weight
+// loader, but with a less telling missing-key message).
+static const struct {
+    const char *name;
+    int def;
+} unet_unsupported[] = {
+    {"use_scale_shift_norm", 0}, {"resblock_updown", 0}, {"conv_resample", 1},
+    {"tempspatial_aware", 0},    {"use_image_attention", 0}, {"dims", 2},
+};
+
 vt_err vt_unet3d_config_from_json(const cJSON *o, vt_unet3d_config *c) {
     if (!cJSON_IsObject(o)) return vt_error(VT_ERR_CONFIG, "unet3d config: not a JSON object");
     vt_err e = VT_OK;
-    int rel = 0, causal = 0;
     if ((e = json_int(o, "in_channels", &c->in_channels, 1)) || (e = json_int(o, "out_channels", &c->out_channels, 1)) ||
         (e = json_int(o, "model_channels", &c->model_channels, 1)) ||
         (e = json_int_list(o, "attention_resolutions", c->attention_resolutions, &c->n_attention_resolutions, 1)) ||
         (e = json_int(o, "num_res_blocks", &c->num_res_blocks, 1)) ||
         (e = json_int_list(o, "channel_mult", c->channel_mult, &c->n_levels, 1)) ||
-        (e = json_int(o, "num_head_channels", &c->num_head_channels, 1)) ||
+        (e = json_int(o, "num_head_channels", &c->num_head_channels, -1)) ||
+        (e = json_int(o, "num_heads", &c->num_heads, -1)) ||
         (e = json_int(o, "transformer_depth", &c->transformer_depth, 1)) ||
+        (e = json_int(o, "temporal_transformer_depth", &c->temporal_transformer_depth, 1)) ||
         (e = json_int(o, "context_dim", &c->context_dim, 1)) || (e = json_int(o, "use_linear", &c->use_linear, 0)) ||
         (e = json_int(o, "use_checkpoint", &c->use_checkpoint, 0)) ||
         (e = json_int(o, "temporal_conv", &c->temporal_conv, 0)) ||
         (e = json_int(o, "temporal_attention", &c->temporal_attention, 0)) ||
         (e = json_int(o, "temporal_selfatt_only", &c->temporal_selfatt_only, 0)) ||
         (e = json_int(o, "addition_attention", &c->addition_attention, 0)) ||
-        (e = json_int(o, "fps_cond", &c->fps_cond, 0)) || (e = json_int(o, "use_relative_position", &rel, 0)) ||
-        (e = json_int(o, "use_causal_attention", &causal, 0)))
+        (e = json_int(o, "fps_cond", &c->fps_cond, 0)) ||
+        (e = json_int(o, "use_relative_position", &c->use_relative_position, 0)) ||
+        (e = json_int(o, "use_causal_attention", &c->use_causal_attention, 0)))
         return e;
-    if (rel) return vt_error(VT_ERR_CONFIG, "unet3d config: use_relative_position = true is not implemented");
-    if (causal) return vt_error(VT_ERR_CONFIG, "unet3d config: use_causal_attention = true is not implemented");
+    for (size_t i = 0; i < sizeof unet_unsupported / sizeof unet_unsupported[0]; i++) {
+        int v = unet_unsupported[i].def;
+        if ((e = json_int(o, unet_unsupported[i].name, &v, 0))) return e;
+        if (v != unet_unsupported[i].def)
+            return vt_error(VT_ERR_CONFIG, "unet3d config: %s = %d is not implemented (only lvdm's default, %d)",
+                            unet_unsupported[i].name, v, unet_unsupported[i].def);
+    }
+    // with lvdm's defaults as the base, a json that does not name these gets them on (lvdm's
+    // default), and the message says so rather than computing without them
+    if (c->use_relative_position)
+        return vt_error(VT_ERR_CONFIG, "unet3d config: use_relative_position = true is not implemented%s",
+                        cJSON_GetObjectItemCaseSensitive(o, "use_relative_position") ? "" : " (lvdm's default: set it false)");
+    if (c->use_causal_attention) return vt_error(VT_ERR_CONFIG, "unet3d config: use_causal_attention = true is not implemented");
     if (c->temporal_attention && !c->temporal_selfatt_only)
         return vt_error(VT_ERR_CONFIG, "unet3d config: temporal_selfatt_only = false (temporal cross-attention) is "
                                        "not implemented");
@@ -131,11 +172,34 @@ vt_err vt_unet3d_config_from_json(const cJSON *o, vt_unet3d_config *c) {
 
 int vt_unet3d_downsampling(const vt_unet3d_config *c) { return 1 << (c->n_levels - 1); }
 
+// lvdm's head split of a block transformer over ch channels: num_head_channels wide heads, or
+// (num_head_channels -1) num_heads heads of ch / num_heads.
+static void head_split(const vt_unet3d_config *c, int ch, int *heads, int *d_head) {
+    if (c->num_head_channels > 0) *heads = ch / c->num_head_channels, *d_head = c->num_head_channels;
+    else *heads = c->num_heads, *d_head = c->num_heads > 0 ? ch / c->num_heads : 0;
+}
+
 static vt_err check_config(const vt_unet3d_config *c) {
     if (c->n_levels < 1 || c->n_levels > VT_UNET3D_MAX_LEVELS || c->num_res_blocks < 1 || c->model_channels < 1 ||
-        c->num_head_channels < 1 || c->in_channels < 1 || c->out_channels < 1 || c->transformer_depth < 1 ||
+        c->in_channels < 1 || c->out_channels < 1 || c->transformer_depth < 1 || c->temporal_transformer_depth < 0 ||
         c->context_dim < 1)
         return vt_error(VT_ERR_CONFIG, "unet3d config: sizes must be positive (levels 1..%d)", VT_UNET3D_MAX_LEVELS);
+    if (c->num_head_channels < 1 && (c->num_head_channels != -1 || c->num_heads < 1))
+        return vt_error(VT_ERR_CONFIG, "unet3d config: num_head_channels %d, num_heads %d: one of them must be set "
+                        "(lvdm: either num_heads or num_head_channels)", c->num_head_channels, c->num_heads);
+    if (c->addition_attention && c->num_head_channels < 1)
+        return vt_error(VT_ERR_CONFIG, "unet3d config: addition_attention needs num_head_channels (lvdm builds init_attn "
+                        "with d_head = num_head_channels)");
+    if (c->use_relative_position || c->use_causal_attention || (c->temporal_attention && !c->temporal_selfatt_only))
+        return vt_error(VT_ERR_CONFIG, "unet3d config: relative position / causal / temporal cross-attention is not "
+                        "implemented");
+    for (int l = 0; l < c->n_levels; l++) {
+        int heads, dh, ch = c->channel_mult[l] * c->model_channels;
+        head_split(c, ch, &heads, &dh);
+        if (heads < 1 || dh < 1 || heads * dh != ch)
+            return vt_error(VT_ERR_CONFIG, "unet3d config: level %d: %d channels do not split into heads (num_head_channels "
+                            "%d, num_heads %d)", l, ch, c->num_head_channels, c->num_heads);
+    }
     if (c->model_channels % 32)
         return vt_error(VT_ERR_CONFIG, "unet3d config: model_channels %d is not a multiple of 32 (GroupNorm groups)",
                         c->model_channels);
@@ -223,7 +287,8 @@ static int add_res(unet_builder *b, unet_block *blk, int in_ch, int out_ch, cons
 // SpatialTransformer, then (temporal_attention) TemporalTransformer
 static int add_attn(unet_builder *b, unet_block *blk, int ch, const vt_unet3d *u, const char *path) {
     const vt_unet3d_config *c = &u->cfg;
-    int heads = ch / c->num_head_channels, dh = c->num_head_channels;
+    int heads, dh;
+    head_split(c, ch, &heads, &dh);
     char p[256];
     for (int temporal = 0; temporal <= c->temporal_attention; temporal++) {
         unet_layer *L = &blk->layers[blk->n++];
@@ -231,8 +296,11 @@ static int add_attn(unet_builder *b, unet_block *blk, int ch, const vt_unet3d *u
         L->tr = calloc(1, sizeof *L->tr);
         if (!L->tr) return b->failed = 1, 0;
         snprintf(p, sizeof p, "%s.%d", path, blk->n - 1);
-        unet_build_transformer(b, L->tr, temporal, ch, heads, dh, c->transformer_depth, temporal ? 0 : c->context_dim,
-                               c->use_linear, p);
+        // lvdm: SpatialTransformer depth = transformer_depth, TemporalTransformer depth =
+        // temporal_transformer_depth (init_attn, built elsewhere, uses transformer_depth)
+        unet_build_transformer(b, L->tr, temporal, ch, heads, dh,
+                               temporal ? vt_unet3d_temporal_depth(c) : c->transformer_depth,
+                               temporal ? 0 : c->context_dim, c->use_linear, p);
     }
     return !b->failed;
 }
@@ -788,11 +856,10 @@ typedef struct flop_acc {
 
 // One Spatial (seq = H*W per frame, cross on L text tokens) or Temporal (seq = T per pixel,
 // self only) transformer over ntok = B*T*H*W tokens of `ch` channels.
-static void flops_transformer(flop_acc *a, const vt_unet3d_config *c, int temporal, double ntok, double ch, double heads,
-                              double seq, double nctx, double lctx) {
-    double inner = heads * c->num_head_channels;
+static void flops_transformer(flop_acc *a, const vt_unet3d_config *c, int temporal, double ntok, double ch, double inner,
+                              int depth, double seq, double nctx, double lctx) {
     a->total += 2 * 2 * ntok * ch * inner;  // proj_in, proj_out
-    for (int d = 0; d < c->transformer_depth; d++) {
+    for (int d = 0; d < depth; d++) {
         a->total += 2 * ntok * inner * inner * 4;  // attn1 q k v out
         double at1 = 4 * ntok * seq * inner;       // q k^T and p v
         double at2;
@@ -817,8 +884,11 @@ static void flops_res(flop_acc *a, const vt_unet3d_config *c, double npix, doubl
 
 static void flops_attn(flop_acc *a, const vt_unet3d_config *c, double npix, double ch, double hw, double T, double nf,
                        double L) {
-    flops_transformer(a, c, 0, npix, ch, ch / c->num_head_channels, hw, nf * L, L);
-    if (c->temporal_attention) flops_transformer(a, c, 1, npix, ch, ch / c->num_head_channels, T, 0, 0);
+    int heads, dh;
+    head_split(c, (int)ch, &heads, &dh);
+    flops_transformer(a, c, 0, npix, ch, (double)heads * dh, c->transformer_depth, hw, nf * L, L);
+    if (c->temporal_attention)
+        flops_transformer(a, c, 1, npix, ch, (double)heads * dh, vt_unet3d_temporal_depth(c), T, 0, 0);
 }
 
 double vt_unet3d_flops(const vt_unet3d_config *c, int64_t B, int64_t T, int64_t H, int64_t W, int64_t L, double *attn) {
@@ -826,7 +896,9 @@ double vt_unet3d_flops(const vt_unet3d_config *c, int64_t B, int64_t T, int64_t 
     double mc = c->model_channels, E = 4 * mc, nf = (double)(B * T), hw = (double)(H * W);
     a.total += 2 * B * (mc * E + E * E) * (c->fps_cond ? 2 : 1);
     a.total += 2 * nf * hw * mc * c->in_channels * 9;
-    if (c->addition_attention) flops_transformer(&a, c, 1, nf * hw, mc, c->init_attn_heads, (double)T, 0, 0);
+    if (c->addition_attention)
+        flops_transformer(&a, c, 1, nf * hw, mc, (double)c->init_attn_heads * c->num_head_channels, c->transformer_depth,
+                          (double)T, 0, 0);
     double chans[UNET_MAX_BLOCKS];
     int n = 0;
     chans[n++] = mc;

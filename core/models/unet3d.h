@@ -33,8 +33,11 @@ typedef struct vt_unet3d_config {
     int num_res_blocks;
     int n_levels;  // len(channel_mult)
     int channel_mult[VT_UNET3D_MAX_LEVELS];
-    int num_head_channels;  // d_head; heads = channels / num_head_channels
-    int transformer_depth;  // BasicTransformerBlocks per (spatial and temporal) transformer
+    int num_head_channels;  // d_head; heads = channels / num_head_channels; -1: use num_heads
+    int num_heads;          // with num_head_channels -1 (lvdm): d_head = channels / num_heads
+    int transformer_depth;  // BasicTransformerBlocks per SpatialTransformer (and in init_attn)
+    int temporal_transformer_depth;  // per block TemporalTransformer (lvdm default 1, its own
+                                     // parameter: not transformer_depth)
     int context_dim;
     int use_linear;           // Linear proj_in/out in the block transformers (else 1x1 conv)
     int temporal_conv;        // TemporalConvBlock (key temopral_conv) after each ResBlock
@@ -44,21 +47,34 @@ typedef struct vt_unet3d_config {
     int init_attn_heads;      // 8 in lvdm (d_head = num_head_channels)
     int fps_cond;             // fps_embedding added to the time embedding
     int use_checkpoint;       // default for vt_unet3d.checkpoint
+    int use_relative_position, use_causal_attention;  // not implemented: must be 0 to build
 } vt_unet3d_config;
 
 // VideoCrafter2 512 (v2.0): in/out 4, mc 320, attention at ds 4, 2, 1, 2 res blocks,
 // mult [1, 2, 4, 4], d_head 64, depth 1, context 1024, linear projections, every temporal
 // part on, fps conditioning (1,413,284,420 parameters).
 vt_unet3d_config vt_unet3d_config_videocrafter2(void);
+// lvdm UNetModel.__init__'s own defaults (channel_mult 1, 2, 4, 8, no temporal conv, temporal
+// attention with relative position, no init_attn, no fps conditioning, ...) with the required
+// sizes left 0: the base for a json holding UNetModel(**config) kwargs, so that a field the
+// json leaves out means what it means upstream.
+vt_unet3d_config vt_unet3d_config_lvdm_defaults(void);
 // Reads lvdm UNetModel params from a JSON object (in_channels, out_channels, model_channels,
-// attention_resolutions, num_res_blocks, channel_mult, num_head_channels, transformer_depth,
-// context_dim, use_linear, use_checkpoint, temporal_conv, temporal_attention,
-// temporal_selfatt_only, addition_attention, fps_cond, use_relative_position,
-// use_causal_attention); missing fields keep *c's values. Options this implementation does
-// not have (relative position, causal temporal attention, temporal cross-attention) are
-// VT_ERR_CONFIG naming the field.
+// attention_resolutions, num_res_blocks, channel_mult, num_head_channels, num_heads,
+// transformer_depth, temporal_transformer_depth, context_dim, use_linear, use_checkpoint,
+// temporal_conv, temporal_attention, temporal_selfatt_only, addition_attention, fps_cond,
+// use_relative_position, use_causal_attention); missing fields keep *c's values. Options this
+// implementation does not have (relative position, causal temporal attention, temporal
+// cross-attention, scale-shift norm, resblock up/down, no conv resampling, tempspatial_aware,
+// image cross-attention, dims other than 2) are VT_ERR_CONFIG naming the field.
 struct cJSON;
 vt_err vt_unet3d_config_from_json(const struct cJSON *config, vt_unet3d_config *c);
+
+// Depth of the block TemporalTransformers: 0 (a config filled field by field without it) is
+// lvdm's default, 1.
+static inline int vt_unet3d_temporal_depth(const vt_unet3d_config *c) {
+    return c->temporal_transformer_depth > 0 ? c->temporal_transformer_depth : 1;
+}
 
 // Total downsampling factor 2^(n_levels - 1): latent h and w must be multiples of it.
 int vt_unet3d_downsampling(const vt_unet3d_config *c);

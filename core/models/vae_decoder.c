@@ -61,7 +61,8 @@ vt_err vt_vae_config_from_json(const cJSON *o, vt_vae_config *c) {
         (e = json_int(o, "out_ch", &c->out_ch)) || (e = json_int(o, "num_res_blocks", &c->num_res_blocks)) ||
         (e = json_int(o, "resolution", &c->resolution)) ||
         (e = json_int_list(o, "ch_mult", c->ch_mult, &c->n_levels, VT_VAE_MAX_LEVELS)) ||
-        (e = json_int_list(o, "attn_resolutions", c->attn_resolutions, &c->n_attn, VT_VAE_MAX_LEVELS)))
+        (e = json_int_list(o, "attn_resolutions", c->attn_resolutions, &c->n_attn, VT_VAE_MAX_LEVELS)) ||
+        (e = json_int(o, "embed_dim", &c->embed_dim)))
         return e;
     const cJSON *sf = cJSON_GetObjectItemCaseSensitive(o, "scale_factor");
     if (cJSON_IsNumber(sf)) c->scale_factor = (float)sf->valuedouble;
@@ -149,7 +150,16 @@ vt_vae_decoder *vt_vae_decoder_build(vt_weights *w, const char *prefix, const vt
     vt_param_list pl = {&d->tensors, &d->n_tensors, &d->cap_tensors, &d->n_params, w, prefix ? prefix : "", 0};
     const vt_vae_config *c = cfg;
     int L = c->n_levels;
-    get_conv(&pl, &d->post_quant_conv, "post_quant_conv", c->z_channels, c->z_channels, 1);
+    // AutoencoderKL: post_quant_conv = Conv2d(embed_dim, z_channels, 1); embed_dim is not part
+    // of the decoder's ddconfig, so without a config value the weight's shape says it
+    if (d->cfg.embed_dim <= 0) {
+        char key[300];
+        int nd = 0;
+        int64_t s[VT_MAX_DIMS];
+        snprintf(key, sizeof key, "%spost_quant_conv.weight", pl.prefix);
+        d->cfg.embed_dim = vt_weights_shape(w, key, &nd, s) && nd == 4 ? (int)s[1] : c->z_channels;
+    }
+    get_conv(&pl, &d->post_quant_conv, "post_quant_conv", c->z_channels, d->cfg.embed_dim, 1);
     int block_in = c->ch * c->ch_mult[L - 1];
     get_conv(&pl, &d->conv_in, "decoder.conv_in", block_in, c->z_channels, 3);
     get_resblock(&pl, &d->mid_block_1, "decoder.mid.block_1", block_in, block_in);
@@ -302,9 +312,9 @@ vt_tensor *vt_vae_decode(vt_vae_decoder *d, vt_tensor *z) {
     if (!d || !z) return NULL;
     const vt_vae_config *c = &d->cfg;
     char s[VT_SHAPE_BUF];
-    if (z->ndim != 4 || z->shape[1] != c->z_channels) {
+    if (z->ndim != 4 || z->shape[1] != c->embed_dim) {
         vt_error(VT_ERR_SHAPE, "vae decode: latent %s, expected [B, %d, h, w]", vt_shape_str(z, s, sizeof s),
-                 c->z_channels);
+                 c->embed_dim);
         return NULL;
     }
     // lvdm decode(): z = 1 / scale_factor * z

@@ -25,14 +25,17 @@ typedef struct vt_vae_config {
     int n_attn;
     int attn_resolutions[VT_VAE_MAX_LEVELS];
     float scale_factor;  // latents are divided by it before post_quant_conv (0.18215)
+    int embed_dim;       // latent channels = post_quant_conv's input (AutoencoderKL embed_dim, 4 in
+                         // VideoCrafter2); 0: read from post_quant_conv.weight, else z_channels
 } vt_vae_config;
 
 // VideoCrafter2's decoder: z 4, ch 128, ch_mult [1, 2, 4, 4], 2 res blocks, no attention in
 // up blocks, out 3, scale_factor 0.18215.
 vt_vae_config vt_vae_config_videocrafter2(void);
 // Reads the config from a JSON object text (lvdm ddconfig fields: z_channels, ch, ch_mult,
-// num_res_blocks, attn_resolutions, out_ch, resolution); missing fields keep the values
-// already in *c. VT_ERR_CONFIG naming the field on a bad value.
+// num_res_blocks, attn_resolutions, out_ch, resolution; and AutoencoderKL's embed_dim when
+// given); missing fields keep the values already in *c. VT_ERR_CONFIG naming the field on a
+// bad value.
 struct cJSON;
 vt_err vt_vae_config_from_json(const struct cJSON *config, vt_vae_config *c);
 
