@@ -82,10 +82,13 @@ CASES = {
                                vision_cfg=dict(image_size=40, layers=1, width=32, head_width=16, patch_size=16),
                                text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2)),
                           PROMPTS_MANY[:2], 7),
-    # the repository case (tests/fixtures): text width 8 so the 49408-row table stays small
+    # the repository case (tests/fixtures, --f16-embedding): text width 4 so the 49408-row table
+    # stays small; image 40 / patch 16 (grid 2), vision mlp_ratio 2, 3 text layers, long /
+    # unicode / empty prompts
     "openclip_var_small": (dict(embed_dim=16,
-                                vision_cfg=dict(image_size=48, layers=2, width=32, head_width=8, patch_size=16),
-                                text_cfg=dict(context_length=77, vocab_size=49408, width=8, heads=4, layers=3)),
+                                vision_cfg=dict(image_size=40, layers=2, width=32, head_width=8, patch_size=16,
+                                                mlp_ratio=2.0),
+                                text_cfg=dict(context_length=77, vocab_size=49408, width=4, heads=2, layers=3)),
                            PROMPTS_MANY[1:], 4),
 }
 
