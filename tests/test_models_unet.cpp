@@ -302,6 +302,47 @@ TEST(Unet3d, BadLatentSizeListsAllowedSizes) {
     EXPECT_NE(std::strstr(vt_error_message(), "context [1, 3, 16] must be [1, L, 24]"), nullptr) << vt_error_message();
 }
 
+// Over lvdm's own defaults (the fixture checks' base): a json leaving out use_relative_position
+// gets lvdm's true and is refused; num_heads (with num_head_channels -1) and
+// temporal_transformer_depth are read; unimplemented UNetModel options are refused by name.
+TEST(Unet3d, ConfigFromJsonOverLvdmDefaults) {
+    const char *base = "\"in_channels\": 4, \"out_channels\": 4, \"model_channels\": 32, \"num_res_blocks\": 1, "
+                       "\"attention_resolutions\": [1], \"channel_mult\": [1, 2], \"context_dim\": 8";
+    std::string j = std::string("{") + base + ", \"num_heads\": 2}";
+    cJSON *o = cJSON_Parse(j.c_str());
+    ASSERT_NE(o, nullptr);
+    vt_unet3d_config c = vt_unet3d_config_lvdm_defaults();
+    EXPECT_NE(vt_unet3d_config_from_json(o, &c), VT_OK);
+    EXPECT_NE(std::strstr(vt_error_message(), "use_relative_position"), nullptr) << vt_error_message();
+    cJSON_Delete(o);
+    j = std::string("{") + base +
+        ", \"num_heads\": 2, \"num_head_channels\": -1, \"temporal_transformer_depth\": 2, "
+        "\"use_relative_position\": false}";
+    o = cJSON_Parse(j.c_str());
+    c = vt_unet3d_config_lvdm_defaults();
+    ASSERT_VT_OK(vt_unet3d_config_from_json(o, &c));
+    EXPECT_EQ(c.num_heads, 2);
+    EXPECT_EQ(c.num_head_channels, -1);
+    EXPECT_EQ(c.temporal_transformer_depth, 2);
+    EXPECT_EQ(c.transformer_depth, 1);
+    EXPECT_EQ(c.fps_cond, 0);  // lvdm's default
+    vt_unet3d *u = vt_unet3d_build_random(&c, 1);
+    EXPECT_NE(u, nullptr) << vt_error_message();
+    vt_unet3d_free(u);
+    cJSON_Delete(o);
+    for (const char *opt : {"\"use_scale_shift_norm\": true", "\"resblock_updown\": true", "\"conv_resample\": false",
+                            "\"dims\": 3"}) {
+        j = std::string("{") + base + ", \"num_head_channels\": 16, \"use_relative_position\": false, " + opt + "}";
+        o = cJSON_Parse(j.c_str());
+        ASSERT_NE(o, nullptr);
+        c = vt_unet3d_config_lvdm_defaults();
+        EXPECT_NE(vt_unet3d_config_from_json(o, &c), VT_OK) << opt;
+        std::string name(opt + 1, std::strchr(opt + 1, '"'));
+        EXPECT_NE(std::strstr(vt_error_message(), name.c_str()), nullptr) << vt_error_message();
+        cJSON_Delete(o);
+    }
+}
+
 TEST(Unet3d, ConfigFromJsonRejectsMissingFeatures) {
     cJSON *o = cJSON_Parse("{\"model_channels\": 64, \"channel_mult\": [1, 2, 3], \"use_relative_position\": true}");
     ASSERT_NE(o, nullptr);

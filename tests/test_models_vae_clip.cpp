@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <cjson/cJSON.h>
 #include "core/fixture.h"
 #include "core/models/fixture_checks.h"
 #include "core/models/openclip.h"
@@ -200,6 +201,32 @@ TEST(OpenClip, InfersConfigFromWeights) {
     EXPECT_NE(m->logit_scale, nullptr);
     vt_openclip_free(m);
     vt_fixture_free(fx);
+}
+
+// A json config is open_clip's: text heads it does not name are CLIPTextCfg's 8 (not
+// width / 64), mlp_ratio is read, and options the towers do not implement are refused by name.
+TEST(OpenClip, ConfigJsonFollowsOpenClipDefaults) {
+    cJSON *o = cJSON_Parse("{\"embed_dim\": 32, \"text_cfg\": {\"width\": 64, \"layers\": 2}, "
+                           "\"vision_cfg\": {\"image_size\": [40, 40], \"patch_size\": 16, \"mlp_ratio\": 2.0}}");
+    ASSERT_NE(o, nullptr);
+    vt_openclip_config c = {};
+    ASSERT_VT_OK(vt_openclip_config_from_json(o, &c));
+    EXPECT_EQ(c.text.heads, 8);
+    EXPECT_EQ(c.vision.image_size, 40);
+    EXPECT_DOUBLE_EQ(c.vision.mlp_ratio, 2.0);
+    cJSON_Delete(o);
+    const char *refused[] = {"{\"text_cfg\": {\"no_causal_mask\": true}}", "{\"vision_cfg\": {\"pool_type\": \"avg\"}}",
+                             "{\"vision_cfg\": {\"ls_init_value\": 0.1}}", "{\"vision_cfg\": {\"layers\": [3, 4, 6, 3]}}",
+                             "{\"vision_cfg\": {\"image_size\": [32, 48]}}"};
+    const char *named[] = {"no_causal_mask", "pool_type", "ls_init_value", "layers", "image_size"};
+    for (int i = 0; i < 5; i++) {
+        o = cJSON_Parse(refused[i]);
+        ASSERT_NE(o, nullptr);
+        c = vt_openclip_config{};
+        EXPECT_NE(vt_openclip_config_from_json(o, &c), VT_OK) << refused[i];
+        EXPECT_NE(std::strstr(vt_error_message(), named[i]), nullptr) << vt_error_message();
+        cJSON_Delete(o);
+    }
 }
 
 // The activation hook names every block after its checkpoint module, in order.

@@ -17,7 +17,6 @@ vt_err vt_ddim_init(vt_ddim_schedule *s, const vt_ddim_options *o) {
     if (!(o->eta >= 0)) return vt_error(VT_ERR_CONFIG, "sampler.eta: %g, must be >= 0", o->eta);
     if (o->use_scale && (o->mid_step < 1 || o->mid_step > VT_DDPM_STEPS))
         return vt_error(VT_ERR_CONFIG, "ddim mid_step %d out of 1..%d", o->mid_step, VT_DDPM_STEPS);
-    s->steps = o->steps;
     s->eta = o->eta;
     // betas = linspace(sqrt(start), sqrt(end), 1000) ** 2
     double a = sqrt(o->linear_start), b = sqrt(o->linear_end), prod = 1.0;
@@ -35,7 +34,16 @@ vt_err vt_ddim_init(vt_ddim_schedule *s, const vt_ddim_options *o) {
                                                : o->scale_a + (o->scale_b - o->scale_a) * (double)i / (double)(o->mid_step - 1);
         else s->scale_arr[i] = o->scale_b;
     }
-    int S = o->steps, c = VT_DDPM_STEPS / S;
+    // lvdm's "uniform" DDIM timesteps: range(0, 1000, c) + 1 with c = 1000 // steps. That is
+    // exactly `steps` entries only when steps divides 1000; otherwise lvdm samples with
+    // ceil(1000 / c) steps (steps 6: c 166, 7 timesteps), and so do we, so that a run or a fixture
+    // with such a step count sees the timesteps upstream uses.
+    int c = VT_DDPM_STEPS / o->steps, S = (VT_DDPM_STEPS + c - 1) / c;
+    if ((int64_t)(S - 1) * c + 1 >= VT_DDPM_STEPS)
+        return vt_error(VT_ERR_CONFIG, "sampler.steps: %d gives the DDIM timestep %d (c = 1000 // %d = %d), past the "
+                        "1000-step schedule (lvdm fails there too): use a step count that divides 1000",
+                        o->steps, (S - 1) * c + 1, o->steps, c);
+    s->steps = S;
     s->timesteps = malloc(sizeof(int64_t) * (size_t)S);
     s->alphas = malloc(sizeof(double) * (size_t)S * 5);
     if (!s->timesteps || !s->alphas) {

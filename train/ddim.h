@@ -12,7 +12,8 @@ extern "C" {
 #define VT_DDPM_STEPS 1000
 
 typedef struct vt_ddim_schedule {
-    int steps;                             // S DDIM steps
+    int steps;                             // DDIM steps: opt.steps when it divides 1000, else
+                                           // lvdm's ceil(1000 / (1000 // opt.steps))
     double eta;
     double alphas_cumprod[VT_DDPM_STEPS];  // DDPM schedule
     double scale_arr[VT_DDPM_STEPS];       // use_scale factors (1 when use_scale is off)
@@ -21,7 +22,8 @@ typedef struct vt_ddim_schedule {
 } vt_ddim_schedule;
 
 typedef struct vt_ddim_options {
-    int steps;              // S; must divide 1000 for exactly S steps (lvdm's uniform spacing)
+    int steps;              // S; exactly S steps when S divides 1000 (lvdm's uniform spacing;
+                            // otherwise lvdm's count, see vt_ddim_schedule.steps)
     double eta;             // 1.0 in VADER
     double linear_start;    // 0.00085
     double linear_end;      // 0.012

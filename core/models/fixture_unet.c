@@ -8,7 +8,8 @@
 #include "unet3d.h"
 
 vt_err vt_fixture_check_unet(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep) {
-    vt_unet3d_config cfg = vt_unet3d_config_videocrafter2();
+    // the json holds UNetModel(**config) kwargs: what it leaves out has lvdm's default
+    vt_unet3d_config cfg = vt_unet3d_config_lvdm_defaults();
     const cJSON *jc = vt_fixture_json(fx, "config");
     if (!jc) return vt_error(VT_ERR_CONFIG, "%s: no \"config\" object", fx->name);
     if (vt_unet3d_config_from_json(jc, &cfg)) return vt_error_context("%s: ", fx->name);

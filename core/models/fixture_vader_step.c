@@ -45,9 +45,11 @@ static vt_err read_case(vt_fixture *fx, step_case *c) {
     else if (strcmp(dec, "alt") == 0) c->decode = VT_CFG_DECODE_ALT;
     else if (strcmp(dec, "all") == 0) c->decode = VT_CFG_DECODE_ALL;
     else {
+        // VADER decodes samples[:, :, N:N+1] for an integer N other than -1: a negative N counts
+        // from the end as Python does ("-2" is frame T-2); resolved once T is known.
         char *end;
         long v = strtol(dec, &end, 10);
-        if (*dec == '\0' || *end != '\0' || v < 0)
+        if (*dec == '\0' || *end != '\0' || v < -VT_VADER_MAX_FRAMES || v > VT_VADER_MAX_FRAMES)
             return vt_error(VT_ERR_CONFIG, "%s: case.decode \"%s\" is none of -1, fml, alt, all or a frame index", fx->name, dec);
         c->decode = VT_CFG_DECODE_INDEX;
         c->decode_index = (int)v;
@@ -71,8 +73,32 @@ static vt_err read_case(vt_fixture *fx, step_case *c) {
     return VT_OK;
 }
 
+// The colour projection named in the json's "reward" text ("... rgb = [0.7, -0.2, 0.5] ..."):
+// a case with other colours is checked with its own. Without one the default stays.
+static vt_err read_reward_rgb(vt_fixture *fx, float rgb[3]) {
+    memcpy(rgb, vt_color_reward_rgb, 3 * sizeof *rgb);
+    const cJSON *r = vt_fixture_json(fx, "reward");
+    if (!cJSON_IsString(r)) return VT_OK;
+    const char *p = strstr(r->valuestring, "rgb = [");
+    if (!p) return VT_OK;
+    if (sscanf(p, "rgb = [%f , %f , %f ]", &rgb[0], &rgb[1], &rgb[2]) != 3)
+        return vt_error(VT_ERR_CONFIG, "%s: reward: cannot read the three numbers of \"rgb = [...]\"", fx->name);
+    return VT_OK;
+}
+
 static vt_err read_schedule(vt_fixture *fx, const step_case *c, vt_ddim_options *o) {
     *o = vt_ddim_default_options((int)c->S, c->eta);
+    // only eps prediction and lvdm's "linear" betas are implemented: anything else is refused
+    // by name rather than sampled the eps / linear way
+    const char *str = NULL;
+    if (vt_fixture_json(fx, "schedule.parameterization") &&
+        (vt_fixture_json_str(fx, "schedule.parameterization", &str) || strcmp(str, "eps") != 0))
+        return vt_error(VT_ERR_CONFIG, "%s: schedule.parameterization \"%s\" (only eps is implemented)", fx->name,
+                        str ? str : "?");
+    if (vt_fixture_json(fx, "schedule.beta") &&
+        (vt_fixture_json_str(fx, "schedule.beta", &str) || !strstr(str, "linear") || strstr(str, "cosine")))
+        return vt_error(VT_ERR_CONFIG, "%s: schedule.beta \"%s\" (only lvdm's linear betas are implemented)", fx->name,
+                        str ? str : "?");
     const struct {
         const char *path;
         double *dst;
@@ -150,7 +176,8 @@ static unsigned lora_targets_in(vt_weights *w) {
 vt_err vt_fixture_check_vader_step(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep) {
     step_case c;
     if (read_case(fx, &c)) return vt_error_context("%s: ", fx->name);
-    vt_unet3d_config ucfg = vt_unet3d_config_videocrafter2();
+    // the json holds UNetModel(**config) kwargs: what it leaves out has lvdm's default
+    vt_unet3d_config ucfg = vt_unet3d_config_lvdm_defaults();
     vt_vae_config vcfg = vt_vae_config_videocrafter2();
     const cJSON *ju = vt_fixture_json(fx, "unet_config"), *jv = vt_fixture_json(fx, "vae_config");
     if (!ju || !jv) return vt_error(VT_ERR_CONFIG, "%s: no \"unet_config\" / \"vae_config\" object", fx->name);
@@ -198,13 +225,13 @@ vt_err vt_fixture_check_vader_step(vt_fixture *fx, const vt_fixture_opts *opt, v
     ctx = vt_fixture_input(fx, "context");
     uctx = vt_fixture_io_has(fx, "uncond_context") ? vt_fixture_input(fx, "uncond_context") : NULL;
     fps = vt_fixture_io_has(fx, "fps") ? vt_fixture_input(fx, "fps") : NULL;
-    noise = calloc((size_t)c.S + 1, sizeof *noise);
+    noise = calloc((size_t)sched.steps + 1, sizeof *noise);
     handled = calloc((size_t)vt_unet3d_n_lora(u) + 1, sizeof *handled);
     if (!x_T || !ctx || !noise || !handled || (c.guidance != 1.0 && !uctx)) {
         e = vt_error_code() ? vt_error_code() : vt_error(VT_ERR_OOM, "vader step fixture: out of host memory");
         goto done;
     }
-    for (int i = 0; i < c.S; i++) {
+    for (int i = 0; i < sched.steps; i++) {
         char name[32];
         snprintf(name, sizeof name, "noise.%d", i);
         if (!(noise[i] = vt_fixture_input(fx, name))) {
@@ -214,10 +241,22 @@ vt_err vt_fixture_check_vader_step(vt_fixture *fx, const vt_fixture_opts *opt, v
     }
     if (opt->verbose)
         fprintf(stderr, "vader step: unet %lld parameters, %d LoRA tensors, S %lld, K %lld, guidance %g\n",
-                (long long)vt_unet3d_n_params(u), vt_unet3d_n_lora(u), (long long)c.S, (long long)c.K, c.guidance);
+                (long long)vt_unet3d_n_params(u), vt_unet3d_n_lora(u), (long long)sched.steps, (long long)c.K, c.guidance);
+
+    int T = (int)x_T->shape[2];
+    if (c.decode == VT_CFG_DECODE_INDEX && c.decode_index < 0) {
+        if (c.decode_index + T < 0) {
+            e = vt_error(VT_ERR_CONFIG, "case.decode %d: no such frame among %d", c.decode_index, T);
+            goto done;
+        }
+        c.decode_index += T;
+    }
+    float rgb[3];
+    if ((e = read_reward_rgb(fx, rgb))) goto done;
 
     vt_vader_step_args a;
     vt_vader_step_args_default(&a);
+    a.reward_user = rgb;
     a.unet = u;
     a.vae = vae;
     a.sched = &sched;
@@ -235,21 +274,28 @@ vt_err vt_fixture_check_vader_step(vt_fixture *fx, const vt_fixture_opts *opt, v
     a.checkpointing = opt->segments;
     a.record_steps = 1;
     if (c.decode == VT_CFG_DECODE_RANDOM) {
-        // the fixture's random frame is not named: take the frame whose decode matches best
+        // the fixture's random frame is not named: sample once without a backward, decode every
+        // frame, and take the one whose decode matches best (the sampling does not depend on it)
         vt_tensor *want = vt_fixture_input(fx, "frames");
+        want = want ? vt_move_to(want, VT_CPU) : NULL;  // compared on the host
         double best = INFINITY;
         int best_t = 0;
-        for (int t = 0; want && t < (int)x_T->shape[2]; t++) {
-            a.decode = VT_CFG_DECODE_INDEX;
-            a.decode_index = t;
-            a.backward = 0;
-            if ((e = vt_vader_step(&a, &res))) break;
-            double err = vt_same_shape(res.frames, want) ? vt_rel_err(res.frames, want) : INFINITY;
-            if (err < best) best = err, best_t = t;
+        a.decode = VT_CFG_DECODE_ALL;
+        a.backward = 0;
+        if (want && !(e = vt_vader_step(&a, &res))) {
+            for (int t = 0; t < res.n_frames; t++) {
+                vt_tensor *ft = vt_slice(res.frames, 2, t, 1);
+                vt_tensor *fh = ft ? vt_on_device(ft, VT_CPU) : NULL;
+                double err = fh && vt_same_shape(fh, want) ? vt_rel_err(fh, want) : INFINITY;
+                if (err < best) best = err, best_t = res.frame_index[t];
+                vt_release(ft);
+                vt_release(fh);
+            }
             vt_vader_step_result_free(&res);
         }
         vt_release(want);
         if (e) goto done;
+        a.decode = VT_CFG_DECODE_INDEX;
         a.decode_index = best_t;
         a.backward = 1;
         if (opt->verbose) fprintf(stderr, "vader step: decode -1 matched frame %d\n", best_t);
@@ -286,7 +332,7 @@ vt_err vt_fixture_check_vader_step(vt_fixture *fx, const vt_fixture_opts *opt, v
     free(gnames);
 done:
     vt_vader_step_result_free(&res);
-    for (int i = 0; noise && i < c.S; i++) vt_release(noise[i]);
+    for (int i = 0; noise && i < sched.steps; i++) vt_release(noise[i]);
     free(noise);
     free(handled);
     vt_release(x_T);

@@ -18,9 +18,9 @@ static const char *vae_prefix(vt_fixture *fx) {
 }
 
 // Config from the json: "config" (ddconfig) plus the top-level scale_factor / embed_dim
-// (AutoencoderKL's arguments). Without an embed_dim anywhere, post_quant_conv's input width in
-// the store decides (lvdm: Conv2d(embed_dim, z_channels, 1)).
-static vt_err vae_fixture_config(vt_fixture *fx, const char *prefix, vt_vae_config *cfg) {
+// (AutoencoderKL's arguments). Without an embed_dim anywhere, vt_vae_decoder_build takes
+// post_quant_conv's input width in the store (lvdm: Conv2d(embed_dim, z_channels, 1)).
+static vt_err vae_fixture_config(vt_fixture *fx, vt_vae_config *cfg) {
     const cJSON *jc = vt_fixture_json(fx, "config");
     if (!jc) return vt_error(VT_ERR_CONFIG, "%s: no \"config\" object", fx->name);
     if (vt_vae_config_from_json(jc, cfg)) return vt_error_context("%s: ", fx->name);
@@ -32,13 +32,7 @@ static vt_err vae_fixture_config(vt_fixture *fx, const char *prefix, vt_vae_conf
     if (vt_fixture_json(fx, "embed_dim")) {
         if (vt_fixture_json_double(fx, "embed_dim", &v)) return vt_error_code();
         cfg->embed_dim = (int)v;
-    } else if (!cJSON_GetObjectItemCaseSensitive(jc, "embed_dim")) {
-        char key[256];
-        int nd = 0;
-        int64_t shape[8];
-        snprintf(key, sizeof key, "%spost_quant_conv.weight", prefix);
-        if (vt_weights_shape(fx->weights, key, &nd, shape) && nd == 4) cfg->embed_dim = (int)shape[1];
-    }
+    }  // else: vt_vae_decoder_build reads it from post_quant_conv's shape
     return VT_OK;
 }
 
@@ -56,7 +50,7 @@ static void video_acts(vt_vae_decoder *d, vt_tensor *z) {
 vt_err vt_fixture_check_vae(vt_fixture *fx, const vt_fixture_opts *opt, vt_fixture_report *rep) {
     vt_vae_config cfg = vt_vae_config_videocrafter2();
     const char *prefix = vae_prefix(fx);
-    if (vae_fixture_config(fx, prefix, &cfg)) return vt_error_code();
+    if (vae_fixture_config(fx, &cfg)) return vt_error_code();
     vt_vae_decoder *d = vt_vae_decoder_build(fx->weights, prefix, &cfg);
     if (!d) return vt_error_code();
     vt_err e = vt_weights_finish(fx->weights, prefix);

@@ -41,6 +41,71 @@ static vt_err jint(const cJSON *o, const char *name, int *v) {
     return VT_OK;
 }
 
+static vt_err jnum(const cJSON *o, const char *name, double *v) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!it || cJSON_IsNull(it)) return VT_OK;
+    if (!cJSON_IsNumber(it) || !(it->valuedouble > 0))
+        return vt_error(VT_ERR_CONFIG, "open_clip config: %s must be a positive number", name);
+    *v = it->valuedouble;
+    return VT_OK;
+}
+
+// open_clip accepts image_size as an int or an [h, w] pair; only square images are built here.
+static vt_err jsize(const cJSON *o, const char *name, int *v) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (cJSON_IsArray(it)) {
+        const cJSON *h = cJSON_GetArrayItem(it, 0), *w = cJSON_GetArrayItem(it, 1);
+        if (cJSON_GetArraySize(it) != 2 || !cJSON_IsNumber(h) || !cJSON_IsNumber(w) || h->valueint != w->valueint)
+            return vt_error(VT_ERR_CONFIG, "open_clip config: %s must be one size or a square [s, s] (non-square "
+                                           "images are not implemented)", name);
+        *v = h->valueint;
+        return VT_OK;
+    }
+    return jint(o, name, v);
+}
+
+// Options of open_clip's CLIPTextCfg / CLIPVisionCfg that change what is computed and that
+// these towers do not implement: a config setting one away from its default is refused by
+// name instead of being silently computed the default way. Kind: 'b' bool (default false),
+// 'n' null default, 's' a string default.
+typedef struct unsupported_opt {
+    const char *name;
+    char kind;
+    const char *def;
+} unsupported_opt;
+
+static const unsupported_opt text_unsupported[] = {
+    {"ls_init_value", 'n', NULL},     {"embed_cls", 'b', NULL},        {"no_causal_mask", 'b', NULL},
+    {"final_ln_after_pool", 'b', NULL}, {"pool_type", 's', "argmax"}, {"proj_bias", 'b', NULL},
+    {"proj_type", 's', "linear"},     {"act_kwargs", 'n', NULL},       {"norm_kwargs", 'n', NULL},
+    {"block_type", 's', "default"},   {"qk_norm", 'b', NULL},          {"scaled_cosine_attn", 'b', NULL},
+    {"scale_heads", 'b', NULL},       {"scale_attn_inner", 'b', NULL}, {"scale_attn", 'b', NULL},
+    {"scale_fc", 'b', NULL},          {"hf_model_name", 'n', NULL},    {NULL, 0, NULL},
+};
+static const unsupported_opt vision_unsupported[] = {
+    {"ls_init_value", 'n', NULL},     {"attentional_pool", 'b', NULL}, {"no_ln_pre", 'b', NULL},
+    {"pos_embed_type", 's', "learnable"}, {"final_ln_after_pool", 'b', NULL}, {"pool_type", 's', "tok"},
+    {"act_kwargs", 'n', NULL},        {"norm_kwargs", 'n', NULL},      {"block_type", 's', "default"},
+    {"qk_norm", 'b', NULL},           {"scaled_cosine_attn", 'b', NULL}, {"scale_heads", 'b', NULL},
+    {"scale_attn_inner", 'b', NULL},  {"scale_attn", 'b', NULL},       {"scale_fc", 'b', NULL},
+    {"timm_model_name", 'n', NULL},   {"global_average_pool", 'b', NULL}, {NULL, 0, NULL},
+};
+
+static vt_err refuse_unsupported(const cJSON *o, const unsupported_opt *opts, const char *where) {
+    for (const unsupported_opt *u = opts; u->name; u++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, u->name);
+        if (!it || cJSON_IsNull(it)) continue;
+        int is_default = u->kind == 'b'   ? cJSON_IsFalse(it) || (cJSON_IsNumber(it) && it->valuedouble == 0)
+                         : u->kind == 's' ? cJSON_IsString(it) && strcmp(it->valuestring, u->def) == 0
+                                          : 0;
+        if (!is_default)
+            return vt_error(VT_ERR_CONFIG, "open_clip config: %s.%s = %s is not implemented (only the default, %s)",
+                            where, u->name, cJSON_IsString(it) ? it->valuestring : cJSON_IsTrue(it) ? "true" : "set",
+                            u->kind == 'b' ? "false" : u->kind == 's' ? u->def : "null");
+    }
+    return VT_OK;
+}
+
 vt_err vt_openclip_config_from_json(const cJSON *o, vt_openclip_config *c) {
     if (!o || !cJSON_IsObject(o)) return vt_error(VT_ERR_CONFIG, "open_clip config: not a JSON object");
     vt_err e;
@@ -49,14 +114,22 @@ vt_err vt_openclip_config_from_json(const cJSON *o, vt_openclip_config *c) {
     if (cJSON_IsObject(t)) {
         if ((e = jint(t, "context_length", &c->text.context_length)) || (e = jint(t, "vocab_size", &c->text.vocab_size)) ||
             (e = jint(t, "width", &c->text.width)) || (e = jint(t, "heads", &c->text.heads)) ||
-            (e = jint(t, "layers", &c->text.layers)))
+            (e = jint(t, "layers", &c->text.layers)) || (e = jnum(t, "mlp_ratio", &c->text.mlp_ratio)) ||
+            (e = refuse_unsupported(t, text_unsupported, "text_cfg")))
             return vt_error_context("text_cfg: ");
     }
+    // the head count is not in any weight's shape: open_clip's CLIPTextCfg default applies
+    if (!c->text.heads) c->text.heads = 8;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "vision_cfg");
     if (cJSON_IsObject(v)) {
-        if ((e = jint(v, "image_size", &c->vision.image_size)) || (e = jint(v, "patch_size", &c->vision.patch_size)) ||
+        const cJSON *layers = cJSON_GetObjectItemCaseSensitive(v, "layers");
+        if (cJSON_IsArray(layers))
+            return vt_error(VT_ERR_CONFIG, "open_clip config: vision_cfg.layers is a list (ModifiedResNet vision "
+                                           "tower): not implemented, only the ViT tower");
+        if ((e = jsize(v, "image_size", &c->vision.image_size)) || (e = jint(v, "patch_size", &c->vision.patch_size)) ||
             (e = jint(v, "width", &c->vision.width)) || (e = jint(v, "head_width", &c->vision.head_width)) ||
-            (e = jint(v, "layers", &c->vision.layers)))
+            (e = jint(v, "layers", &c->vision.layers)) || (e = jnum(v, "mlp_ratio", &c->vision.mlp_ratio)) ||
+            (e = refuse_unsupported(v, vision_unsupported, "vision_cfg")))
             return vt_error_context("vision_cfg: ");
     }
     return VT_OK;
@@ -99,7 +172,7 @@ static vt_err infer_config(vt_weights *w, const char *prefix, vt_openclip_config
         if (!c->vision.layers) c->vision.layers = vt_weights_count_indexed(w, prefix, "visual.transformer.resblocks.", ".ln_1.weight");
         if (!c->vision.head_width) c->vision.head_width = 64;
         if (c->vision.width <= 0 || c->vision.layers <= 0 || c->vision.patch_size <= 0 || c->vision.head_width <= 0 ||
-            c->vision.width % c->vision.head_width || c->vision.image_size % c->vision.patch_size || c->embed_dim <= 0)
+            c->vision.width % c->vision.head_width || c->vision.image_size < c->vision.patch_size || c->embed_dim <= 0)
             return vt_error(VT_ERR_CONFIG,
                             "open_clip vision tower (prefix \"%s\"): width %d, head_width %d, layers %d, image %d, "
                             "patch %d, embed_dim %d (from config and weight shapes)",
@@ -121,13 +194,24 @@ static const vt_vit_block_keys openclip_block_keys = {
     .proj = "mlp.c_proj",
 };
 
+// The MLP width: int(width * mlp_ratio) as open_clip computes it when the config names the
+// ratio; otherwise read from block 0's c_fc (4 * width in every released CLIP).
+static int64_t mlp_width(vt_weights *w, const char *prefix, const char *tower, int W, double ratio) {
+    if (ratio > 0) return (int64_t)((double)W * ratio);
+    char name[96];
+    int64_t s[VT_MAX_DIMS];
+    snprintf(name, sizeof name, "%stransformer.resblocks.0.mlp.c_fc.weight", tower);
+    if (vt_weights_ndim_at(w, prefix, name, s) == 2 && s[1] == W && s[0] > 0) return s[0];
+    return 4 * (int64_t)W;
+}
+
 // tower "" or "visual.": its transformer.resblocks.N.*
 static void get_transformer(vt_param_list *pl, vt_vit_stack *tr, const char *tower, int W, int heads, int layers,
-                            int causal, int quick_gelu) {
+                            int causal, int quick_gelu, int64_t mlp) {
     char block_prefix[64];
     snprintf(block_prefix, sizeof block_prefix, "%stransformer.resblocks.", tower);
     *tr = (vt_vit_stack){W, heads, layers, causal, quick_gelu, CLIP_LN_EPS, NULL};
-    vt_vit_stack_get(pl, tr, block_prefix, &openclip_block_keys, 4 * (int64_t)W);
+    vt_vit_stack_get(pl, tr, block_prefix, &openclip_block_keys, mlp);
 }
 
 vt_openclip *vt_openclip_build(vt_weights *w, const char *prefix, const vt_openclip_config *cfg, int towers) {
@@ -162,7 +246,8 @@ vt_openclip *vt_openclip_build(vt_weights *w, const char *prefix, const vt_openc
             t->token_embedding = vt_param_get(&pl, "token_embedding.weight", 2, (int64_t[]){c->text.vocab_size, W});
             t->positional_embedding =
                 vt_param_get(&pl, "positional_embedding", 2, (int64_t[]){c->text.context_length, W});
-            get_transformer(&pl, &t->transformer, "", c->text.width, c->text.heads, c->text.layers, 1, c->quick_gelu);
+            get_transformer(&pl, &t->transformer, "", c->text.width, c->text.heads, c->text.layers, 1, c->quick_gelu,
+                            mlp_width(w, prefix, "", c->text.width, c->text.mlp_ratio));
             vt_vit_get_ln(&pl, &t->ln_final, "ln_final", W);
             t->text_projection = vt_param_get(&pl, "text_projection", 2, (int64_t[]){W, E});
         }
@@ -177,6 +262,7 @@ vt_openclip *vt_openclip_build(vt_weights *w, const char *prefix, const vt_openc
             int64_t W = c->vision.width, p = c->vision.patch_size;
             v->image_size = c->vision.image_size;
             v->patch_size = c->vision.patch_size;
+            // open_clip: grid = image_size // patch_size; the strided conv1 drops the remainder
             v->grid = c->vision.image_size / c->vision.patch_size;
             v->width = c->vision.width;
             v->conv1 = vt_param_get(&pl, "visual.conv1.weight", 4, (int64_t[]){W, 3, p, p});
@@ -185,7 +271,8 @@ vt_openclip *vt_openclip_build(vt_weights *w, const char *prefix, const vt_openc
                                                    (int64_t[]){(int64_t)v->grid * v->grid + 1, W});
             vt_vit_get_ln(&pl, &v->ln_pre, "visual.ln_pre", W);
             get_transformer(&pl, &v->transformer, "visual.", c->vision.width, c->vision.width / c->vision.head_width,
-                            c->vision.layers, 0, c->quick_gelu);
+                            c->vision.layers, 0, c->quick_gelu,
+                            mlp_width(w, prefix, "visual.", c->vision.width, c->vision.mlp_ratio));
             vt_vit_get_ln(&pl, &v->ln_post, "visual.ln_post", W);
             v->proj = vt_param_get(&pl, "visual.proj", 2, (int64_t[]){W, E});
         }

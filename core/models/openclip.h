@@ -22,21 +22,27 @@ extern "C" {
 #endif
 
 // open_clip model config. Zero fields are inferred from the weights' shapes when building
-// (width, layers, context_length, vocab_size, patch_size, image_size, embed_dim); heads default
-// to width / 64 (open_clip's head_width default, and text heads 16 in ViT-H-14).
+// (width, layers, context_length, vocab_size, patch_size, image_size, embed_dim, mlp_ratio);
+// without a json config heads default to width / 64 (open_clip's head_width default, and text
+// heads 16 in ViT-H-14).
 typedef struct vt_openclip_config {
     int embed_dim;
     int quick_gelu;  // OpenAI CLIP's x * sigmoid(1.702 x); open_clip ViT-H-14 uses exact GELU
     struct {
         int context_length, vocab_size, width, heads, layers;
+        double mlp_ratio;  // c_fc width = int(width * mlp_ratio); 0: from the weights (4 in CLIP)
     } text;
     struct {
         int image_size, patch_size, width, head_width, layers;
+        double mlp_ratio;
     } vision;
 } vt_openclip_config;
 
 // Reads {"embed_dim", "quick_gelu", "text_cfg": {...}, "vision_cfg": {...}} (open_clip's
-// model config json); missing fields keep the values in *c.
+// model config json); missing fields keep the values in *c, except text heads: a json config
+// that does not name them gets open_clip's CLIPTextCfg default, 8 (it cannot be read from the
+// weights' shapes). Options of open_clip that change the computation and are not implemented
+// (layer scale, other pooling, no causal mask, ...) are VT_ERR_CONFIG naming the option.
 struct cJSON;
 vt_err vt_openclip_config_from_json(const struct cJSON *config, vt_openclip_config *c);
 // ViT-H-14: embed 1024, text 77 x 1024 / 16 heads / 24 layers, vision 224 / 14, 1280 wide,

@@ -69,6 +69,23 @@ vt_unet3d_config vt_unet3d_config_videocrafter2(void) {
     c.init_attn_heads = 8;
     c.fps_cond = 1;
     c.use_checkpoint = 0;
+    c.num_heads = -1;
+    c.temporal_transformer_depth = 1;
+    return c;
+}
+
+vt_unet3d_config vt_unet3d_config_lvdm_defaults(void) {
+    vt_unet3d_config c = {0};
+    c.n_levels = 4;
+    for (int i = 0; i < 4; i++) c.channel_mult[i] = 1 << i;
+    c.num_head_channels = -1;
+    c.num_heads = -1;
+    c.transformer_depth = 1;
+    c.temporal_transformer_depth = 1;
+    c.temporal_attention = 1;
+    c.temporal_selfatt_only = 1;
+    c.use_relative_position = 1;
+    c.init_attn_heads = 8;
     return c;
 }
 
@@ -106,11 +123,11 @@ static vt_err json_int_list(const cJSON *o, const char *name, int *dst, int *n, 
 // value fails rather than silently computing something else.
 typedef struct fixed_option {
     const char *name;
-    int value;  // the one supported value (booleans as 0 / 1)
+    int value;   // the one supported value (booleans as 0 / 1)
 } fixed_option;
 static const fixed_option fixed_options[] = {
-    {"use_relative_position", 0}, {"use_scale_shift_norm", 0}, {"resblock_updown", 0}, {"tempspatial_aware", 0},
-    {"use_image_attention", 0},   {"use_fp16", 0},             {"conv_resample", 1},   {"dims", 2},
+    {"use_scale_shift_norm", 0}, {"resblock_updown", 0}, {"tempspatial_aware", 0}, {"use_image_attention", 0},
+    {"use_fp16", 0},             {"conv_resample", 1},   {"dims", 2},
 };
 
 static vt_err check_fixed_options(const cJSON *o) {
@@ -154,8 +171,14 @@ vt_err vt_unet3d_config_from_json(const cJSON *o, vt_unet3d_config *c) {
         (e = json_int(o, "use_causal_attention", &c->use_causal_attention, 0)) ||
         (e = json_int(o, "temporal_length", &c->temporal_length, 0)) ||
         (e = json_int(o, "addition_attention", &c->addition_attention, 0)) ||
-        (e = json_int(o, "fps_cond", &c->fps_cond, 0)) || (e = check_fixed_options(o)))
+        (e = json_int(o, "fps_cond", &c->fps_cond, 0)) ||
+        (e = json_int(o, "use_relative_position", &c->use_relative_position, 0)) || (e = check_fixed_options(o)))
         return e;
+    // lvdm's default is true: a json built over vt_unet3d_config_lvdm_defaults that leaves the
+    // key out asks for it, and the message says where the value came from
+    if (c->use_relative_position)
+        return vt_error(VT_ERR_CONFIG, "unet3d config: use_relative_position = true is not implemented%s",
+                        cJSON_GetObjectItemCaseSensitive(o, "use_relative_position") ? "" : " (lvdm's default: set it false)");
     if (c->init_attn_heads <= 0) c->init_attn_heads = 8;
     return VT_OK;
 }

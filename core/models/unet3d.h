@@ -48,6 +48,7 @@ typedef struct vt_unet3d_config {
     int addition_attention;   // init_attn after input_blocks.0
     int init_attn_heads;      // 8 in lvdm (d_head = num_head_channels)
     int fps_cond;             // fps_embedding added to the time embedding
+    int use_relative_position;  // lvdm's relative-position temporal attention (not implemented: refused)
     int use_checkpoint;       // default for vt_unet3d.checkpoint
 } vt_unet3d_config;
 
@@ -55,6 +56,11 @@ typedef struct vt_unet3d_config {
 // mult [1, 2, 4, 4], d_head 64, depth 1, context 1024, linear projections, every temporal
 // part on, fps conditioning (1,413,284,420 parameters).
 vt_unet3d_config vt_unet3d_config_videocrafter2(void);
+// lvdm UNetModel.__init__'s own defaults (channel_mult 1, 2, 4, 8, no temporal conv, temporal
+// attention, no init_attn, no fps conditioning, ...; its use_relative_position = true is
+// applied by vt_unet3d_config_from_json to a json without the key) with the required sizes left 0: the base for a json holding UNetModel(**config) kwargs, so that a field the
+// json leaves out means what it means upstream.
+vt_unet3d_config vt_unet3d_config_lvdm_defaults(void);
 // Reads lvdm UNetModel params from a JSON object (in_channels, out_channels, model_channels,
 // attention_resolutions, num_res_blocks, channel_mult, num_head_channels, num_heads,
 // transformer_depth, temporal_transformer_depth, context_dim, use_linear, use_checkpoint,

@@ -174,7 +174,16 @@ vt_vae_decoder *vt_vae_decoder_build(vt_weights *w, const char *prefix, const vt
     }
     d->cfg = *cfg;
     vt_param_list pl = {&d->tensors, &d->n_tensors, &d->cap_tensors, &d->n_params, w, prefix ? prefix : "", 0};
-    const vt_vae_config *c = cfg;
+    // AutoencoderKL's embed_dim is not part of the decoder's ddconfig: unset, the
+    // post_quant_conv weight's shape says it (z_channels when that key is absent too)
+    if (d->cfg.embed_dim <= 0) {
+        char key[300];
+        int nd = 0;
+        int64_t s[VT_MAX_DIMS];
+        snprintf(key, sizeof key, "%spost_quant_conv.weight", pl.prefix);
+        if (vt_weights_shape(w, key, &nd, s) && nd == 4) d->cfg.embed_dim = (int)s[1];
+    }
+    const vt_vae_config *c = &d->cfg;
     int L = c->n_levels;
     get_conv(&pl, &d->post_quant_conv, "post_quant_conv", c->z_channels, vt_vae_latent_channels(c), 1);
     int block_in = c->ch * c->ch_mult[L - 1];
