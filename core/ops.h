@@ -64,6 +64,9 @@ vt_tensor *vt_conv_time(vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad);
 // ---- normalisation (core/ops/norm.c) -----------------------------------------------------
 // x [N, C, ...]: statistics per (n, group) over (C/groups, all trailing dims); w, b [C] or NULL.
 vt_tensor *vt_group_norm(vt_tensor *x, int groups, vt_tensor *w, vt_tensor *b, float eps);
+// silu(group_norm(x, groups, w, b, eps)) as one op: saves x and the statistics [N, groups] (not
+// the norm's output), half the saved memory of the two-op chain.
+vt_tensor *vt_group_norm_silu(vt_tensor *x, int groups, vt_tensor *w, vt_tensor *b, float eps);
 // x [..., C], w, b [C] or NULL
 vt_tensor *vt_layer_norm(vt_tensor *x, vt_tensor *w, vt_tensor *b, float eps);
 // x [..., C] -> x / max(||x||_2, eps) along the last dim (torch.nn.functional.normalize)

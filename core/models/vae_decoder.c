@@ -216,12 +216,9 @@ static void hook(vt_vae_decoder *d, const char *name, vt_tensor *t) {
     if (d->hook && t) d->hook(d->hook_user, name, t);
 }
 
-// swish(GroupNorm(x)), x [N, C, H, W]
+// swish(GroupNorm(x)), x [N, C, H, W] (one op: saves x, not the norm's output)
 static vt_tensor *norm_swish(const vt_vae_norm *n, vt_tensor *x) {
-    vt_tensor *h = vt_group_norm(x, VAE_GROUPS, n->w, n->b, VAE_GN_EPS);
-    vt_tensor *y = vt_silu(h);
-    vt_release(h);
-    return y;
+    return vt_group_norm_silu(x, VAE_GROUPS, n->w, n->b, VAE_GN_EPS);
 }
 
 // x [N, in, H, W] -> [N, out, H, W]
