@@ -295,6 +295,14 @@ TEST_F(CudaOps, Conv2d) {
         ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d(in[0], in[1], nullptr, s, p); }, {x, w}, 1e-5);
         vt_requires_grad(w, 0);  // frozen weight: input gradient only
         ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d(in[0], in[1], in[2], s, p); }, {x, w, b}, 1e-5);
+        // with a residual of the output's shape (bias and no bias)
+        const int64_t OH = (k.H + 2 * p - k.kh) / s + 1, OW = (k.W + 2 * p - k.kw) / s + 1;
+        vt_tensor *r = R(RandN({k.N, k.O, OH, OW}, 7));
+        RequireGrad({r});
+        ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d_add(in[0], in[1], in[2], s, p, in[3]); }, {x, w, b, r},
+                             1e-5);
+        ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d_add(in[0], in[1], nullptr, s, p, in[2]); }, {x, w, r},
+                             1e-5);
     }
 }
 
@@ -312,6 +320,10 @@ TEST_F(CudaOps, ConvTime) {
         const int p = k.pad;
         ExpectCudaMatchesCpu([=](auto &in) { return vt_conv_time(in[0], in[1], in[2], p); }, {x, w, b}, 1e-5);
         ExpectCudaMatchesCpu([=](auto &in) { return vt_conv_time(in[0], in[1], nullptr, p); }, {x, w}, 1e-5);
+        vt_tensor *r = R(RandN({k.B, k.O, k.Tn + 2 * p - k.kt + 1, k.H, k.W}, 7));
+        RequireGrad({r});
+        ExpectCudaMatchesCpu([=](auto &in) { return vt_conv_time_add(in[0], in[1], in[2], p, in[3]); }, {x, w, b, r},
+                             1e-5);
     }
 }
 

@@ -1,7 +1,7 @@
-// test_ops_conv_norm.cpp — conv2d, conv_time, group/layer norm, fused group norm + SiLU, l2
-// normalisation and nearest x2 upsampling: forwards against naive loops written here (double
-// accumulation) or the unfused ops, every input's gradient against finite differences,
-// gradients nobody asked for, shape errors.
+// test_ops_conv_norm.cpp — conv2d, conv_time (and their residual forms), group/layer norm, fused
+// group norm + SiLU, l2 normalisation and nearest x2 upsampling: forwards against naive loops
+// written here (double accumulation) or the unfused ops, every input's gradient against finite
+// differences, gradients nobody asked for, shape errors.
 #include "testutil.h"
 #include <cmath>
 #include <cstring>
@@ -261,6 +261,75 @@ TEST(ConvTime, ShapeErrorsNameOpAndShapes) {
     ExpectError(vt_conv_time(x, wl, nullptr, 1), "conv_time: kernel of weight [4, 3, 7, 1, 1] longer than 4 frames");
     ExpectError(vt_conv_time(x, w3, b, 1), "conv_time: bias [3] does not fit weight [4, 3, 3, 1, 1]");
     EXPECT_EQ(vt_conv_time(nullptr, w3, nullptr, 1), nullptr);
+}
+
+// ---- conv2d_add / conv_time_add: the residual added in the conv's output pass --------------
+TEST(ConvAdd, EqualsConvPlusResidual) {
+    for (const ConvCase &k : kConvCases) {
+        SCOPED_TRACE(k.name);
+        Releaser R;
+        vt_tensor *x = R(RandN({k.N, k.C, k.H, k.W}, 1)), *w = R(RandN({k.O, k.C, k.kh, k.kw}, 2));
+        vt_tensor *b = R(RandN({k.O}, 3));
+        vt_tensor *ref = R(NaiveConv2d(x, w, b, k.stride, k.pad));
+        vt_tensor *r = R(RandN(std::vector<int64_t>(ref->shape, ref->shape + 4), 4));
+        ExpectClose(R(vt_conv2d_add(x, w, b, k.stride, k.pad, r)), R(vt_add(ref, r)), 1e-5, "with bias");
+        vt_tensor *ref0 = R(NaiveConv2d(x, w, nullptr, k.stride, k.pad));
+        ExpectClose(R(vt_conv2d_add(x, w, nullptr, k.stride, k.pad, r)), R(vt_add(ref0, r)), 1e-5, "no bias");
+    }
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 3, 4, 2, 3}, 1)), *w = R(RandN({4, 3, 3, 1, 1}, 2)), *b = R(RandN({4}, 3));
+    vt_tensor *r = R(RandN({2, 4, 4, 2, 3}, 4));
+    ExpectClose(R(vt_conv_time_add(x, w, b, 1, r)), R(vt_add(R(NaiveConvTime(x, w, b, 1)), r)), 1e-5, "conv_time");
+}
+
+TEST(ConvAdd, GradientsOfEveryInput) {
+    for (const ConvCase &k : kConvCases) {
+        SCOPED_TRACE(k.name);
+        Releaser R;
+        vt_tensor *x = R(RandN({k.N, k.C, k.H, k.W}, 4)), *w = R(RandN({k.O, k.C, k.kh, k.kw}, 5, 0.5f));
+        vt_tensor *b = R(RandN({k.O}, 6));
+        const int64_t OH = (k.H + 2 * k.pad - k.kh) / k.stride + 1, OW = (k.W + 2 * k.pad - k.kw) / k.stride + 1;
+        vt_tensor *r = R(RandN({k.N, k.O, OH, OW}, 7));
+        for (auto *t : {x, w, b, r}) vt_requires_grad(t, 1);
+        int s = k.stride, p = k.pad;
+        ExpectGradsMatch([s, p](auto &in) { return vt_conv2d_add(in[0], in[1], in[2], s, p, in[3]); }, {x, w, b, r},
+                         Tight(1e-3));
+    }
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 3, 4, 2, 3}, 4)), *w = R(RandN({2, 3, 3, 1, 1}, 5, 0.5f)), *b = R(RandN({2}, 6));
+    vt_tensor *r = R(RandN({2, 2, 4, 2, 3}, 7));
+    for (auto *t : {x, w, b, r}) vt_requires_grad(t, 1);
+    ExpectGradsMatch([](auto &in) { return vt_conv_time_add(in[0], in[1], in[2], 1, in[3]); }, {x, w, b, r},
+                     Tight(1e-3));
+    ExpectGradsMatch([](auto &in) { return vt_conv_time_add(in[0], in[1], nullptr, 1, in[2]); }, {x, w, r},
+                     Tight(1e-3));
+}
+
+TEST(ConvAdd, OnlyRequestedGradientsAndErrors) {
+    Releaser R;
+    vt_tensor *x = R(RandN({1, 2, 5, 5}, 1)), *w = R(RandN({3, 2, 3, 3}, 2)), *b = R(RandN({3}, 3));
+    vt_tensor *r = R(RandN({1, 3, 5, 5}, 4)), *bad = R(RandN({1, 3, 4, 5}, 5));
+    vt_requires_grad(r, 1);  // the residual alone: its gradient is the output's (ones here)
+    ExpectGradientsOnlyFor([&] { return vt_conv2d_add(x, w, b, 1, 1, r); }, {r}, {x, w, b});
+    ASSERT_NE(r->grad, nullptr);
+    for (int64_t i = 0; i < r->numel; i++) ASSERT_EQ(vt_f32(r->grad)[i], 1.0f);
+    vt_zero_grad(r);
+    vt_requires_grad(r, 0);
+    vt_requires_grad(x, 1);
+    ExpectGradientsOnlyFor([&] { return vt_conv2d_add(x, w, b, 1, 1, r); }, {x}, {w, b, r});
+    vt_zero_grad(x);
+    vt_requires_grad(x, 0);
+    ExpectError(vt_conv2d_add(x, w, b, 1, 1, bad),
+                "conv2d_add: residual [1, 3, 4, 5] does not fit the output [1, 3, 5, 5]");
+    ExpectError(vt_conv2d_add(x, w, b, 2, 1, r),
+                "conv2d_add: residual [1, 3, 5, 5] does not fit the output [1, 3, 3, 3]");
+    ExpectError(vt_conv2d_add(bad, w, b, 1, 1, r), "conv2d_add: input [1, 3, 4, 5] does not fit weight [3, 2, 3, 3]");
+    EXPECT_EQ(vt_conv2d_add(x, w, b, 1, 1, nullptr), nullptr);  // NULL propagates
+    vt_tensor *xt = R(RandN({1, 2, 4, 2, 2}, 6)), *wt = R(RandN({3, 2, 3, 1, 1}, 7));
+    vt_tensor *rt = R(RandN({1, 3, 2, 2, 2}, 8));
+    ExpectError(vt_conv_time_add(xt, wt, nullptr, 1, rt),
+                "conv_time_add: residual [1, 3, 2, 2, 2] does not fit the output [1, 3, 4, 2, 2]");
+    EXPECT_EQ(vt_conv_time_add(nullptr, wt, nullptr, 1, rt), nullptr);
 }
 
 // ---- group norm --------------------------------------------------------------------------

@@ -340,12 +340,13 @@ vt_tensor *unet_transformer_forward(const unet_frame *f, const unet_transformer 
 static vt_tensor *tconv_forward(const unet_frame *f, const unet_tconv *c, vt_tensor *x) {
     scope s = {0};
     vt_tensor *y = x;
+    vt_tensor *out = NULL;
     for (int k = 0; y && k < 4; k++) {
         vt_tensor *h = keep(&s, vt_group_norm_silu(y, 32, c->norm[k].w, c->norm[k].b, 1e-5f));
         if (k > 0 && f->p_tconv > 0.0f) h = keep(&s, vt_dropout(h, f->p_tconv, vt_hash64(f->seed, (uint64_t)c->site[k])));
-        y = keep(&s, h ? vt_conv_time(h, c->conv[k].w, c->conv[k].b, 1) : NULL);
+        if (k < 3) y = keep(&s, h ? vt_conv_time(h, c->conv[k].w, c->conv[k].b, 1) : NULL);
+        else out = h ? vt_conv_time_add(h, c->conv[k].w, c->conv[k].b, 1, x) : NULL;  // x + conv4(...)
     }
-    vt_tensor *out = y ? vt_add(x, y) : NULL;
     scope_end(&s);
     return out;
 }
@@ -366,9 +367,8 @@ vt_tensor *unet_resblock_forward(const unet_frame *f, const unet_resblock *r, vt
     h = keep(&s, vt_add(h, e));
     // out_layers.2 Dropout(0) between the SiLU and the conv: identity
     h = keep(&s, vt_group_norm_silu(h, 32, r->out_norm.w, r->out_norm.b, 1e-5f));
-    h = keep(&s, h ? vt_conv2d(h, r->out_conv.w, r->out_conv.b, 1, 1) : NULL);
     vt_tensor *sk = r->skip.w ? keep(&s, vt_conv2d(x, r->skip.w, r->skip.b, 1, 0)) : x;
-    vt_tensor *out = sk ? vt_add(sk, h) : NULL;
+    vt_tensor *out = h ? vt_conv2d_add(h, r->out_conv.w, r->out_conv.b, 1, 1, sk) : NULL;  // skip(x) + conv(h)
     if (out && r->has_tconv) {
         keep(&s, out);
         vt_tensor *u5 = keep(&s, unet_unfold(out, f->B));

@@ -229,12 +229,10 @@ static vt_tensor *resblock_forward(const vt_vae_resblock *b, vt_tensor *x) {
     h = norm_swish(&b->norm2, h1);
     vt_release(h1);
     // Dropout sits here upstream; the decoder's dropout is 0.
-    h1 = vt_conv2d(h, b->conv2.w, b->conv2.b, 1, 1);
-    vt_release(h);
     vt_tensor *sc = b->nin_shortcut.w ? vt_conv2d(x, b->nin_shortcut.w, b->nin_shortcut.b, 1, 0) : vt_retain(x);
-    vt_tensor *y = vt_add(sc, h1);
+    vt_tensor *y = vt_conv2d_add(h, b->conv2.w, b->conv2.b, 1, 1, sc);  // shortcut(x) + conv2(h)
+    vt_release(h);
     vt_release(sc);
-    vt_release(h1);
     return y;
 }
 
