@@ -58,12 +58,20 @@ vt_tensor *vt_conv2d(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int p
 // Convolution over time only (lvdm's temporal Conv3d with kernel (kt,1,1), padding (pad,0,0)):
 // x [B, C, T, H, W], w [O, C, kt, 1, 1], b [O] or NULL -> [B, O, T + 2 pad - kt + 1, H, W]
 vt_tensor *vt_conv_time(vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad);
+// Residual forms: y = conv(x, w, b) + r, r of the output's shape (a ResBlock's skip + conv(h)).
+// r is added in the conv's own output pass (no add op: one output-sized tensor and one pass
+// less); r's gradient is the output's. A NULL r gives NULL.
+vt_tensor *vt_conv2d_add(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad, vt_tensor *r);
+vt_tensor *vt_conv_time_add(vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad, vt_tensor *r);
 // Conv1d kernel 1 weights [out, in, 1] as a linear map on channels-last tokens: use vt_linear
 // with a vt_view of the weight.
 
 // ---- normalisation (core/ops/norm.c) -----------------------------------------------------
 // x [N, C, ...]: statistics per (n, group) over (C/groups, all trailing dims); w, b [C] or NULL.
 vt_tensor *vt_group_norm(vt_tensor *x, int groups, vt_tensor *w, vt_tensor *b, float eps);
+// silu(group_norm(x, groups, w, b, eps)) as one op: saves x and the statistics [N, groups] (not
+// the norm's output), half the saved memory of the two-op chain.
+vt_tensor *vt_group_norm_silu(vt_tensor *x, int groups, vt_tensor *w, vt_tensor *b, float eps);
 // x [..., C], w, b [C] or NULL
 vt_tensor *vt_layer_norm(vt_tensor *x, vt_tensor *w, vt_tensor *b, float eps);
 // x [..., C] -> x / max(||x||_2, eps) along the last dim (torch.nn.functional.normalize)

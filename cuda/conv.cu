@@ -2,7 +2,9 @@
 // backward filter), bias and its gradient by small kernels, under the op names of
 // core/ops/conv.c. As on the CPU both ops are one 2-D convolution over [N, C, H, W] planes:
 // conv_time is x [B, C, T, H*W] with kernel (kt, 1), padding (pad, 0), so cuDNN sees the same
-// descriptors. Saved: x and w (the save mask); nothing extra.
+// descriptors. Saved: x and w (the save mask); nothing extra. An optional residual (input 3,
+// vt_conv2d_add / vt_conv_time_add) is added with the bias in one pass after the convolution:
+// y = conv + (b + r) as the CPU's GEMM accumulates onto b + r; its gradient is a copy of g.
 //
 // Precision: the convolution descriptor asks for CUDNN_FMA_MATH, so FP32 convolutions never run
 // on TF32 tensor cores (CUDNN_DEFAULT_MATH would allow TF32 on Ampere and later). Algorithms
@@ -113,10 +115,14 @@ static vt_err conv_try_algos(const char *pass, const perf_t *perf, int count, ws
     return vt_error(VT_ERR_DEVICE, "conv %s: no cuDNN algorithm ran (last status: %s)", pass, cudnnGetErrorString(last));
 }
 
-// ---- bias --------------------------------------------------------------------------------
-// y [N, O, L] += b[o]
-__global__ void conv_bias_add_kernel(float *y, const float *b, long long O, long long L, long long total) {
-    VT_GRID_STRIDE(i, total) y[i] += b[i / L % O];
+// ---- bias and residual -------------------------------------------------------------------
+// y [N, O, L] += b[o] + r[i] (b or r NULL: that term absent)
+__global__ void conv_bias_add_kernel(float *y, const float *b, const float *r, long long O, long long L,
+                                     long long total) {
+    VT_GRID_STRIDE(i, total) {
+        const float bo = b ? b[i / L % O] : 0.0f;
+        y[i] += r ? bo + r[i] : bo;
+    }
 }
 
 // g [N, O, L] -> db[o] = sum_{n, l} g (double accumulation); one block per o
@@ -129,7 +135,7 @@ __global__ void conv_bias_grad_kernel(const float *g, float *db, long long N, lo
 }
 
 // ---- forward -----------------------------------------------------------------------------
-// x [N, C, H, W], w [O, C, kh, kw], b [O] or NULL -> y [N, O, OH, OW]
+// x [N, C, H, W], w [O, C, kh, kw], b [O] or NULL, r [N, O, OH, OW] or NULL -> y [N, O, OH, OW]
 static vt_err conv_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const vt_conv_params *p = (const vt_conv_params *)n->params;
     if (out->numel == 0) return VT_OK;
@@ -157,8 +163,9 @@ static vt_err conv_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *out
             });
         if (e) return e;
     }
-    if (in[2]) {
-        conv_bias_add_kernel<<<vt_grid_1d(out->numel), 256>>>(vt_f32(out), vt_f32(in[2]), p->O, p->OH * p->OW,
+    if (in[2] || in[3]) {
+        conv_bias_add_kernel<<<vt_grid_1d(out->numel), 256>>>(vt_f32(out), in[2] ? vt_f32(in[2]) : nullptr,
+                                                              in[3] ? vt_f32(in[3]) : nullptr, p->O, p->OH * p->OW,
                                                               out->numel);
         VT_CUDA_CHECK_LAUNCH();
     }
@@ -167,7 +174,8 @@ static vt_err conv_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *out
 
 // ---- backward ----------------------------------------------------------------------------
 // g [N, O, OH, OW]; saved x [N, C, H, W], w [O, C, kh, kw]
-// dx = conv^T(g, w) (cuDNN backward data); dw = sum_n g_n (x) x_n (backward filter); db = sum g
+// dx = conv^T(g, w) (cuDNN backward data); dw = sum_n g_n (x) x_n (backward filter); db = sum g;
+// dr = g
 static vt_err conv_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
     const vt_conv_params *p = (const vt_conv_params *)n->params;
     const vt_tensor *xt = n->saved[0], *wt = n->saved[1];
@@ -176,6 +184,12 @@ static vt_err conv_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **
         // zeros: an empty output (no pixel touched) leaves a zero gradient, as on the CPU
         gin[i] = vt_cuda_zeros(VT_F32, n->in_ndim[i], n->in_shape[i]);
         if (!gin[i]) return vt_error_code();
+    }
+    if (n->need[3]) {
+        gin[3] = vt_empty(VT_F32, VT_CUDA, gout->ndim, gout->shape);
+        if (!gin[3]) return vt_error_code();
+        if (gout->numel) VT_CUDA_CHECK(cudaMemcpyAsync(vt_data(gin[3]), vt_data(gout), vt_nbytes(gout),
+                                                       cudaMemcpyDeviceToDevice));
     }
     if (gout->numel == 0) return VT_OK;
     if (n->need[2]) {

@@ -173,6 +173,45 @@ TEST_F(CudaOps, GroupNorm) {
     ExpectCudaMatchesCpu([](auto &in) { return vt_group_norm(in[0], 2, nullptr, nullptr, 1e-6f); }, {xm}, 1e-4);
 }
 
+TEST_F(CudaOps, GroupNormSilu) {
+    Releaser R;
+    // 4-D spatial, 5-D temporal ([B, C, T, H, W]: statistics over (C/G, T, H, W)), a group per
+    // channel, and threaded-size shapes (the UNet's 32 groups)
+    struct {
+        std::vector<int64_t> shape;
+        int G;
+    } cases[] = {{{2, 6, 3, 4}, 3}, {{2, 4, 3, 2, 3}, 2}, {{1, 8, 5}, 8},       {{3, 4}, 1},
+                 {{1, 6, 2, 2, 2}, 6}, {{2, 8, 72, 72}, 4}, {{1, 64, 4, 16, 16}, 32}};
+    for (auto &k : cases) {
+        const int64_t C = k.shape[1];
+        const int G = k.G;
+        vt_tensor *x = R(RandN(k.shape, 1, 2.0f)), *w = R(RandN({C}, 2)), *b = R(RandN({C}, 3));
+        RequireGrad({x, w, b});
+        auto affine = [G](auto &in) { return vt_group_norm_silu(in[0], G, in[1], in[2], 1e-5f); };
+        auto plain = [G](auto &in) { return vt_group_norm_silu(in[0], G, nullptr, nullptr, 1e-6f); };
+        auto weight = [G](auto &in) { return vt_group_norm_silu(in[0], G, in[1], nullptr, 1e-2f); };
+        ExpectCudaMatchesCpu(affine, {x, w, b}, 1e-5);
+        ExpectCudaMatchesCpu(plain, {x}, 1e-5);
+        ExpectCudaMatchesCpu(weight, {x, w}, 1e-5);
+    }
+    // a large mean relative to the spread (the packed mean_hi + mean_lo)
+    vt_tensor *xm = R(RandN({2, 4, 8, 8}, 1)), *wm = R(RandN({4}, 2)), *bm = R(RandN({4}, 3));
+    float *p = vt_f32(xm);
+    for (int64_t i = 0; i < xm->numel; i++) p[i] = 1000.0f + 0.01f * p[i];
+    RequireGrad({xm, wm, bm});
+    ExpectCudaMatchesCpu([](auto &in) { return vt_group_norm_silu(in[0], 2, in[1], in[2], 1e-6f); }, {xm, wm, bm},
+                         1e-4);
+    // the GPU op equals the GPU chain group_norm -> silu
+    vt_tensor *xc = R(RandN({2, 8, 3, 5, 5}, 4)), *gx = R(vt_to_device(xc, VT_CUDA));
+    vt_tensor *gw = R(vt_to_device(R(RandN({8}, 5)), VT_CUDA)), *gb = R(vt_to_device(R(RandN({8}, 6)), VT_CUDA));
+    vt_tensor *fused = R(vt_group_norm_silu(gx, 4, gw, gb, 1e-5f)), *h = R(vt_group_norm(gx, 4, gw, gb, 1e-5f));
+    vt_tensor *chain = R(vt_silu(h));
+    ASSERT_NE(fused, nullptr) << vt_error_message();
+    ASSERT_NE(chain, nullptr) << vt_error_message();
+    vt_tensor *fc = R(vt_to_device(fused, VT_CPU)), *cc = R(vt_to_device(chain, VT_CPU));
+    EXPECT_LE(RelErr(fc, cc), 1e-5);
+}
+
 TEST_F(CudaOps, LayerNormAndL2Normalize) {
     Releaser R;
     vt_tensor *x = R(RandN({2, 3, 6}, 1, 3.0f)), *w = R(RandN({6}, 2)), *b = R(RandN({6}, 3));
@@ -256,6 +295,14 @@ TEST_F(CudaOps, Conv2d) {
         ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d(in[0], in[1], nullptr, s, p); }, {x, w}, 1e-5);
         vt_requires_grad(w, 0);  // frozen weight: input gradient only
         ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d(in[0], in[1], in[2], s, p); }, {x, w, b}, 1e-5);
+        // with a residual of the output's shape (bias and no bias)
+        const int64_t OH = (k.H + 2 * p - k.kh) / s + 1, OW = (k.W + 2 * p - k.kw) / s + 1;
+        vt_tensor *r = R(RandN({k.N, k.O, OH, OW}, 7));
+        RequireGrad({r});
+        ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d_add(in[0], in[1], in[2], s, p, in[3]); }, {x, w, b, r},
+                             1e-5);
+        ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d_add(in[0], in[1], nullptr, s, p, in[2]); }, {x, w, r},
+                             1e-5);
     }
 }
 
@@ -273,6 +320,10 @@ TEST_F(CudaOps, ConvTime) {
         const int p = k.pad;
         ExpectCudaMatchesCpu([=](auto &in) { return vt_conv_time(in[0], in[1], in[2], p); }, {x, w, b}, 1e-5);
         ExpectCudaMatchesCpu([=](auto &in) { return vt_conv_time(in[0], in[1], nullptr, p); }, {x, w}, 1e-5);
+        vt_tensor *r = R(RandN({k.B, k.O, k.Tn + 2 * p - k.kt + 1, k.H, k.W}, 7));
+        RequireGrad({r});
+        ExpectCudaMatchesCpu([=](auto &in) { return vt_conv_time_add(in[0], in[1], in[2], p, in[3]); }, {x, w, b, r},
+                             1e-5);
     }
 }
 

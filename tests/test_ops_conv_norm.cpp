@@ -1,6 +1,7 @@
-// test_ops_conv_norm.cpp — conv2d, conv_time, group/layer norm, l2 normalisation and nearest
-// x2 upsampling: forwards against naive loops written here (double accumulation), every
-// input's gradient against finite differences, gradients nobody asked for, shape errors.
+// test_ops_conv_norm.cpp — conv2d, conv_time (and their residual forms), group/layer norm, fused
+// group norm + SiLU, l2 normalisation and nearest x2 upsampling: forwards against naive loops
+// written here (double accumulation) or the unfused ops, every input's gradient against finite
+// differences, gradients nobody asked for, shape errors.
 #include "testutil.h"
 #include <cmath>
 #include <cstring>
@@ -262,6 +263,75 @@ TEST(ConvTime, ShapeErrorsNameOpAndShapes) {
     EXPECT_EQ(vt_conv_time(nullptr, w3, nullptr, 1), nullptr);
 }
 
+// ---- conv2d_add / conv_time_add: the residual added in the conv's output pass --------------
+TEST(ConvAdd, EqualsConvPlusResidual) {
+    for (const ConvCase &k : kConvCases) {
+        SCOPED_TRACE(k.name);
+        Releaser R;
+        vt_tensor *x = R(RandN({k.N, k.C, k.H, k.W}, 1)), *w = R(RandN({k.O, k.C, k.kh, k.kw}, 2));
+        vt_tensor *b = R(RandN({k.O}, 3));
+        vt_tensor *ref = R(NaiveConv2d(x, w, b, k.stride, k.pad));
+        vt_tensor *r = R(RandN(std::vector<int64_t>(ref->shape, ref->shape + 4), 4));
+        ExpectClose(R(vt_conv2d_add(x, w, b, k.stride, k.pad, r)), R(vt_add(ref, r)), 1e-5, "with bias");
+        vt_tensor *ref0 = R(NaiveConv2d(x, w, nullptr, k.stride, k.pad));
+        ExpectClose(R(vt_conv2d_add(x, w, nullptr, k.stride, k.pad, r)), R(vt_add(ref0, r)), 1e-5, "no bias");
+    }
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 3, 4, 2, 3}, 1)), *w = R(RandN({4, 3, 3, 1, 1}, 2)), *b = R(RandN({4}, 3));
+    vt_tensor *r = R(RandN({2, 4, 4, 2, 3}, 4));
+    ExpectClose(R(vt_conv_time_add(x, w, b, 1, r)), R(vt_add(R(NaiveConvTime(x, w, b, 1)), r)), 1e-5, "conv_time");
+}
+
+TEST(ConvAdd, GradientsOfEveryInput) {
+    for (const ConvCase &k : kConvCases) {
+        SCOPED_TRACE(k.name);
+        Releaser R;
+        vt_tensor *x = R(RandN({k.N, k.C, k.H, k.W}, 4)), *w = R(RandN({k.O, k.C, k.kh, k.kw}, 5, 0.5f));
+        vt_tensor *b = R(RandN({k.O}, 6));
+        const int64_t OH = (k.H + 2 * k.pad - k.kh) / k.stride + 1, OW = (k.W + 2 * k.pad - k.kw) / k.stride + 1;
+        vt_tensor *r = R(RandN({k.N, k.O, OH, OW}, 7));
+        for (auto *t : {x, w, b, r}) vt_requires_grad(t, 1);
+        int s = k.stride, p = k.pad;
+        ExpectGradsMatch([s, p](auto &in) { return vt_conv2d_add(in[0], in[1], in[2], s, p, in[3]); }, {x, w, b, r},
+                         Tight(1e-3));
+    }
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 3, 4, 2, 3}, 4)), *w = R(RandN({2, 3, 3, 1, 1}, 5, 0.5f)), *b = R(RandN({2}, 6));
+    vt_tensor *r = R(RandN({2, 2, 4, 2, 3}, 7));
+    for (auto *t : {x, w, b, r}) vt_requires_grad(t, 1);
+    ExpectGradsMatch([](auto &in) { return vt_conv_time_add(in[0], in[1], in[2], 1, in[3]); }, {x, w, b, r},
+                     Tight(1e-3));
+    ExpectGradsMatch([](auto &in) { return vt_conv_time_add(in[0], in[1], nullptr, 1, in[2]); }, {x, w, r},
+                     Tight(1e-3));
+}
+
+TEST(ConvAdd, OnlyRequestedGradientsAndErrors) {
+    Releaser R;
+    vt_tensor *x = R(RandN({1, 2, 5, 5}, 1)), *w = R(RandN({3, 2, 3, 3}, 2)), *b = R(RandN({3}, 3));
+    vt_tensor *r = R(RandN({1, 3, 5, 5}, 4)), *bad = R(RandN({1, 3, 4, 5}, 5));
+    vt_requires_grad(r, 1);  // the residual alone: its gradient is the output's (ones here)
+    ExpectGradientsOnlyFor([&] { return vt_conv2d_add(x, w, b, 1, 1, r); }, {r}, {x, w, b});
+    ASSERT_NE(r->grad, nullptr);
+    for (int64_t i = 0; i < r->numel; i++) ASSERT_EQ(vt_f32(r->grad)[i], 1.0f);
+    vt_zero_grad(r);
+    vt_requires_grad(r, 0);
+    vt_requires_grad(x, 1);
+    ExpectGradientsOnlyFor([&] { return vt_conv2d_add(x, w, b, 1, 1, r); }, {x}, {w, b, r});
+    vt_zero_grad(x);
+    vt_requires_grad(x, 0);
+    ExpectError(vt_conv2d_add(x, w, b, 1, 1, bad),
+                "conv2d_add: residual [1, 3, 4, 5] does not fit the output [1, 3, 5, 5]");
+    ExpectError(vt_conv2d_add(x, w, b, 2, 1, r),
+                "conv2d_add: residual [1, 3, 5, 5] does not fit the output [1, 3, 3, 3]");
+    ExpectError(vt_conv2d_add(bad, w, b, 1, 1, r), "conv2d_add: input [1, 3, 4, 5] does not fit weight [3, 2, 3, 3]");
+    EXPECT_EQ(vt_conv2d_add(x, w, b, 1, 1, nullptr), nullptr);  // NULL propagates
+    vt_tensor *xt = R(RandN({1, 2, 4, 2, 2}, 6)), *wt = R(RandN({3, 2, 3, 1, 1}, 7));
+    vt_tensor *rt = R(RandN({1, 3, 2, 2, 2}, 8));
+    ExpectError(vt_conv_time_add(xt, wt, nullptr, 1, rt),
+                "conv_time_add: residual [1, 3, 2, 2, 2] does not fit the output [1, 3, 4, 2, 2]");
+    EXPECT_EQ(vt_conv_time_add(nullptr, wt, nullptr, 1, rt), nullptr);
+}
+
 // ---- group norm --------------------------------------------------------------------------
 TEST(GroupNorm, ForwardMatchesNaiveLoop4dAnd5d) {
     struct { std::vector<int64_t> shape; int G; } cases[] = {
@@ -316,6 +386,143 @@ TEST(GroupNorm, ShapeErrorsNameOpAndShapes) {
     ExpectError(vt_group_norm(x, 3, w, nullptr, 1e-5f), "group_norm: weight [4] does not fit input [2, 6, 3, 3]");
     ExpectError(vt_group_norm(x, 3, nullptr, w, 1e-5f), "group_norm: bias [4] does not fit input [2, 6, 3, 3]");
     EXPECT_EQ(vt_group_norm(nullptr, 3, nullptr, nullptr, 1e-5f), nullptr);
+}
+
+// ---- group norm + SiLU (one op) -----------------------------------------------------------
+namespace {
+// out = fn() on a tape, backward of sum(out * R): the output and the gradient of each input
+// (nullptr where none), as cpu copies the caller releases.
+struct OutAndGrads {
+    vt_tensor *out = nullptr;
+    std::vector<vt_tensor *> grads;
+    size_t saved_bytes = 0;
+};
+OutAndGrads RunWithGrads(const std::function<vt_tensor *()> &fn, const std::vector<vt_tensor *> &inputs) {
+    OutAndGrads r;
+    vt_tape *t = vt_tape_begin();
+    r.out = fn();
+    vt_tape_end(t);
+    EXPECT_NE(r.out, nullptr) << vt_error_message();
+    if (r.out) {
+        r.saved_bytes = vt_tape_stats_get(t).saved_bytes;
+        vt_tensor *R = RandN(std::vector<int64_t>(r.out->shape, r.out->shape + r.out->ndim), 99);
+        EXPECT_EQ(vt_backward(t, r.out, R), VT_OK) << vt_error_message();
+        vt_release(R);
+    }
+    vt_tape_free(t);
+    for (vt_tensor *x : inputs) {
+        r.grads.push_back(x->grad ? vt_retain(x->grad) : nullptr);
+        vt_zero_grad(x);
+    }
+    return r;
+}
+void Release(OutAndGrads &r) {
+    vt_release(r.out);
+    for (vt_tensor *g : r.grads) vt_release(g);
+}
+}  // namespace
+
+TEST(GroupNormSilu, MatchesGroupNormThenSilu) {
+    // 4-D spatial norms, the 5-D temporal case (statistics over (C/G, T, H, W) per sample), a
+    // group per channel, one group, and a mean 1000x the spread (the saved mean_hi + mean_lo).
+    struct {
+        std::vector<int64_t> shape;
+        int G;
+        float scale, shift;
+    } cases[] = {{{2, 6, 3, 4}, 3, 2.0f, 0.0f},  {{2, 4, 3, 2, 3}, 2, 2.0f, 0.5f}, {{1, 8, 5}, 8, 1.0f, 0.0f},
+                 {{3, 4}, 1, 3.0f, 0.0f},        {{1, 6, 2, 2, 2}, 6, 1.0f, 0.0f}, {{2, 4, 8, 8}, 2, 0.01f, 1000.0f}};
+    for (auto &k : cases) {
+        Releaser R;
+        const int64_t C = k.shape[1];
+        const int G = k.G;
+        vt_tensor *x = R(RandN(k.shape, 1, k.scale)), *w = R(RandN({C}, 2)), *b = R(RandN({C}, 3));
+        for (int64_t i = 0; i < x->numel; i++) vt_f32(x)[i] += k.shift;
+        for (auto *t : {x, w, b}) vt_requires_grad(t, 1);
+        struct { vt_tensor *w, *b; float eps; const char *what; } affine[] = {
+            {w, b, 1e-5f, "affine"}, {nullptr, nullptr, 1e-6f, "plain"}, {w, nullptr, 1e-2f, "weight only"}};
+        for (auto &a : affine) {
+            SCOPED_TRACE(testing::Message() << a.what << ", x [" << x->shape[0] << ", " << C << ", ...] G " << G);
+            std::vector<vt_tensor *> in = {x};
+            if (a.w) in.push_back(a.w);
+            if (a.b) in.push_back(a.b);
+            OutAndGrads fused = RunWithGrads([&] { return vt_group_norm_silu(x, G, a.w, a.b, a.eps); }, in);
+            OutAndGrads chain = RunWithGrads(
+                [&] {
+                    vt_tensor *h = vt_group_norm(x, G, a.w, a.b, a.eps);
+                    vt_tensor *y = vt_silu(h);
+                    vt_release(h);
+                    return y;
+                },
+                in);
+            ASSERT_NE(fused.out, nullptr);
+            ASSERT_NE(chain.out, nullptr);
+            ExpectClose(fused.out, chain.out, 1e-5, "forward");
+            for (size_t i = 0; i < in.size(); i++) {
+                ASSERT_NE(fused.grads[i], nullptr) << "input " << i;
+                ExpectClose(fused.grads[i], chain.grads[i], 1e-5, "gradient");
+            }
+            Release(fused);
+            Release(chain);
+        }
+    }
+}
+
+TEST(GroupNormSilu, GradientsOfEveryInput) {
+    Releaser R;
+    // x5 is the temporal layers' [B, C, T, H, W]: 3 groups of 2 channels x (T, H, W) = (2, 2, 3)
+    vt_tensor *x4 = R(RandN({2, 4, 3, 3}, 1)), *x5 = R(RandN({2, 6, 2, 2, 3}, 2));
+    vt_tensor *w4 = R(RandN({4}, 3)), *b4 = R(RandN({4}, 4)), *w6 = R(RandN({6}, 5)), *b6 = R(RandN({6}, 6));
+    for (auto *t : {x4, x5, w4, b4, w6, b6}) vt_requires_grad(t, 1);
+    auto o = Tight(3e-3);
+    ExpectGradsMatch([](auto &in) { return vt_group_norm_silu(in[0], 2, in[1], in[2], 1e-5f); }, {x4, w4, b4}, o);
+    ExpectGradsMatch([](auto &in) { return vt_group_norm_silu(in[0], 4, in[1], in[2], 1e-5f); }, {x4, w4, b4}, o);
+    ExpectGradsMatch([](auto &in) { return vt_group_norm_silu(in[0], 3, in[1], in[2], 1e-6f); }, {x5, w6, b6}, o);
+    ExpectGradsMatch([](auto &in) { return vt_group_norm_silu(in[0], 1, nullptr, nullptr, 1e-5f); }, {x5}, o);
+    ExpectGradsMatch([](auto &in) { return vt_group_norm_silu(in[0], 2, in[1], nullptr, 1e-5f); }, {x4, w4}, o);
+}
+
+TEST(GroupNormSilu, SavesInputAndStatisticsNotTheNormOutput) {
+    Releaser R;
+    const int64_t B = 2, C = 8, G = 4, numel = B * C * 3 * 4 * 4;
+    vt_tensor *x = R(RandN({B, C, 3, 4, 4}, 1)), *w = R(RandN({C}, 2)), *b = R(RandN({C}, 3));
+    vt_requires_grad(x, 1);  // frozen affine, as in the models
+    OutAndGrads fused = RunWithGrads([&] { return vt_group_norm_silu(x, (int)G, w, b, 1e-5f); }, {x});
+    OutAndGrads chain = RunWithGrads(
+        [&] {
+            vt_tensor *h = vt_group_norm(x, (int)G, w, b, 1e-5f);
+            vt_tensor *y = vt_silu(h);
+            vt_release(h);
+            return y;
+        },
+        {x});
+    // fused: x, w, b, stats [B, G, 3]; chain: x, w (norm) + the norm's output (silu)
+    EXPECT_EQ(fused.saved_bytes, sizeof(float) * (numel + 2 * C + B * G * 3));
+    EXPECT_EQ(chain.saved_bytes, sizeof(float) * (2 * numel + C));
+    Release(fused);
+    Release(chain);
+}
+
+TEST(GroupNormSilu, OnlyRequestedGradientsAndErrors) {
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 4, 3, 3}, 1)), *w = R(RandN({4}, 2)), *b = R(RandN({4}, 3));
+    vt_requires_grad(x, 1);
+    ExpectGradientsOnlyFor([&] { return vt_group_norm_silu(x, 2, w, b, 1e-5f); }, {x}, {w, b});
+    vt_zero_grad(x);
+    vt_requires_grad(x, 0);
+    vt_requires_grad(w, 1);
+    ExpectGradientsOnlyFor([&] { return vt_group_norm_silu(x, 2, w, b, 1e-5f); }, {w}, {x, b});
+    vt_zero_grad(w);
+    vt_requires_grad(w, 0);
+    vt_tensor *x6 = R(RandN({2, 6, 3, 3}, 1)), *x1 = R(RandN({6}, 3));
+    ExpectError(vt_group_norm_silu(x6, 4, nullptr, nullptr, 1e-5f),
+                "group_norm_silu: input [2, 6, 3, 3] cannot be split into 4 groups");
+    ExpectError(vt_group_norm_silu(x1, 1, nullptr, nullptr, 1e-5f),
+                "group_norm_silu: input [6] cannot be split into 1 groups");
+    ExpectError(vt_group_norm_silu(x6, 3, w, nullptr, 1e-5f),
+                "group_norm_silu: weight [4] does not fit input [2, 6, 3, 3]");
+    ExpectError(vt_group_norm_silu(x6, 3, nullptr, w, 1e-5f),
+                "group_norm_silu: bias [4] does not fit input [2, 6, 3, 3]");
+    EXPECT_EQ(vt_group_norm_silu(nullptr, 3, nullptr, nullptr, 1e-5f), nullptr);
 }
 
 // ---- layer norm --------------------------------------------------------------------------
@@ -437,4 +644,8 @@ TEST(ConvNorm, ThreadedPathsMatchReferences) {
     o = Tight(3e-3);
     o.max_elems = 16;
     ExpectGradsMatch([](auto &in) { return vt_group_norm(in[0], 4, in[1], in[2], 1e-6f); }, {g, gw, gb}, o);
+    ExpectGradsMatch([](auto &in) { return vt_group_norm_silu(in[0], 4, in[1], in[2], 1e-6f); }, {g, gw, gb}, o);
+    for (auto *t : {g, gw, gb}) vt_requires_grad(t, 0);
+    vt_tensor *h = R(vt_group_norm(g, 4, gw, gb, 1e-6f));
+    ExpectClose(R(vt_group_norm_silu(g, 4, gw, gb, 1e-6f)), R(vt_silu(h)), 1e-5, "group_norm_silu");
 }

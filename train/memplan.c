@@ -115,10 +115,10 @@ typedef struct act_acc {
 
 static double dmax(double a, double b) { return a > b ? a : b; }
 
-// ResBlock (+ TemporalConvBlock): GroupNorm/SiLU/conv x 2 save their inputs (3 in + 3 out),
-// the temporal conv block 4 x (norm, silu, conv) (12 out), skip 1x1 (in).
+// ResBlock (+ TemporalConvBlock): GroupNorm+SiLU (one op) and conv x 2 save their inputs
+// (2 in + 2 out), the temporal conv block 4 x (norm+silu, conv) (8 out), skip 1x1 (in).
 static void res_block(act_acc *a, double n, double in, double out, int temporal) {
-    double full = n * (3 * in + 3 * out + (temporal ? 12 * out : 0) + (in != out ? in : 0));
+    double full = n * (2 * in + 2 * out + (temporal ? 8 * out : 0) + (in != out ? in : 0));
     a->saved_full += full;
     a->saved_ckpt += n * in;                        // segment input
     a->work = dmax(a->work, n * (2 * in + 3 * out));
@@ -194,11 +194,11 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
             }
         }
     }
-    a->saved_full += nf * px * ch * 2;  // out: norm, silu, conv
+    a->saved_full += nf * px * ch * 2;  // out: norm+silu, conv
     a->saved_ckpt += nf * px * ch * 2;
 }
 
-// VAE decoder on n frames: ResnetBlocks save 6 tensors (norm/silu/conv x 2), segment input 1;
+// VAE decoder on n frames: ResnetBlocks save 4 tensors (norm+silu, conv x 2), segment input 1;
 // upsample convs keep their (4x larger) input; attention q, k, v, out + norm.
 static void vae_acts(const vt_vae_config *c, double n, double h, double w, act_acc *a) {
     memset(a, 0, sizeof *a);
@@ -207,7 +207,7 @@ static void vae_acts(const vt_vae_config *c, double n, double h, double w, act_a
     a->saved_ckpt += n * px * (c->z_channels * 2);
     #define VRES(in, out)                                                                  \
         do {                                                                               \
-            double f_ = n * px * (3 * (in) + 3 * (out) + ((in) != (out) ? (in) : 0));      \
+            double f_ = n * px * (2 * (in) + 2 * (out) + ((in) != (out) ? (in) : 0));      \
             a->saved_full += f_;                                                           \
             a->saved_ckpt += n * px * (in);                                                \
             a->work = dmax(a->work, n * px * ((in) + 3 * (out)));                          \
@@ -231,7 +231,7 @@ static void vae_acts(const vt_vae_config *c, double n, double h, double w, act_a
         }
     }
     #undef VRES
-    a->saved_full += n * px * (ch * 2 + c->out_ch);  // norm_out, swish, conv_out; the frames
+    a->saved_full += n * px * (ch * 2 + c->out_ch);  // norm_out+swish, conv_out; the frames
     a->saved_ckpt += n * px * (ch * 2 + c->out_ch);
 }
 

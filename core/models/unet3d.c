@@ -739,11 +739,9 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
         act(u, "output_blocks.%d", i, h);
     }
     if (h) {
-        vt_tensor *g = vt_group_norm(h, 32, u->out_norm.w, u->out_norm.b, 1e-5f);
-        vt_tensor *s = vt_silu(g);
+        vt_tensor *s = vt_group_norm_silu(h, 32, u->out_norm.w, u->out_norm.b, 1e-5f);
         vt_tensor *o = vt_conv2d(s, u->out_conv.w, u->out_conv.b, 1, 1);
         out = unet_unfold(o, (int)B);
-        vt_release(g);
         vt_release(s);
         vt_release(o);
     }

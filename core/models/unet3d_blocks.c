@@ -360,13 +360,13 @@ vt_tensor *unet_transformer_forward(const unet_frame *f, const unet_transformer 
 static vt_tensor *tconv_forward(const unet_frame *f, const unet_tconv *c, vt_tensor *x) {
     scope s = {0};
     vt_tensor *y = x;
+    vt_tensor *out = NULL;
     for (int k = 0; y && k < 4; k++) {
-        vt_tensor *h = keep(&s, vt_group_norm(y, 32, c->norm[k].w, c->norm[k].b, 1e-5f));
-        h = keep(&s, vt_silu(h));
+        vt_tensor *h = keep(&s, vt_group_norm_silu(y, 32, c->norm[k].w, c->norm[k].b, 1e-5f));
         if (k > 0 && f->p_tconv > 0.0f) h = keep(&s, vt_dropout(h, f->p_tconv, vt_hash64(f->seed, (uint64_t)c->site[k])));
-        y = keep(&s, h ? vt_conv_time(h, c->conv[k].w, c->conv[k].b, 1) : NULL);
+        if (k < 3) y = keep(&s, h ? vt_conv_time(h, c->conv[k].w, c->conv[k].b, 1) : NULL);
+        else out = h ? vt_conv_time_add(h, c->conv[k].w, c->conv[k].b, 1, x) : NULL;  // x + conv4(...)
     }
-    vt_tensor *out = y ? vt_add(x, y) : NULL;
     scope_end(&s);
     return out;
 }
@@ -379,18 +379,16 @@ vt_tensor *unet_resblock_forward(const unet_frame *f, const unet_resblock *r, vt
     if (!x || !emb) return NULL;
     scope s = {0};
     int64_t N = x->shape[0];
-    vt_tensor *h = keep(&s, vt_group_norm(x, 32, r->in_norm.w, r->in_norm.b, 1e-5f));
-    h = keep(&s, vt_silu(h));
+    vt_tensor *h = keep(&s, vt_group_norm_silu(x, 32, r->in_norm.w, r->in_norm.b, 1e-5f));
     h = keep(&s, h ? vt_conv2d(h, r->in_conv.w, r->in_conv.b, 1, 1) : NULL);
     vt_tensor *e = keep(&s, vt_silu(emb));
     e = keep(&s, e ? unet_linear_forward(f, &r->emb, e) : NULL);
     e = keep(&s, vt_reshape(e, 4, (int64_t[]){N, r->out_ch, 1, 1}));
     h = keep(&s, vt_add(h, e));
-    h = keep(&s, vt_group_norm(h, 32, r->out_norm.w, r->out_norm.b, 1e-5f));
-    h = keep(&s, vt_silu(h));  // out_layers.2 Dropout(0): identity
-    h = keep(&s, h ? vt_conv2d(h, r->out_conv.w, r->out_conv.b, 1, 1) : NULL);
+    // out_layers.2 Dropout(0) between the SiLU and the conv: identity
+    h = keep(&s, vt_group_norm_silu(h, 32, r->out_norm.w, r->out_norm.b, 1e-5f));
     vt_tensor *sk = r->skip.w ? keep(&s, vt_conv2d(x, r->skip.w, r->skip.b, 1, 0)) : x;
-    vt_tensor *out = sk ? vt_add(sk, h) : NULL;
+    vt_tensor *out = h ? vt_conv2d_add(h, r->out_conv.w, r->out_conv.b, 1, 1, sk) : NULL;  // skip(x) + conv(h)
     if (out && r->has_tconv) {
         keep(&s, out);
         vt_tensor *u5 = keep(&s, unet_unfold(out, f->B));

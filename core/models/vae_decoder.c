@@ -252,12 +252,9 @@ static void hook(vt_vae_decoder *d, const char *name, vt_tensor *t) {
     if (d->hook && t) d->hook(d->hook_user, name, t);
 }
 
-// swish(GroupNorm(x)), x [N, C, H, W]
+// swish(GroupNorm(x)), x [N, C, H, W] (one op: saves x, not the norm's output)
 static vt_tensor *norm_swish(const vt_vae_norm *n, vt_tensor *x) {
-    vt_tensor *h = vt_group_norm(x, VAE_GROUPS, n->w, n->b, VAE_GN_EPS);
-    vt_tensor *y = vt_silu(h);
-    vt_release(h);
-    return y;
+    return vt_group_norm_silu(x, VAE_GROUPS, n->w, n->b, VAE_GN_EPS);
 }
 
 // x [N, in, H, W] -> [N, out, H, W]
@@ -268,12 +265,10 @@ static vt_tensor *resblock_forward(const vt_vae_resblock *b, vt_tensor *x) {
     h = norm_swish(&b->norm2, h1);
     vt_release(h1);
     // Dropout sits here upstream; the decoder's dropout is 0.
-    h1 = vt_conv2d(h, b->conv2.w, b->conv2.b, 1, 1);
-    vt_release(h);
     vt_tensor *sc = b->nin_shortcut.w ? vt_conv2d(x, b->nin_shortcut.w, b->nin_shortcut.b, 1, 0) : vt_retain(x);
-    vt_tensor *y = vt_add(sc, h1);
+    vt_tensor *y = vt_conv2d_add(h, b->conv2.w, b->conv2.b, 1, 1, sc);  // shortcut(x) + conv2(h)
+    vt_release(h);
     vt_release(sc);
-    vt_release(h1);
     return y;
 }
 

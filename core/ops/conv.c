@@ -5,6 +5,10 @@
 // Both ops run on one kernel pair that sees its input as [N, C, H, W] planes. conv_time is
 // that kernel on x [B, C, T, H*W] with kernel (kt, 1), padding (pad, 0): a temporal kernel
 // only mixes frames, so the spatial dims fold into one "width" the kernel never moves along.
+//
+// Optional input 3 is a residual r of the output's shape (vt_conv2d_add, vt_conv_time_add):
+// y = w @ col + (b + r), r preloaded into the GEMM's accumulator like the bias, so a ResBlock's
+// "skip + conv(h)" needs no add op (one output-sized tensor and one pass less); dr = g.
 #include "ops_internal.h"
 #include "params.h"
 #include <omp.h>
@@ -99,11 +103,11 @@ static int conv_sample_threads(int64_t n) {
     return nt > 1 && (n % nt == 0 || n >= 4 * nt) ? nt : 1;
 }
 
-// x [N, C, H, W], w [O, C, kh, kw] = [O, K], b [O] or NULL -> y [N, O, OH, OW]
-// y_n [O, L] = w [O, K] @ col(x_n) [K, L] (+ b broadcast over L)
+// x [N, C, H, W], w [O, C, kh, kw] = [O, K], b [O] or NULL, r [N, O, OH, OW] or NULL -> y [N, O, OH, OW]
+// y_n [O, L] = w [O, K] @ col(x_n) [K, L] (+ b broadcast over L) (+ r_n)
 static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const conv_params *p = (const conv_params *)n->params;
-    const vt_tensor *b = in[2];
+    const vt_tensor *b = in[2], *r = in[3];
     const int64_t K = conv_k(p), L = conv_l(p), O = p->O;
     const float *x = vt_f32(in[0]), *w = vt_f32(in[1]);
     float *y = vt_f32(out);
@@ -125,12 +129,14 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
             im2col(p, xs, ct);
             col = ct;
         }
-        if (b) {
-            const float *pb = vt_f32(b);
-            for (int64_t o = 0; o < O; o++)
-                for (int64_t l = 0; l < L; l++) ys[o * L + l] = pb[o];
+        if (b || r) {
+            const float *rs = r ? vt_f32(r) + s * O * L : NULL;
+            for (int64_t o = 0; o < O; o++) {
+                const float bo = b ? vt_f32(b)[o] : 0.0f;
+                for (int64_t l = 0; l < L; l++) ys[o * L + l] = rs ? bo + rs[o * L + l] : bo;
+            }
         }
-        vt_sgemm(0, 0, O, L, K, 1.0f, w, K, col, L, b ? 1.0f : 0.0f, ys, L);
+        vt_sgemm(0, 0, O, L, K, 1.0f, w, K, col, L, b || r ? 1.0f : 0.0f, ys, L);
     }
     vt_release(colt);
     return VT_OK;
@@ -138,7 +144,7 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
 
 // g [N, O, OH, OW] = [N, O, L]; saved x [N, C, H, W], w [O, K]
 // dx_n = col2im(w^T [K, O] @ g_n [O, L]);  dw = sum_n g_n [O, L] @ col(x_n)^T [L, K];
-// db[o] = sum_{n, l} g[n, o, l]
+// db[o] = sum_{n, l} g[n, o, l];  dr = g
 static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
     const conv_params *p = (const conv_params *)n->params;
     const vt_tensor *xt = n->saved[0], *wt = n->saved[1];
@@ -155,6 +161,10 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
     if (n->need[1]) {
         gin[1] = vt_empty(VT_F32, VT_CPU, n->in_ndim[1], n->in_shape[1]);
         if (!gin[1]) return vt_error_code();
+    }
+    if (n->need[3]) {
+        gin[3] = vt_clone(gout);
+        if (!gin[3]) return vt_error_code();
     }
     if (!pointwise && (n->need[0] || n->need[1])) {
         colt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){(n->need[0] ? nt : 1) * K, L});
@@ -206,7 +216,8 @@ done:
     return e;
 }
 
-// Saves x and w (w is a frozen weight view: no copy); the bias is not needed backward.
+// Saves x and w (w is a frozen weight view: no copy); the bias and the residual are not needed
+// backward.
 static const vt_op op_conv2d = {"conv2d", {conv_forward_cpu, NULL}, {conv_backward_cpu, NULL}, 0x3, 0};
 static const vt_op op_conv_time = {"conv_time", {conv_forward_cpu, NULL}, {conv_backward_cpu, NULL}, 0x3, 0};
 
@@ -222,18 +233,35 @@ static int conv_check_bias(const char *name, const vt_tensor *b, const vt_tensor
     return 0;
 }
 
-vt_tensor *vt_conv2d(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad) {
+// The residual of vt_conv2d_add / vt_conv_time_add: f32 with exactly the output's shape.
+static int conv_check_residual(const char *name, const vt_tensor *r, int ndim, const int64_t *shape) {
+    if (!r) return 0;
+    if (vt_check_f32(name, r)) return 1;
+    int ok = r->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = r->shape[i] == shape[i];
+    if (!ok) {
+        char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
+        vt_error(VT_ERR_SHAPE, "%s: residual %s does not fit the output %s", name, vt_shape_str(r, s1, sizeof s1),
+                 vt_shape_str_raw(ndim, shape, s2, sizeof s2));
+        return 1;
+    }
+    return 0;
+}
+
+// conv2d (+ residual r when not NULL); errors name the entry point
+static vt_tensor *conv2d_run(const char *name, vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad,
+                             vt_tensor *r) {
     if (!x || !w) return NULL;
-    if (vt_check_f32("conv2d", x) || vt_check_f32("conv2d", w)) return NULL;
+    if (vt_check_f32(name, x) || vt_check_f32(name, w)) return NULL;
     char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
     if (x->ndim != 4 || w->ndim != 4 || x->shape[1] != w->shape[1]) {
-        vt_error(VT_ERR_SHAPE, "conv2d: input %s does not fit weight %s (x [N, C, H, W], w [O, C, kh, kw])",
+        vt_error(VT_ERR_SHAPE, "%s: input %s does not fit weight %s (x [N, C, H, W], w [O, C, kh, kw])", name,
                  vt_shape_str(x, s1, sizeof s1), vt_shape_str(w, s2, sizeof s2));
         return NULL;
     }
-    if (conv_check_bias("conv2d", b, w)) return NULL;
+    if (conv_check_bias(name, b, w)) return NULL;
     if (stride < 1 || pad < 0) {
-        vt_error(VT_ERR_ARG, "conv2d: stride %d / pad %d invalid (stride >= 1, pad >= 0) for input %s", stride, pad,
+        vt_error(VT_ERR_ARG, "%s: stride %d / pad %d invalid (stride >= 1, pad >= 0) for input %s", name, stride, pad,
                  vt_shape_str(x, s1, sizeof s1));
         return NULL;
     }
@@ -241,40 +269,60 @@ vt_tensor *vt_conv2d(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int p
                      .kh = (int)w->shape[2], .kw = (int)w->shape[3], .sh = stride, .sw = stride, .ph = pad, .pw = pad};
     int64_t eh = p.H + 2 * pad - p.kh, ew = p.W + 2 * pad - p.kw;
     if (eh < 0 || ew < 0 || p.kh < 1 || p.kw < 1) {
-        vt_error(VT_ERR_SHAPE, "conv2d: kernel of weight %s larger than input %s padded by %d",
+        vt_error(VT_ERR_SHAPE, "%s: kernel of weight %s larger than input %s padded by %d", name,
                  vt_shape_str(w, s2, sizeof s2), vt_shape_str(x, s1, sizeof s1), pad);
         return NULL;
     }
     p.OH = eh / stride + 1;
     p.OW = ew / stride + 1;
-    vt_tensor *in[3] = {x, w, b};
-    return vt_op_run(&op_conv2d, in, 3, &p, sizeof p, VT_F32, 4, (int64_t[]){p.N, p.O, p.OH, p.OW});
+    const int64_t oshape[4] = {p.N, p.O, p.OH, p.OW};
+    if (conv_check_residual(name, r, 4, oshape)) return NULL;
+    vt_tensor *in[4] = {x, w, b, r};
+    return vt_op_run(&op_conv2d, in, 4, &p, sizeof p, VT_F32, 4, oshape);
 }
 
-vt_tensor *vt_conv_time(vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad) {
+vt_tensor *vt_conv2d(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad) {
+    return conv2d_run("conv2d", x, w, b, stride, pad, NULL);
+}
+
+vt_tensor *vt_conv2d_add(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad, vt_tensor *r) {
+    return r ? conv2d_run("conv2d_add", x, w, b, stride, pad, r) : NULL;
+}
+
+// conv_time (+ residual r when not NULL); errors name the entry point
+static vt_tensor *conv_time_run(const char *name, vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad, vt_tensor *r) {
     if (!x || !w) return NULL;
-    if (vt_check_f32("conv_time", x) || vt_check_f32("conv_time", w)) return NULL;
+    if (vt_check_f32(name, x) || vt_check_f32(name, w)) return NULL;
     char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
     if (x->ndim != 5 || w->ndim != 5 || x->shape[1] != w->shape[1] || w->shape[3] != 1 || w->shape[4] != 1) {
-        vt_error(VT_ERR_SHAPE, "conv_time: input %s does not fit weight %s (x [B, C, T, H, W], w [O, C, kt, 1, 1])",
+        vt_error(VT_ERR_SHAPE, "%s: input %s does not fit weight %s (x [B, C, T, H, W], w [O, C, kt, 1, 1])", name,
                  vt_shape_str(x, s1, sizeof s1), vt_shape_str(w, s2, sizeof s2));
         return NULL;
     }
-    if (conv_check_bias("conv_time", b, w)) return NULL;
+    if (conv_check_bias(name, b, w)) return NULL;
     if (pad < 0) {
-        vt_error(VT_ERR_ARG, "conv_time: pad %d < 0 for input %s", pad, vt_shape_str(x, s1, sizeof s1));
+        vt_error(VT_ERR_ARG, "%s: pad %d < 0 for input %s", name, pad, vt_shape_str(x, s1, sizeof s1));
         return NULL;
     }
     int64_t T = x->shape[2], kt = w->shape[2], To = T + 2 * pad - kt + 1;
     if (kt < 1 || To < 1) {
-        vt_error(VT_ERR_SHAPE, "conv_time: kernel of weight %s longer than %lld frames of input %s padded by %d",
+        vt_error(VT_ERR_SHAPE, "%s: kernel of weight %s longer than %lld frames of input %s padded by %d", name,
                  vt_shape_str(w, s2, sizeof s2), (long long)T, vt_shape_str(x, s1, sizeof s1), pad);
         return NULL;
     }
     conv_params p = {.N = x->shape[0], .C = x->shape[1], .H = T, .W = x->shape[3] * x->shape[4], .O = w->shape[0],
                      .OH = To, .OW = x->shape[3] * x->shape[4], .kh = (int)kt, .kw = 1, .sh = 1, .sw = 1, .ph = pad,
                      .pw = 0};
-    vt_tensor *in[3] = {x, w, b};
-    return vt_op_run(&op_conv_time, in, 3, &p, sizeof p, VT_F32, 5,
-                     (int64_t[]){p.N, p.O, To, x->shape[3], x->shape[4]});
+    const int64_t oshape[5] = {p.N, p.O, To, x->shape[3], x->shape[4]};
+    if (conv_check_residual(name, r, 5, oshape)) return NULL;
+    vt_tensor *in[4] = {x, w, b, r};
+    return vt_op_run(&op_conv_time, in, 4, &p, sizeof p, VT_F32, 5, oshape);
+}
+
+vt_tensor *vt_conv_time(vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad) {
+    return conv_time_run("conv_time", x, w, b, pad, NULL);
+}
+
+vt_tensor *vt_conv_time_add(vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad, vt_tensor *r) {
+    return r ? conv_time_run("conv_time_add", x, w, b, pad, r) : NULL;
 }

@@ -1,4 +1,5 @@
-// norm.c — group norm, layer norm and L2 normalisation. CPU reference kernels.
+// norm.c — group norm, layer norm, group norm + SiLU (fused) and L2 normalisation. CPU
+// reference kernels.
 //
 // Group norm and layer norm share one kernel: x is seen as [N, C, S] with statistics per
 // (n, group) over (C/G channels, S) and the affine per channel. Group norm is [N, C, ...]
@@ -210,19 +211,25 @@ static int norm_check_affine(const char *name, const vt_tensor *x, const vt_tens
     return 0;
 }
 
-vt_tensor *vt_group_norm(vt_tensor *x, int groups, vt_tensor *w, vt_tensor *b, float eps) {
-    if (!x) return NULL;
-    if (vt_check_f32("group_norm", x)) return NULL;
+// Checks of group_norm / group_norm_silu (errors name the op) and their params; nonzero on error.
+static int group_norm_params(const char *name, const vt_tensor *x, int groups, const vt_tensor *w, const vt_tensor *b,
+                             float eps, norm_params *p) {
+    if (vt_check_f32(name, x)) return 1;
     char s1[VT_SHAPE_BUF];
     if (x->ndim < 2 || groups < 1 || x->shape[1] % groups != 0) {
-        vt_error(VT_ERR_SHAPE, "group_norm: input %s cannot be split into %d groups (x [N, C, ...], C %% groups == 0)",
+        vt_error(VT_ERR_SHAPE, "%s: input %s cannot be split into %d groups (x [N, C, ...], C %% groups == 0)", name,
                  vt_shape_str(x, s1, sizeof s1), groups);
-        return NULL;
+        return 1;
     }
     const int64_t C = x->shape[1];
-    if (norm_check_affine("group_norm", x, w, "weight", C) || norm_check_affine("group_norm", x, b, "bias", C))
-        return NULL;
-    norm_params p = {x->shape[0], C, vt_dim_prod(x->ndim - 2, x->shape + 2), groups, eps};
+    if (norm_check_affine(name, x, w, "weight", C) || norm_check_affine(name, x, b, "bias", C)) return 1;
+    *p = (norm_params){x->shape[0], C, vt_dim_prod(x->ndim - 2, x->shape + 2), groups, eps};
+    return 0;
+}
+
+vt_tensor *vt_group_norm(vt_tensor *x, int groups, vt_tensor *w, vt_tensor *b, float eps) {
+    norm_params p;
+    if (!x || group_norm_params("group_norm", x, groups, w, b, eps, &p)) return NULL;
     vt_tensor *in[3] = {x, w, b};
     return vt_op_run(&op_group_norm, in, 3, &p, sizeof p, VT_F32, x->ndim, x->shape);
 }
@@ -241,6 +248,159 @@ vt_tensor *vt_layer_norm(vt_tensor *x, vt_tensor *w, vt_tensor *b, float eps) {
     norm_params p = {x->numel / C, C, 1, 1, eps};
     vt_tensor *in[3] = {x, w, b};
     return vt_op_run(&op_layer_norm, in, 3, &p, sizeof p, VT_F32, x->ndim, x->shape);
+}
+
+// ---- group_norm_silu: SiLU(GroupNorm(x)) as one op ----------------------------------------
+// Every lvdm ResBlock, TemporalConvBlock, the UNet head and the VAE decoder run GroupNorm
+// straight into SiLU. As two ops the tape holds x (for the norm) and the norm's output (for the
+// SiLU); fused it holds x and the per-group statistics only, and the backward recomputes the
+// normalised value z from them: half the saved activation memory of the pair, and no pass
+// over memory for the SiLU in either direction.
+//
+// Saved: x [N, C, S], w, b [C] or NULL (inputs 0-2), then stats [N, G, 3] f32 = (mean_hi,
+// mean_lo, rstd) with mean = mean_hi + mean_lo: the double mean of the two-pass statistics kept
+// as an f32 pair, so x - mean stays exact when the mean is large against the spread (a plain
+// f32 mean would shift every z of the group by up to half an ulp of the mean times rstd). The
+// forward uses the same rounded statistics as the backward, so both see one z.
+
+// Same sign split as activation.c's sigmoid: z and silu(z) equal vt_silu(vt_group_norm(x)).
+static inline float gns_sigmoid(float x) {
+    if (x >= 0) return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+// (mean, rstd) in double -> the saved f32 triple
+static void gns_pack_stats(float *st, double mean, double rstd) {
+    st[0] = (float)mean;
+    st[1] = (float)(mean - (double)st[0]);
+    st[2] = (float)rstd;
+}
+
+// x [N, C, S], w, b [C] or NULL, stats [N, G, 3] -> y [N, C, S] = silu(z), z = (x - mean) rstd w[c] + b[c]
+static vt_err gns_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
+    const norm_params *p = (const norm_params *)n->params;
+    const int64_t NG = p->N * p->G, Cg = p->C / p->G, S = p->S;
+    const float *x = vt_f32(in[0]);
+    const float *w = in[1] ? vt_f32(in[1]) : NULL, *b = in[2] ? vt_f32(in[2]) : NULL;
+    float *y = vt_f32(out);
+    vt_tensor *stats = vt_empty(VT_F32, VT_CPU, 3, (int64_t[]){p->N, p->G, 3});
+    double *mean = malloc((size_t)(NG ? NG : 1) * 2 * sizeof(double));
+    if (!stats || !mean) {
+        vt_release(stats);
+        free(mean);
+        return vt_error(VT_ERR_OOM, "out of host memory for norm statistics");
+    }
+    double *rstd = mean + NG;
+    norm_stats(p, x, mean, rstd);
+    float *st = vt_f32(stats);
+    for (int64_t ng = 0; ng < NG; ng++) gns_pack_stats(st + 3 * ng, mean[ng], rstd[ng]);
+    free(mean);
+#pragma omp parallel for if (out->numel > 65536)
+    for (int64_t ng = 0; ng < NG; ng++) {
+        const int64_t c0 = ng % p->G * Cg;
+        const double mu = (double)st[3 * ng] + st[3 * ng + 1], rs = st[3 * ng + 2];
+        for (int64_t cc = 0; cc < Cg; cc++) {
+            const int64_t c = c0 + cc, off = (ng * Cg + cc) * S;
+            const double a = rs * (w ? w[c] : 1.0), sh = (b ? b[c] : 0.0) - mu * a;
+            for (int64_t s = 0; s < S; s++) {
+                const float z = (float)(x[off + s] * a + sh);
+                y[off + s] = z * gns_sigmoid(z);
+            }
+        }
+    }
+    if (n->recording) n->saved[n->n_saved++] = stats;
+    else vt_release(stats);
+    return VT_OK;
+}
+
+// g [N, C, S]; saved x [N, C, S], w, b [C] or NULL, stats [N, G, 3]. With z recomputed as in
+// the forward, gz = g silu'(z) = g s (1 + z (1 - s)), s = sigmoid(z), then the group norm
+// backward of gz: xh = (x - mean) rstd, over a group of M elements
+//   dx = rstd (gz w[c] - mean(gz w) - xh mean(gz w xh));  dw[c] = sum gz xh;  db[c] = sum gz.
+// gz goes through dx's buffer (pass 1 writes it, pass 2 turns it into dx in place): one
+// exp per element and no scratch the size of x. dw / db come from per (n, c) partial sums.
+static vt_err gns_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
+    const norm_params *p = (const norm_params *)n->params;
+    const int64_t NG = p->N * p->G, Cg = p->C / p->G, S = p->S, M = Cg * S, C = p->C;
+    const float *x = vt_f32(n->saved[0]), *g = vt_f32(gout), *st = vt_f32(n->saved[3]);
+    const float *w = n->saved[1] ? vt_f32(n->saved[1]) : NULL, *b = n->saved[2] ? vt_f32(n->saved[2]) : NULL;
+    const int need_affine = n->need[1] || n->need[2];
+    float *dx = NULL;
+    double *part = NULL;  // [N, C, 2]: sum gz, sum gz xh per sample and channel
+    if (n->need[0]) {
+        gin[0] = vt_empty(VT_F32, VT_CPU, n->in_ndim[0], n->in_shape[0]);
+        if (!gin[0]) return vt_error_code();
+        dx = vt_f32(gin[0]);
+    }
+    for (int i = 1; i < 3; i++) {
+        if (!n->need[i]) continue;
+        gin[i] = vt_empty(VT_F32, VT_CPU, 1, (int64_t[]){C});
+        if (!gin[i]) return vt_error_code();
+    }
+    const int64_t NC = p->N * C > 0 ? p->N * C : 1;
+    if (need_affine && !(part = malloc((size_t)NC * 2 * sizeof(double))))
+        return vt_error(VT_ERR_OOM, "out of host memory for group_norm_silu partial sums");
+#pragma omp parallel for if (NG * M > 65536)
+    for (int64_t ng = 0; ng < NG; ng++) {
+        const int64_t c0 = ng % p->G * Cg, base = ng * M, nc0 = ng / p->G * C + c0;
+        const double mu = (double)st[3 * ng] + st[3 * ng + 1], rs = st[3 * ng + 2];
+        double sg = 0, sgx = 0;  // sum gz w, sum gz w xh over the group
+        for (int64_t cc = 0; cc < Cg; cc++) {
+            const int64_t c = c0 + cc, off = base + cc * S;
+            const double wc = w ? w[c] : 1.0, a = rs * wc, sh = (b ? b[c] : 0.0) - mu * a;
+            double a0 = 0, a1 = 0;
+            for (int64_t s = 0; s < S; s++) {
+                const float z = (float)(x[off + s] * a + sh), sz = gns_sigmoid(z);
+                const float gz = g[off + s] * (sz * (1.0f + z * (1.0f - sz)));
+                if (dx) dx[off + s] = gz;
+                a0 += gz;
+                a1 += gz * (x[off + s] - mu);
+            }
+            a1 *= rs;
+            if (part) {
+                part[2 * (nc0 + cc)] = a0;
+                part[2 * (nc0 + cc) + 1] = a1;
+            }
+            sg += wc * a0;
+            sgx += wc * a1;
+        }
+        if (!dx) continue;
+        sg /= (double)M;
+        sgx /= (double)M;
+        for (int64_t cc = 0; cc < Cg; cc++) {
+            const double wc = w ? w[c0 + cc] : 1.0;
+            const int64_t off = base + cc * S;
+            for (int64_t s = 0; s < S; s++) {
+                const double xh = (x[off + s] - mu) * rs;
+                dx[off + s] = (float)(rs * (dx[off + s] * wc - sg - xh * sgx));
+            }
+        }
+    }
+    if (part) {
+        float *dw = n->need[1] ? vt_f32(gin[1]) : NULL, *db = n->need[2] ? vt_f32(gin[2]) : NULL;
+        for (int64_t c = 0; c < C; c++) {
+            double sb = 0, sw = 0;
+            for (int64_t i = 0; i < p->N; i++) {
+                sb += part[2 * (i * C + c)];
+                sw += part[2 * (i * C + c) + 1];
+            }
+            if (dw) dw[c] = (float)sw;
+            if (db) db[c] = (float)sb;
+        }
+        free(part);
+    }
+    return VT_OK;
+}
+
+// Saves x, w, b (the affine enters z, and silu' needs z) and, as an extra, the statistics.
+static const vt_op op_group_norm_silu = {"group_norm_silu", {gns_forward_cpu, NULL}, {gns_backward_cpu, NULL}, 0x7, 0};
+
+vt_tensor *vt_group_norm_silu(vt_tensor *x, int groups, vt_tensor *w, vt_tensor *b, float eps) {
+    norm_params p;
+    if (!x || group_norm_params("group_norm_silu", x, groups, w, b, eps, &p)) return NULL;
+    vt_tensor *in[3] = {x, w, b};
+    return vt_op_run(&op_group_norm_silu, in, 3, &p, sizeof p, VT_F32, x->ndim, x->shape);
 }
 
 // ---- L2 normalisation --------------------------------------------------------------------

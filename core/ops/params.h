@@ -28,7 +28,8 @@ typedef struct vt_act_params { int kind; } vt_act_params;
 // keep element i iff (vt_hash64(seed, i) >> 40) / 2^24 >= p; kept elements times scale
 typedef struct vt_dropout_params { float p, scale; uint64_t seed; } vt_dropout_params;
 
-// ---- group_norm / layer_norm (norm.c): x seen as [N, C, S], G groups -----------------------
+// ---- group_norm / layer_norm / group_norm_silu (norm.c): x seen as [N, C, S], G groups -------
+// (group_norm_silu's saved extra: stats [N, G, 3] f32 = mean_hi, mean_lo, rstd; see norm.c)
 typedef struct vt_norm_params {
     int64_t N, C, S;
     int G;
