@@ -584,6 +584,11 @@ static vt_err check_config(const vt_config *c, int main_rank) {
     if (c->memory.decode_frames == VT_CFG_DECODE_INDEX && c->memory.decode_index >= c->model.frames)
         return vt_error(VT_ERR_CONFIG, "memory.decode_frames: frame %d, but model.frames is %d", c->memory.decode_index,
                         c->model.frames);
+    if (c->device == VT_CFG_DEVICE_CUDA) {  // a dtype the GPU path lacks is a config error in every build
+        vt_cfg_dtype dt;
+        const char *notice = NULL;
+        if (vt_memplan_run_dtype(c, 1, &dt, &notice)) return vt_error_code();
+    }
 #ifndef VADER_HAVE_CUDA
     if (c->device == VT_CFG_DEVICE_CUDA) return vt_error(VT_ERR_CONFIG, "device: cuda, but this build has no CUDA backend");
 #endif
