@@ -1,7 +1,8 @@
 // test_models_unet.cpp — the lvdm UNet3D (VideoCrafter2): the vc2_unet_tiny fixture (out and
 // every grad.*), checkpoint segments bit-identical to the plain tape (dropout on), LoRA
 // gradients against finite differences, LoRA names / load, the full-size build from the
-// shape-only manifest, and the error messages for bad keys and bad latent sizes.
+// shape-only manifest, the error messages for bad keys and bad latent sizes, config options,
+// and the upstream-made variant (causal + relative positions).
 #include "testutil.h"
 #include <cmath>
 #include <cstring>
@@ -303,11 +304,11 @@ TEST(Unet3d, BadLatentSizeListsAllowedSizes) {
 }
 
 TEST(Unet3d, ConfigFromJsonRejectsMissingFeatures) {
-    cJSON *o = cJSON_Parse("{\"model_channels\": 64, \"channel_mult\": [1, 2, 3], \"use_relative_position\": true}");
+    cJSON *o = cJSON_Parse("{\"model_channels\": 64, \"channel_mult\": [1, 2, 3], \"tempspatial_aware\": true}");
     ASSERT_NE(o, nullptr);
     vt_unet3d_config c = vt_unet3d_config_videocrafter2();
     EXPECT_NE(vt_unet3d_config_from_json(o, &c), VT_OK);
-    EXPECT_NE(std::strstr(vt_error_message(), "use_relative_position"), nullptr) << vt_error_message();
+    EXPECT_NE(std::strstr(vt_error_message(), "tempspatial_aware"), nullptr) << vt_error_message();
     cJSON_Delete(o);
     o = cJSON_Parse("{\"model_channels\": 64, \"channel_mult\": [1, 2, 3]}");
     c = vt_unet3d_config_videocrafter2();
@@ -330,7 +331,8 @@ TEST(Unet3d, ConfigFromJsonRejectsMissingFeatures) {
 TEST(Unet3d, ConfigFromJsonReadsHeadsDepthsAndTemporalModes) {
     cJSON *o = cJSON_Parse("{\"model_channels\": 64, \"num_head_channels\": -1, \"num_heads\": 4, "
                            "\"transformer_depth\": 2, \"temporal_transformer_depth\": 3, \"use_causal_attention\": true, "
-                           "\"temporal_length\": 16, \"temporal_selfatt_only\": false, \"addition_attention\": false}");
+                           "\"temporal_length\": 16, \"temporal_selfatt_only\": false, \"addition_attention\": false, "
+                           "\"use_relative_position\": true}");
     ASSERT_NE(o, nullptr);
     vt_unet3d_config c = vt_unet3d_config_videocrafter2();
     ASSERT_VT_OK(vt_unet3d_config_from_json(o, &c));
@@ -344,6 +346,17 @@ TEST(Unet3d, ConfigFromJsonReadsHeadsDepthsAndTemporalModes) {
     EXPECT_TRUE(c.use_causal_attention);
     EXPECT_EQ(c.temporal_length, 16);
     EXPECT_FALSE(c.temporal_selfatt_only);
+    EXPECT_TRUE(c.use_relative_position);
+    EXPECT_FALSE(vt_unet3d_config_videocrafter2().use_relative_position);
+    // relative positions need lvdm's temporal_length (tables of 2 temporal_length + 1 rows)
+    {
+        vt_unet3d_config r = c;
+        r.num_head_channels = 32;
+        r.temporal_length = 0;
+        EXPECT_EQ(vt_unet3d_build_random(&r, 1), nullptr);
+        EXPECT_NE(std::strstr(vt_error_message(), "use_relative_position needs temporal_length"), nullptr)
+            << vt_error_message();
+    }
     // init_attn takes d_head = num_head_channels: without one the model cannot be built
     c.addition_attention = 1;
     EXPECT_EQ(vt_unet3d_build_random(&c, 1), nullptr);
@@ -352,13 +365,20 @@ TEST(Unet3d, ConfigFromJsonReadsHeadsDepthsAndTemporalModes) {
 
 // Upstream-made cases with other configs (tests/fixtures, scripts/make_lvdm_variant_fixtures.py):
 // one level at odd sizes, init_attn / spatial depth 2 with temporal depth 1, causal temporal
-// attention, Conv projections, 6 -> 3 channels.
+// attention with relative positions, Conv projections, 6 -> 3 channels.
 TEST(Unet3d, VariantFixtureMatches) {
     vt_fixture_opts opt = vt_fixture_opts_default();
     vt_fixture_report rep{};
-    std::string path = std::string(VADER_SOURCE_DIR) + "/tests/fixtures/vc2_unet_depth_causal_tiny";
+    std::string path = std::string(VADER_SOURCE_DIR) + "/tests/fixtures/vc2_unet_depth_causal_relpos_tiny";
     ASSERT_VT_OK(vt_fixture_run(path.c_str(), &opt, &rep));
-    for (int i = 0; i < rep.n; i++) EXPECT_TRUE(rep.r[i].ok) << rep.r[i].name << " " << rep.r[i].note;
+    int n_tables = 0;
+    for (int i = 0; i < rep.n; i++) {
+        EXPECT_TRUE(rep.r[i].ok) << rep.r[i].name << " " << rep.r[i].note;
+        n_tables += std::strstr(rep.r[i].name, ".embeddings_table") != nullptr;
+    }
+    // init_attn (depth 2) + 4 block temporal transformers (input, middle, 2 output blocks) of
+    // depth 1; 2 attentions per block, k and v tables
+    EXPECT_EQ(n_tables, (2 + 4) * 2 * 2);
     EXPECT_EQ(rep.n_fail, 0);
     vt_fixture_report_free(&rep);
 }

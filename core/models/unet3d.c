@@ -109,8 +109,8 @@ typedef struct fixed_option {
     int value;  // the one supported value (booleans as 0 / 1)
 } fixed_option;
 static const fixed_option fixed_options[] = {
-    {"use_relative_position", 0}, {"use_scale_shift_norm", 0}, {"resblock_updown", 0}, {"tempspatial_aware", 0},
-    {"use_image_attention", 0},   {"use_fp16", 0},             {"conv_resample", 1},   {"dims", 2},
+    {"use_scale_shift_norm", 0}, {"resblock_updown", 0}, {"tempspatial_aware", 0},
+    {"use_image_attention", 0},  {"use_fp16", 0},        {"conv_resample", 1},   {"dims", 2},
 };
 
 static vt_err check_fixed_options(const cJSON *o) {
@@ -153,6 +153,7 @@ vt_err vt_unet3d_config_from_json(const cJSON *o, vt_unet3d_config *c) {
         (e = json_int(o, "temporal_selfatt_only", &c->temporal_selfatt_only, 0)) ||
         (e = json_int(o, "use_causal_attention", &c->use_causal_attention, 0)) ||
         (e = json_int(o, "temporal_length", &c->temporal_length, 0)) ||
+        (e = json_int(o, "use_relative_position", &c->use_relative_position, 0)) ||
         (e = json_int(o, "addition_attention", &c->addition_attention, 0)) ||
         (e = json_int(o, "fps_cond", &c->fps_cond, 0)) || (e = check_fixed_options(o)))
         return e;
@@ -185,6 +186,10 @@ static vt_err check_config(const vt_unet3d_config *c) {
     // lvdm builds init_attn with d_head = num_head_channels whatever num_heads says
     if (c->addition_attention && c->num_head_channels <= 0)
         return vt_error(VT_ERR_CONFIG, "unet3d config: addition_attention needs num_head_channels (init_attn's d_head)");
+    // lvdm asserts temporal_length is not None when a TemporalTransformer has relative positions
+    if (c->use_relative_position && c->temporal_length < 1 && (c->temporal_attention || c->addition_attention))
+        return vt_error(VT_ERR_CONFIG, "unet3d config: use_relative_position needs temporal_length >= 1 (the "
+                        "relative_position tables have 2 * temporal_length + 1 rows)");
     if (c->model_channels % 32)
         return vt_error(VT_ERR_CONFIG, "unet3d config: model_channels %d is not a multiple of 32 (GroupNorm groups)",
                         c->model_channels);
@@ -282,10 +287,12 @@ static int add_res(unet_builder *b, unet_block *blk, int in_ch, int out_ch, cons
 // SpatialTransformer, then (temporal_attention) TemporalTransformer
 // The transformer options of a temporal one: its attn2 reads the text only without
 // temporal_selfatt_only; the causal mask applies to self-attention only (lvdm drops the mask
-// in its cross-attention branch).
+// in its cross-attention branch); relative positions in attn1 and attn2 alike (lvdm passes
+// its CrossAttention partial as the block's attention class), the cross one included.
 static unet_tr_opts temporal_opts(const vt_unet3d_config *c, int depth, int use_linear) {
-    unet_tr_opts o = {1, depth, c->temporal_selfatt_only ? 0 : c->context_dim, use_linear, 0};
+    unet_tr_opts o = {1, depth, c->temporal_selfatt_only ? 0 : c->context_dim, use_linear, 0, -1};
     o.causal = c->use_causal_attention && c->temporal_selfatt_only;
+    if (c->use_relative_position) o.max_rel = c->temporal_length;
     return o;
 }
 
@@ -301,7 +308,7 @@ static int add_attn(unet_builder *b, unet_block *blk, int ch, const vt_unet3d *u
         if (!L->tr) return b->failed = 1, 0;
         snprintf(p, sizeof p, "%s.%d", path, blk->n - 1);
         // spatial: transformer_depth, cross on the text; temporal: temporal_transformer_depth
-        unet_tr_opts o = {0, c->transformer_depth, c->context_dim, c->use_linear, 0};
+        unet_tr_opts o = {0, c->transformer_depth, c->context_dim, c->use_linear, 0, -1};
         if (temporal) o = temporal_opts(c, vt_unet3d_temporal_depth(c), c->use_linear);
         unet_build_transformer(b, L->tr, ch, heads, dh, &o, p);
     }
@@ -890,6 +897,10 @@ static void flops_transformer(flop_acc *a, const vt_unet3d_config *c, int tempor
         } else {
             a->total += 2 * ntok * inner * inner * 2 + 2 * nctx * c->context_dim * inner * 2;
             at2 = 4 * ntok * lctx * inner;
+        }
+        if (temporal && c->use_relative_position) {  // q . E_k and p E_v: as many MACs as q k^T and p v
+            at1 *= 2;
+            at2 *= 2;
         }
         a->total += at1 + at2;
         a->attn += at1 + at2;
