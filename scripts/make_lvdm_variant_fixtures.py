@@ -133,7 +133,8 @@ UNET_VARIANTS = {
     # attends to the context of frame p // (H*W/T); H*W must be a multiple of T
     "vc2_unet_tcross": (dict(temporal_selfatt_only=False, temporal_length=2, attention_resolutions=[1, 2]),
                         2, 2, 4, 8, 3, [42, 7], [24, 8]),
-    # small ones for tests/fixtures (weights stored as float16, see F16_WEIGHTS):
+    # small ones (weights stored as float16, see F16_WEIGHTS; tests/fixtures holds
+    # vc2_unet_depth_causal_relpos_tiny, which replaced vc2_unet_depth_causal_tiny there):
     # one level (any H, W: odd 3x5), depth 2 in init_attn / spatial but 1 in the temporal blocks,
     # causal temporal attention, Conv projections, d_head 4, in 6 / out 3 channels
     "vc2_unet_depth_causal_tiny": (dict(channel_mult=[1], attention_resolutions=[1], transformer_depth=2,
@@ -141,12 +142,45 @@ UNET_VARIANTS = {
                                         temporal_length=3, temporal_conv=False, in_channels=6, out_channels=3,
                                         context_dim=12),
                                    2, 3, 3, 5, 3, [999, 3], [24, 6]),
+    # the same with relative positions (replaces it in tests/fixtures: depth 2, causal, Conv
+    # projections and the relative-position tables in one case)
+    "vc2_unet_depth_causal_relpos_tiny": (dict(channel_mult=[1], attention_resolutions=[1], transformer_depth=2,
+                                               num_head_channels=4, use_linear=False, use_causal_attention=True,
+                                               use_relative_position=True, temporal_length=3, temporal_conv=False,
+                                               in_channels=6, out_channels=3, context_dim=12),
+                                          2, 3, 3, 5, 3, [999, 3], [24, 6]),
+    # relative positions (lvdm RelativePosition, relative_position_k / _v tables of 2 temporal_length + 1
+    # rows in attn1 and attn2 of every TemporalTransformer): T 5 > temporal_length + 1 = 3, so the
+    # distances +-3, +-4 are clamped to +-2
+    "vc2_unet_relpos": (dict(use_relative_position=True, temporal_length=2, attention_resolutions=[1, 2]),
+                        2, 5, 4, 4, 3, [77, 901], [24, 12]),
+    # relative positions with the causal mask (T = temporal_length), temporal depth 2
+    "vc2_unet_relpos_causal": (dict(use_relative_position=True, use_causal_attention=True, temporal_length=4,
+                                    temporal_transformer_depth=2, attention_resolutions=[1]),
+                               2, 4, 4, 4, 3, [640, 5], [24, 8]),
+    # relative positions in temporal cross-attention (forward only): attn2's table is indexed by
+    # clamp(j - i) over the L = 6 text tokens j against the T = 3 frames i
+    "vc2_unet_relpos_tcross": (dict(use_relative_position=True, temporal_selfatt_only=False, temporal_length=3,
+                                    attention_resolutions=[1]),
+                               1, 3, 4, 6, 6, [321], [24]),
     # heads by count with temporal cross-attention on the text (forward only), no fps / init_attn
     "vc2_unet_heads_tcross_tiny": (dict(channel_mult=[1], attention_resolutions=[1], num_heads=2, num_head_channels=-1,
                                         addition_attention=False, temporal_selfatt_only=False, fps_cond=False,
                                         temporal_conv=False, temporal_length=2, context_dim=8),
                                    2, 2, 2, 4, 3, [10, 700], None),
 }
+
+
+# Seeds: 100 + 10 i over the sorted names of the cases that existed before the relative-position
+# ones (so regenerating those gives the same files); the later cases have their own.
+UNET_SEEDS = {"vc2_unet_relpos": 200, "vc2_unet_relpos_causal": 210, "vc2_unet_relpos_tcross": 220,
+              "vc2_unet_depth_causal_relpos_tiny": 230}
+
+
+def unet_seed(name):
+    if name in UNET_SEEDS:
+        return UNET_SEEDS[name]
+    return 100 + 10 * sorted(n for n in UNET_VARIANTS if n not in UNET_SEEDS).index(name)
 
 
 def unet_heads(cfg, ch):
@@ -170,6 +204,14 @@ def unet_spec(cfg):
               if not cfg.get("temporal_selfatt_only", True) else
               "temporal_selfatt_only: both attentions of a TemporalTransformer block are self-attention over the T "
               "frames (attn2.to_k / to_v take the inner dim)")
+    relpos = ("use_relative_position: attn1 and attn2 of every TemporalTransformer (init_attn included) have "
+              "relative_position_k / relative_position_v (lvdm RelativePosition, max_relative_position = "
+              "temporal_length = %d): embeddings_table [2 temporal_length + 1, d_head], E[i, j] = "
+              "table[clamp(j - i, -temporal_length, temporal_length) + temporal_length] for query i, key j (j runs "
+              "over the text tokens in a cross-attention); per head sim = q k^T d_head^-0.5 + (q_i . E_k[i, j]) "
+              "d_head^-0.5, then the causal mask (masked_fill -finfo.max) if any, p = softmax(sim), out_i = "
+              "sum_j p[i, j] (v_j + E_v[i, j]); the plain einsum path (never xformers)" % cfg.get("temporal_length")
+              if cfg.get("use_relative_position") else "no relative position.")
     proj = ("use_linear: Linear proj_in / proj_out in the block transformers" if cfg.get("use_linear") else
             "use_linear = false: SpatialTransformer proj_in / proj_out are Conv2d 1x1 (weights [out, in, 1, 1]), "
             "block TemporalTransformer ones Conv1d kernel 1 ([out, in, 1]): the same maps as Linear")
@@ -204,7 +246,7 @@ def unet_spec(cfg):
         "depths": "SpatialTransformer and init_attn: transformer_depth = %d blocks; block TemporalTransformers: "
                   "temporal_transformer_depth = %d blocks." % (cfg.get("transformer_depth", 1), tdepth),
         "projections": proj + "; init_attn always uses Conv1d projections.",
-        "temporal_attention": tcross + "; " + causal + "; no relative position.",
+        "temporal_attention": tcross + "; " + causal + "; " + relpos,
         "attention": "to_q / to_k / to_v Linear without bias, heads head-major in the inner dim, softmax(q k^T "
                      "d_head^-0.5), to_out.0 Linear with bias; GEGLU feed-forward (ff.net.0.proj -> a * gelu(g), "
                      "exact erf GELU, ff.net.2).",
@@ -234,11 +276,18 @@ def lora_target_names(m):
     return [n for n, _ in m.named_parameters() if pat.search(n)]
 
 
+def grad_weight_names(m):
+    """The weights whose gradients the io stores: the LoRA targets, and the relative-position
+    tables when the model has them."""
+    pat = re.compile(r"\.(to_q|to_k|to_v|to_out\.0)\.weight$|\.relative_position_[kv]\.embeddings_table$")
+    return [n for n, _ in m.named_parameters() if pat.search(n)]
+
+
 def run_unet(m, x, timesteps, context, fps, grad_out=None, gen=None, grads=True):
     """Forward (+ acts), then the vector-Jacobian product with grad_out (random if None) when grads."""
     x = x.clone().requires_grad_(True)
     context = context.clone().requires_grad_(True)
-    targets = lora_target_names(m)
+    targets = grad_weight_names(m)
     params = dict(m.named_parameters())
     for p in m.parameters():
         p.requires_grad_(False)
@@ -294,8 +343,10 @@ def unet_case(UNetModel, name, variant, seed):
                 "context [B, L, context_dim] float32, %s; out [B, out_channels, T, H, W]"
                 % (", fps=fps" if fps is not None else "", fps_txt),
         "grads": "grad_out is a fixed random cotangent R; grad.X = d sum(out * R) / d X for the inputs x, context and "
-                 "for every to_q / to_k / to_v / to_out.0 weight (the LoRA targets); weight grads are named by the "
-                 "state-dict key without the model.diffusion_model. prefix" if grads else
+                 "for every to_q / to_k / to_v / to_out.0 weight (the LoRA targets)%s; weight grads are named by the "
+                 "state-dict key without the model.diffusion_model. prefix"
+                 % (" and every relative_position_k / _v embeddings_table" if cfg["use_relative_position"] else "")
+                 if grads else
                  "none: upstream's temporal cross-attention (x[j] = block(x[j]), in place) cannot be backpropagated "
                  "by autograd; this case checks the forward only",
         "activations": "act.NAME = forward output of the top-level module NAME: time_embed%s [B, 4*model_channels] "
@@ -336,7 +387,8 @@ VAE_VARIANTS = {
 
 # Cases whose weights are rounded to float16 before upstream runs and stored as F16 (the values
 # are exact; every computation is fp32): they live in tests/fixtures, where size matters.
-F16_WEIGHTS = {"vc2_unet_depth_causal_tiny", "vc2_unet_heads_tcross_tiny", "vc2_vae_video_attn_tiny"}
+F16_WEIGHTS = {"vc2_unet_depth_causal_tiny", "vc2_unet_depth_causal_relpos_tiny", "vc2_unet_heads_tcross_tiny",
+               "vc2_vae_video_attn_tiny"}
 
 
 class VaeDecode(torch.nn.Module):
@@ -536,9 +588,9 @@ def main():
     if a.check_shared and not check_shared(UNetModel, Decoder, a.check_shared):
         sys.exit(1)
     only = set(filter(None, a.only.split(",")))
-    for i, (name, v) in enumerate(sorted(UNET_VARIANTS.items())):
+    for name, v in sorted(UNET_VARIANTS.items()):
         if not only or name in only:
-            write_case(a.out, name, *unet_case(UNetModel, name, v, 100 + 10 * i))
+            write_case(a.out, name, *unet_case(UNetModel, name, v, unet_seed(name)))
     for i, (name, v) in enumerate(sorted(VAE_VARIANTS.items())):
         if not only or name in only:
             write_case(a.out, name, *vae_case(Decoder, name, v, 500 + 10 * i))

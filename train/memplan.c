@@ -128,9 +128,11 @@ static void res_block(act_acc *a, double n, double in, double out, int temporal)
 // Spatial or temporal transformer of width C: GroupNorm + proj_in + proj_out outside the
 // segment (3 C), one BasicTransformerBlock per depth: norms (3 C), attn1 q/k/v inputs and
 // outputs + out-proj input (5 C), attn2 (3 C), GEGLU: proj input C, 8 C gate, 4 C out input
-// (13 C) ~ 24 C, plus the temporal transformer's permuted copies (2 C).
-static void transformer(act_acc *a, double n, double C, int depth, int temporal) {
-    double blk = n * C * (24 + (temporal ? 2 : 0));
+// (13 C) ~ 24 C, plus the temporal transformer's permuted copies (2 C), plus with relative
+// positions (use_relative_position: attention from recorded matmul / permute / softmax ops,
+// unet3d_blocks.c) the scaled and permuted q, k, v copies of both attentions (~10 C).
+static void transformer(act_acc *a, double n, double C, int depth, int temporal, int relpos) {
+    double blk = n * C * (24 + (temporal ? 2 : 0) + (temporal && relpos ? 10 : 0));
     a->saved_full += n * C * 3 + depth * blk;
     a->saved_ckpt += n * C * 3 + depth * n * C;
     a->work = dmax(a->work, n * C * 15);
@@ -146,7 +148,9 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
     a->saved_ckpt += nf * px * c->in_channels;
     a->skips += nf * px * mc;
     chans[nc++] = mc;
-    if (c->addition_attention) transformer(a, nf * px, c->init_attn_heads * c->num_head_channels, c->transformer_depth, 1);
+    if (c->addition_attention)
+        transformer(a, nf * px, c->init_attn_heads * c->num_head_channels, c->transformer_depth, 1,
+                    c->use_relative_position);
     for (int level = 0; level < c->n_levels; level++) {
         int att = 0;
         for (int i = 0; i < c->n_attention_resolutions; i++) att |= c->attention_resolutions[i] == ds;
@@ -155,8 +159,9 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
             res_block(a, nf * px, ch, out, tc);
             ch = out;
             if (att) {
-                transformer(a, nf * px, ch, c->transformer_depth, 0);
-                if (c->temporal_attention) transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1);
+                transformer(a, nf * px, ch, c->transformer_depth, 0, 0);
+                if (c->temporal_attention)
+                    transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1, c->use_relative_position);
             }
             a->skips += nf * px * ch;
             if (nc < 64) chans[nc++] = ch;
@@ -171,8 +176,9 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
         }
     }
     res_block(a, nf * px, ch, ch, tc);
-    transformer(a, nf * px, ch, c->transformer_depth, 0);
-    if (c->temporal_attention) transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1);
+    transformer(a, nf * px, ch, c->transformer_depth, 0, 0);
+    if (c->temporal_attention)
+        transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1, c->use_relative_position);
     res_block(a, nf * px, ch, ch, tc);
     for (int level = c->n_levels - 1; level >= 0; level--) {
         int att = 0;
@@ -183,8 +189,9 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
             res_block(a, nf * px, ch + skip, out, tc);
             ch = out;
             if (att) {
-                transformer(a, nf * px, ch, c->transformer_depth, 0);
-                if (c->temporal_attention) transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1);
+                transformer(a, nf * px, ch, c->transformer_depth, 0, 0);
+                if (c->temporal_attention)
+                    transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1, c->use_relative_position);
             }
             if (level && i == c->num_res_blocks) {
                 px *= 4;

@@ -170,15 +170,10 @@ vt_err vt_unet3d_config_from_json(const cJSON *o, vt_unet3d_config *c) {
         (e = json_int(o, "temporal_selfatt_only", &c->temporal_selfatt_only, 0)) ||
         (e = json_int(o, "use_causal_attention", &c->use_causal_attention, 0)) ||
         (e = json_int(o, "temporal_length", &c->temporal_length, 0)) ||
+        (e = json_int(o, "use_relative_position", &c->use_relative_position, 0)) ||
         (e = json_int(o, "addition_attention", &c->addition_attention, 0)) ||
-        (e = json_int(o, "fps_cond", &c->fps_cond, 0)) ||
-        (e = json_int(o, "use_relative_position", &c->use_relative_position, 0)) || (e = check_fixed_options(o)))
+        (e = json_int(o, "fps_cond", &c->fps_cond, 0)) || (e = check_fixed_options(o)))
         return e;
-    // lvdm's default is true: a json built over vt_unet3d_config_lvdm_defaults that leaves the
-    // key out asks for it, and the message says where the value came from
-    if (c->use_relative_position)
-        return vt_error(VT_ERR_CONFIG, "unet3d config: use_relative_position = true is not implemented%s",
-                        cJSON_GetObjectItemCaseSensitive(o, "use_relative_position") ? "" : " (lvdm's default: set it false)");
     if (c->init_attn_heads <= 0) c->init_attn_heads = 8;
     return VT_OK;
 }
@@ -208,6 +203,10 @@ static vt_err check_config(const vt_unet3d_config *c) {
     // lvdm builds init_attn with d_head = num_head_channels whatever num_heads says
     if (c->addition_attention && c->num_head_channels <= 0)
         return vt_error(VT_ERR_CONFIG, "unet3d config: addition_attention needs num_head_channels (init_attn's d_head)");
+    // lvdm asserts temporal_length is not None when a TemporalTransformer has relative positions
+    if (c->use_relative_position && c->temporal_length < 1 && (c->temporal_attention || c->addition_attention))
+        return vt_error(VT_ERR_CONFIG, "unet3d config: use_relative_position needs temporal_length >= 1 (the "
+                        "relative_position tables have 2 * temporal_length + 1 rows)");
     if (c->model_channels % 32)
         return vt_error(VT_ERR_CONFIG, "unet3d config: model_channels %d is not a multiple of 32 (GroupNorm groups)",
                         c->model_channels);
@@ -305,10 +304,12 @@ static int add_res(unet_builder *b, unet_block *blk, int in_ch, int out_ch, cons
 // SpatialTransformer, then (temporal_attention) TemporalTransformer
 // The transformer options of a temporal one: its attn2 reads the text only without
 // temporal_selfatt_only; the causal mask applies to self-attention only (lvdm drops the mask
-// in its cross-attention branch).
+// in its cross-attention branch); relative positions in attn1 and attn2 alike (lvdm passes
+// its CrossAttention partial as the block's attention class), the cross one included.
 static unet_tr_opts temporal_opts(const vt_unet3d_config *c, int depth, int use_linear) {
-    unet_tr_opts o = {1, depth, c->temporal_selfatt_only ? 0 : c->context_dim, use_linear, 0};
+    unet_tr_opts o = {1, depth, c->temporal_selfatt_only ? 0 : c->context_dim, use_linear, 0, -1};
     o.causal = c->use_causal_attention && c->temporal_selfatt_only;
+    if (c->use_relative_position) o.max_rel = c->temporal_length;
     return o;
 }
 
@@ -324,7 +325,7 @@ static int add_attn(unet_builder *b, unet_block *blk, int ch, const vt_unet3d *u
         if (!L->tr) return b->failed = 1, 0;
         snprintf(p, sizeof p, "%s.%d", path, blk->n - 1);
         // spatial: transformer_depth, cross on the text; temporal: temporal_transformer_depth
-        unet_tr_opts o = {0, c->transformer_depth, c->context_dim, c->use_linear, 0};
+        unet_tr_opts o = {0, c->transformer_depth, c->context_dim, c->use_linear, 0, -1};
         if (temporal) o = temporal_opts(c, vt_unet3d_temporal_depth(c), c->use_linear);
         unet_build_transformer(b, L->tr, ch, heads, dh, &o, p);
     }
@@ -911,6 +912,10 @@ static void flops_transformer(flop_acc *a, const vt_unet3d_config *c, int tempor
         } else {
             a->total += 2 * ntok * inner * inner * 2 + 2 * nctx * c->context_dim * inner * 2;
             at2 = 4 * ntok * lctx * inner;
+        }
+        if (temporal && c->use_relative_position) {  // q . E_k and p E_v: as many MACs as q k^T and p v
+            at1 *= 2;
+            at2 *= 2;
         }
         a->total += at1 + at2;
         a->attn += at1 + at2;

@@ -44,11 +44,14 @@ typedef struct vt_unet3d_config {
     int temporal_selfatt_only;  // temporal attn2 is self-attention (VideoCrafter2); 0: cross-attention on
                                 // the text, pixel p of a sample seeing frame p / (H*W/T)'s context
     int use_causal_attention;   // temporal self-attention masked to frames <= the query's (needs T = temporal_length)
-    int temporal_length;        // lvdm's temporal_length (only the causal mask reads it; 0: any T)
+    int temporal_length;        // lvdm's temporal_length (the causal mask and the relative-position tables read
+                                // it; 0: unset, any T)
+    int use_relative_position;  // lvdm RelativePosition in both attentions of every TemporalTransformer (init_attn
+                                // included): learnt tables relative_position_k / _v .embeddings_table
+                                // [2 temporal_length + 1, d_head] on the scores and the values (VideoCrafter2: off)
     int addition_attention;   // init_attn after input_blocks.0
     int init_attn_heads;      // 8 in lvdm (d_head = num_head_channels)
     int fps_cond;             // fps_embedding added to the time embedding
-    int use_relative_position;  // lvdm's relative-position temporal attention (not implemented: refused)
     int use_checkpoint;       // default for vt_unet3d.checkpoint
 } vt_unet3d_config;
 
@@ -57,16 +60,17 @@ typedef struct vt_unet3d_config {
 // part on, fps conditioning (1,413,284,420 parameters).
 vt_unet3d_config vt_unet3d_config_videocrafter2(void);
 // lvdm UNetModel.__init__'s own defaults (channel_mult 1, 2, 4, 8, no temporal conv, temporal
-// attention, no init_attn, no fps conditioning, ...; its use_relative_position = true is
-// applied by vt_unet3d_config_from_json to a json without the key) with the required sizes left 0: the base for a json holding UNetModel(**config) kwargs, so that a field the
-// json leaves out means what it means upstream.
+// attention with relative positions, no init_attn, no fps conditioning, ...) with the required
+// sizes left 0: the base for a json holding UNetModel(**config) kwargs (the fixture runner's),
+// so that a field the json leaves out means what it means upstream.
 vt_unet3d_config vt_unet3d_config_lvdm_defaults(void);
 // Reads lvdm UNetModel params from a JSON object (in_channels, out_channels, model_channels,
 // attention_resolutions, num_res_blocks, channel_mult, num_head_channels, num_heads,
 // transformer_depth, temporal_transformer_depth, context_dim, use_linear, use_checkpoint,
 // temporal_conv, temporal_attention, temporal_selfatt_only, use_causal_attention,
-// temporal_length, addition_attention, fps_cond, and the options below); missing fields keep
-// *c's values. Options this implementation does not have (use_relative_position,
+// temporal_length, use_relative_position, addition_attention, fps_cond, and the options below);
+// missing fields keep *c's values (the base decides: vt_unet3d_config_lvdm_defaults for
+// UNetModel kwargs, where use_relative_position is true; VideoCrafter2's preset has it false). Options this implementation does not have (
 // use_scale_shift_norm, resblock_updown, tempspatial_aware, use_image_attention, dims != 2,
 // conv_resample false, ...) are VT_ERR_CONFIG naming the field.
 struct cJSON;

@@ -3,6 +3,7 @@
 // SpatialTransformer, TemporalTransformer, TemporalConvBlock and ResBlock; building from the
 // weight store and forward on the tape (backward is the ops' own).
 #include "unet3d_internal.h"
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -75,8 +76,10 @@ static void build_norm(unet_builder *b, unet_norm *n, int ch, const char *path) 
     n->b = unet_get(b, 1, (int64_t[]){ch}, "%s.bias", path);
 }
 
+// max_rel >= 0: lvdm's CrossAttention(relative_position=True, temporal_length=max_rel), whose
+// RelativePosition modules come after to_out in the state dict.
 static void build_attention(unet_builder *b, unet_attention *a, int query_dim, int context_dim, int heads, int d_head,
-                            const char *path) {
+                            int max_rel, const char *path) {
     char p[400];
     int inner = heads * d_head;
     a->heads = heads;
@@ -89,10 +92,16 @@ static void build_attention(unet_builder *b, unet_attention *a, int query_dim, i
     unet_build_linear(b, &a->to_v, context_dim, inner, 0, 0, p);
     path_fmt(p, sizeof p, "%s.to_out.0", path);
     unet_build_linear(b, &a->to_out, inner, query_dim, 1, 0, p);
+    a->max_rel = max_rel;
+    if (max_rel >= 0) {
+        int64_t shape[2] = {2 * (int64_t)max_rel + 1, d_head};
+        a->rel_k = unet_get(b, 2, shape, "%s.relative_position_k.embeddings_table", path);
+        a->rel_v = unet_get(b, 2, shape, "%s.relative_position_v.embeddings_table", path);
+    }
 }
 
 static void build_tblock(unet_builder *b, unet_tblock *t, int dim, int heads, int d_head, int context_dim, int causal,
-                         const char *path) {
+                         int max_rel, const char *path) {
     char p[400];
     path_fmt(p, sizeof p, "%s.norm1", path);
     build_norm(b, &t->norm1, dim, p);
@@ -101,11 +110,11 @@ static void build_tblock(unet_builder *b, unet_tblock *t, int dim, int heads, in
     path_fmt(p, sizeof p, "%s.norm3", path);
     build_norm(b, &t->norm3, dim, p);
     path_fmt(p, sizeof p, "%s.attn1", path);
-    build_attention(b, &t->attn1, dim, dim, heads, d_head, p);
+    build_attention(b, &t->attn1, dim, dim, heads, d_head, max_rel, p);
     t->cross = context_dim > 0;
     t->causal = causal;
     path_fmt(p, sizeof p, "%s.attn2", path);
-    build_attention(b, &t->attn2, dim, t->cross ? context_dim : dim, heads, d_head, p);
+    build_attention(b, &t->attn2, dim, t->cross ? context_dim : dim, heads, d_head, max_rel, p);
     path_fmt(p, sizeof p, "%s.ff.net.0.proj", path);
     unet_build_linear(b, &t->ff_proj, dim, 8 * dim, 1, 0, p);  // GEGLU: 2 x (4 dim)
     path_fmt(p, sizeof p, "%s.ff.net.2", path);
@@ -136,7 +145,8 @@ int unet_build_transformer(unet_builder *b, unet_transformer *t, int channels, i
     }
     for (int i = 0; i < depth; i++) {
         path_fmt(p, sizeof p, "%s.transformer_blocks.%d", path, i);
-        build_tblock(b, &t->blocks[i], t->inner, heads, d_head, o->context_dim, o->causal, p);
+        build_tblock(b, &t->blocks[i], t->inner, heads, d_head, o->context_dim, o->causal, o->temporal ? o->max_rel : -1,
+                     p);
     }
     path_fmt(p, sizeof p, "%s.proj_out", path);
     unet_build_linear(b, &t->proj_out, t->inner, channels, 1, kd, p);
@@ -247,7 +257,90 @@ vt_tensor *unet_linear_forward(const unet_frame *f, const unet_linear *l, vt_ten
 }
 
 // ---- CrossAttention -----------------------------------------------------------------------
-// x [N, Lq, Cq], ctx [N, Lk, Ck] -> [N, Lq, Cq]; softmax(q k^T d_head^-0.5) v per head.
+// lvdm RelativePosition(length_q, length_k): index [Lq, Lk] (i64 on dev) of row
+// clamp(j - i, -max_rel, max_rel) + max_rel of the embeddings table: distances beyond
+// temporal_length share the end rows (any T works; T > temporal_length + 1 clamps).
+static vt_tensor *relpos_index(int64_t Lq, int64_t Lk, int max_rel, vt_device dev) {
+    vt_tensor *ids = vt_empty(VT_I64, VT_CPU, 2, (int64_t[]){Lq, Lk});
+    if (!ids) return NULL;
+    for (int64_t i = 0; i < Lq; i++)
+        for (int64_t j = 0; j < Lk; j++) {
+            int64_t d = j - i;
+            d = d < -max_rel ? -max_rel : d > max_rel ? max_rel : d;
+            vt_i64(ids)[i * Lk + j] = d + max_rel;
+        }
+    return vt_move_to(ids, dev);
+}
+
+// lvdm's causal mask as an additive constant [L, L]: 0 where key j <= query i, else -FLT_MAX
+// (upstream: sim.masked_fill_(~mask, -finfo.max); s + (-FLT_MAX) rounds to -FLT_MAX for any
+// score of sane size, so the softmax is the same, exactly 0 on masked keys).
+static vt_tensor *causal_bias(int64_t L, vt_device dev) {
+    vt_tensor *m = vt_zeros(VT_F32, VT_CPU, 2, (int64_t[]){L, L});
+    if (!m) return NULL;
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t j = i + 1; j < L; j++) vt_f32(m)[i * L + j] = -FLT_MAX;
+    return vt_move_to(m, dev);
+}
+
+// Multi-head attention with lvdm's relative positions (CrossAttention.forward with
+// relative_position, attention.py), per head h with E_k / E_v the gathered tables [Lq, Lk, d]:
+//   sim[i, j] = (q_i . k_j) * scale + (q_i . E_k[i, j]) * scale   (then the causal mask)
+//   out_i     = sum_j p[i, j] v_j + sum_j p[i, j] E_v[i, j],  p = softmax_j(sim)
+// This mirrors upstream's plain einsum path, the only one it has for relative positions: a
+// CrossAttention with relative_position never takes efficient_forward (xformers is bound
+// only when relative_position is off and temporal_length is None), so VADER-VideoCrafter's
+// xformers install does not change it. Built from recorded ops (matmul, embedding, permute,
+// softmax), so the backward (LoRA, inputs, tables if they ask) is theirs. The score term is
+// batched over the query position i: q [Lq, (N H), d] @ E_k^T [Lq, d, Lk]; the value term
+// likewise p [Lq, (N H), Lk] @ E_v [Lq, Lk, d]. q [N, Lq, H*d], k, v [N, Lk, H*d] -> [N, Lq, H*d].
+static vt_tensor *relpos_attention(const unet_attention *a, vt_tensor *q, vt_tensor *k, vt_tensor *v, float scale,
+                                   int causal) {
+    int64_t N = q->shape[0], Lq = q->shape[1], Lk = k->shape[1], H = a->heads, d = a->d_head;
+    if (causal && Lq != Lk) {
+        vt_error(VT_ERR_SHAPE, "unet3d: causal attention needs as many keys as queries (%lld, %lld)", (long long)Lk,
+                 (long long)Lq);
+        return NULL;
+    }
+    scope s = {0};
+    vt_device dev = q->device;
+    vt_tensor *ids = keep(&s, relpos_index(Lq, Lk, a->max_rel, dev));
+    vt_tensor *q4 = keep(&s, vt_reshape(q, 4, (int64_t[]){N, Lq, H, d}));
+    vt_tensor *qs = keep(&s, vt_scale(q4, scale));
+    // scores: q k^T [N, H, Lq, Lk] + the relative term brought to the same layout
+    vt_tensor *qh = keep(&s, vt_permute(qs, 4, (int[]){0, 2, 1, 3}));
+    vt_tensor *k4 = keep(&s, vt_reshape(k, 4, (int64_t[]){N, Lk, H, d}));
+    vt_tensor *kt = keep(&s, vt_permute(k4, 4, (int[]){0, 2, 3, 1}));
+    vt_tensor *s1 = keep(&s, vt_matmul(qh, kt));
+    vt_tensor *qp = keep(&s, vt_permute(qs, 4, (int[]){1, 0, 2, 3}));
+    vt_tensor *qi = keep(&s, vt_reshape(qp, 3, (int64_t[]){Lq, N * H, d}));
+    vt_tensor *ek = keep(&s, vt_embedding(a->rel_k, ids));  // [Lq, Lk, d]
+    vt_tensor *ekt = keep(&s, vt_permute(ek, 3, (int[]){0, 2, 1}));
+    vt_tensor *s2 = keep(&s, vt_matmul(qi, ekt));  // [Lq, (N H), Lk]
+    vt_tensor *s24 = keep(&s, vt_reshape(s2, 4, (int64_t[]){Lq, N, H, Lk}));
+    vt_tensor *s2h = keep(&s, vt_permute(s24, 4, (int[]){1, 2, 0, 3}));
+    vt_tensor *sc = keep(&s, vt_add(s1, s2h));
+    if (causal) sc = keep(&s, vt_add(sc, keep(&s, causal_bias(Lq, dev))));
+    vt_tensor *p = keep(&s, vt_softmax(sc));  // [N, H, Lq, Lk]
+    // values: p v [N, H, Lq, d] + p E_v
+    vt_tensor *v4 = keep(&s, vt_reshape(v, 4, (int64_t[]){N, Lk, H, d}));
+    vt_tensor *vh = keep(&s, vt_permute(v4, 4, (int[]){0, 2, 1, 3}));
+    vt_tensor *o1 = keep(&s, vt_matmul(p, vh));
+    vt_tensor *o1t = keep(&s, vt_permute(o1, 4, (int[]){0, 2, 1, 3}));  // [N, Lq, H, d]
+    vt_tensor *pp = keep(&s, vt_permute(p, 4, (int[]){2, 0, 1, 3}));
+    vt_tensor *pi = keep(&s, vt_reshape(pp, 3, (int64_t[]){Lq, N * H, Lk}));
+    vt_tensor *ev = keep(&s, vt_embedding(a->rel_v, ids));  // [Lq, Lk, d]
+    vt_tensor *o2 = keep(&s, vt_matmul(pi, ev));             // [Lq, (N H), d]
+    vt_tensor *o24 = keep(&s, vt_reshape(o2, 4, (int64_t[]){Lq, N, H, d}));
+    vt_tensor *o2t = keep(&s, vt_permute(o24, 4, (int[]){1, 0, 2, 3}));
+    vt_tensor *o = keep(&s, vt_add(o1t, o2t));
+    vt_tensor *out = vt_reshape(o, 3, (int64_t[]){N, Lq, H * d});
+    scope_end(&s);
+    return out;
+}
+
+// x [N, Lq, Cq], ctx [N, Lk, Ck] -> [N, Lq, Cq]; softmax(q k^T d_head^-0.5) v per head
+// (+ relative positions when the module has them).
 static vt_tensor *attention_forward(const unet_frame *f, const unet_attention *a, vt_tensor *x, vt_tensor *ctx,
                                     int causal) {
     scope s = {0};
@@ -255,7 +348,9 @@ static vt_tensor *attention_forward(const unet_frame *f, const unet_attention *a
     vt_tensor *k = keep(&s, unet_linear_forward(f, &a->to_k, ctx));
     vt_tensor *v = keep(&s, unet_linear_forward(f, &a->to_v, ctx));
     float scale = (float)(1.0 / sqrt((double)a->d_head));
-    vt_tensor *o = keep(&s, q && k && v ? vt_attention(q, k, v, a->heads, scale, causal) : NULL);
+    vt_tensor *o = keep(&s, !(q && k && v) ? NULL
+                            : a->rel_k    ? relpos_attention(a, q, k, v, scale, causal)
+                                          : vt_attention(q, k, v, a->heads, scale, causal));
     vt_tensor *out = o ? unet_linear_forward(f, &a->to_out, o) : NULL;
     scope_end(&s);
     return out;

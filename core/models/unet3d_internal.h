@@ -41,10 +41,14 @@ typedef struct unet_linear {
 typedef struct unet_conv { vt_tensor *w, *b; } unet_conv;  // Conv2d / Conv3d (k, 1, 1)
 typedef struct unet_norm { vt_tensor *w, *b; } unet_norm;  // GroupNorm / LayerNorm affine
 
-// CrossAttention: q from x, k/v from the context (or x); heads * d_head = inner.
+// CrossAttention: q from x, k/v from the context (or x); heads * d_head = inner. With lvdm's
+// relative_position (temporal only): rel_k / rel_v = relative_position_k / _v.embeddings_table
+// [2 max_rel + 1, d_head], else NULL.
 typedef struct unet_attention {
     unet_linear to_q, to_k, to_v, to_out;
     int heads, d_head;
+    vt_tensor *rel_k, *rel_v;
+    int max_rel;  // lvdm's max_relative_position = temporal_length
 } unet_attention;
 
 // BasicTransformerBlock: attn1 (self), attn2 (cross on context, or self), GEGLU feed-forward.
@@ -64,6 +68,7 @@ typedef struct unet_tr_opts {
     int context_dim;  // > 0: attn2 is cross-attention on the text context of that width
     int use_linear;   // Linear projections, else kernel-1 Conv1d (temporal) / Conv2d (spatial)
     int causal;       // temporal self-attention with a causal mask
+    int max_rel;      // >= 0: relative-position tables of 2 max_rel + 1 rows in attn1 and attn2; -1: none
 } unet_tr_opts;
 
 // SpatialTransformer (per frame, tokens = h*w pixels) or TemporalTransformer (per pixel,
