@@ -305,7 +305,7 @@ TEST(Unet3d, BadLatentSizeListsAllowedSizes) {
 }
 
 // Over lvdm's own defaults (the fixture checks' base): a json leaving out use_relative_position
-// gets lvdm's true, refused without the temporal_length its tables need; num_heads (with num_head_channels -1) and
+// gets lvdm's true, and a build without the temporal_length its tables need is refused; num_heads (with num_head_channels -1) and
 // temporal_transformer_depth are read; unimplemented UNetModel options are refused by name.
 TEST(Unet3d, ConfigFromJsonOverLvdmDefaults) {
     const char *base = "\"in_channels\": 4, \"out_channels\": 4, \"model_channels\": 32, \"num_res_blocks\": 1, "
@@ -314,8 +314,12 @@ TEST(Unet3d, ConfigFromJsonOverLvdmDefaults) {
     cJSON *o = cJSON_Parse(j.c_str());
     ASSERT_NE(o, nullptr);
     vt_unet3d_config c = vt_unet3d_config_lvdm_defaults();
-    EXPECT_NE(vt_unet3d_config_from_json(o, &c), VT_OK);
-    EXPECT_NE(std::strstr(vt_error_message(), "use_relative_position"), nullptr) << vt_error_message();
+    ASSERT_VT_OK(vt_unet3d_config_from_json(o, &c));
+    EXPECT_EQ(c.use_relative_position, 1);  // lvdm's default
+    vt_unet3d *bad = vt_unet3d_build_random(&c, 1);
+    EXPECT_EQ(bad, nullptr);
+    EXPECT_NE(std::strstr(vt_error_message(), "temporal_length"), nullptr) << vt_error_message();
+    vt_unet3d_free(bad);
     cJSON_Delete(o);
     j = std::string("{") + base +
         ", \"num_heads\": 2, \"num_head_channels\": -1, \"temporal_transformer_depth\": 2, "
