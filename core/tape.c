@@ -1,8 +1,10 @@
 // tape.c — tape autograd, op dispatch and checkpoint segments (see tape.h).
 #include "tape.h"
 #include "ops.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct vt_tape {
     uint64_t id;
@@ -162,6 +164,61 @@ vt_backward_fn vt_op_backward_fn(const vt_op *op, vt_device dev) {
     return r ? r->backward : NULL;
 }
 
+// ---- op profile (VT_OP_PROFILE=1) ----------------------------------------------------------
+// Wall time per op, forward and backward separately, printed to stderr at exit: tells which op
+// a profiler's BLAS samples belong to (OpenBLAS has no frame pointers to unwind through).
+// Off unless the variable is set; kernels called inside a segment's recompute count as
+// backward of their op. Not thread-safe across host threads (ops are dispatched from one).
+#define PROF_MAX 128
+typedef struct prof_entry { const char *name; double fwd_s, bwd_s; int64_t fwd_n, bwd_n; } prof_entry;
+static prof_entry g_prof[PROF_MAX];
+static int g_prof_n, g_prof_on = -1;
+
+static double prof_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int prof_cmp(const void *a, const void *b) {
+    const prof_entry *x = a, *y = b;
+    double u = x->fwd_s + x->bwd_s, v = y->fwd_s + y->bwd_s;
+    return u < v ? 1 : u > v ? -1 : 0;
+}
+
+static void prof_print(void) {
+    double tot = 0;
+    for (int i = 0; i < g_prof_n; i++) tot += g_prof[i].fwd_s + g_prof[i].bwd_s;
+    qsort(g_prof, (size_t)g_prof_n, sizeof *g_prof, prof_cmp);
+    fprintf(stderr, "op profile (VT_OP_PROFILE): %.3f s in ops\n%-22s %10s %8s %10s %8s %6s\n", tot, "op", "fwd s",
+            "calls", "bwd s", "calls", "%");
+    for (int i = 0; i < g_prof_n; i++) {
+        const prof_entry *e = &g_prof[i];
+        fprintf(stderr, "%-22s %10.4f %8lld %10.4f %8lld %6.1f\n", e->name, e->fwd_s, (long long)e->fwd_n, e->bwd_s,
+                (long long)e->bwd_n, tot > 0 ? 100.0 * (e->fwd_s + e->bwd_s) / tot : 0.0);
+    }
+}
+
+static int prof_on(void) {
+    if (g_prof_on < 0) {
+        const char *v = getenv("VT_OP_PROFILE");
+        g_prof_on = v && *v && strcmp(v, "0") != 0;
+        if (g_prof_on) atexit(prof_print);
+    }
+    return g_prof_on;
+}
+
+static void prof_add(const vt_op *op, int bwd, double dt) {
+    int i = 0;
+    while (i < g_prof_n && g_prof[i].name != op->name) i++;
+    if (i == g_prof_n) {
+        if (g_prof_n == PROF_MAX) return;
+        g_prof[g_prof_n++].name = op->name;
+    }
+    if (bwd) g_prof[i].bwd_s += dt, g_prof[i].bwd_n++;
+    else g_prof[i].fwd_s += dt, g_prof[i].fwd_n++;
+}
+
 vt_tensor *vt_op_run(const vt_op *op, vt_tensor *const *in, int n_in, const void *params,
                      size_t params_size, vt_dtype out_dtype, int out_ndim, const int64_t *out_shape) {
     if (n_in > VT_MAX_INPUTS || params_size > VT_PARAM_BYTES) {
@@ -223,7 +280,9 @@ vt_tensor *vt_op_run(const vt_op *op, vt_tensor *const *in, int n_in, const void
         if (op->save_output) node_save(t, n, out);
     }
     int n_saved_before = n->n_saved;
+    const double t0 = prof_on() ? prof_now() : 0;
     vt_err e = forward(n, in, out);
+    if (t0 > 0) prof_add(op, 0, prof_now() - t0);
     if (e != VT_OK) {
         vt_error_context("op %s: ", op->name);
         node_free(recording ? t : NULL, n);
@@ -348,7 +407,9 @@ static vt_err backward_range(vt_tape *t, int hi, int lo) {
                 if (!backward) {
                     e = vt_error(VT_ERR_DTYPE, "op %s has no %s backward", n->op->name, vt_device_name(dev));
                 } else {
+                    const double t0 = prof_on() ? prof_now() : 0;
                     e = backward(n, n->gout, gin);
+                    if (t0 > 0) prof_add(n->op, 1, prof_now() - t0);
                     t->st.n_backward_calls++;
                     if (e != VT_OK) vt_error_context("backward of op %s: ", n->op->name);
                 }

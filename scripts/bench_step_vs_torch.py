@@ -309,11 +309,11 @@ def main():
     lora = step.unet.lora_parameters()
     opt = torch.optim.AdamW(lora, lr=meta["_cfg"]["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
-    times = []
+    times, cpu_times = [], []
     for it in range(args.steps + 1):
         x_T = torch.randn(io["x_T"].shape, generator=g)
         nz = [torch.randn(io["x_T"].shape, generator=g) for _ in range(S)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         step.run(x_T, io["context"], io["uncond_context"], io["fps"], nz, fi)
         if meta["_cfg"]["clip"] > 0:
@@ -321,6 +321,7 @@ def main():
         opt.step()
         if it:  # the first one is the warm-up
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
     load_after = os.getloadavg()
     ours = meta["step_s"]
     ours_min, torch_min = min(ours), min(times)
@@ -328,11 +329,19 @@ def main():
     print(f"s/step ({args.threads} threads, {len(ours)} steps each, checkpointing {'on' if args.checkpointing else 'off'}):"
           f" ours min {ours_min:.4f} / median {ours_med:.4f}, torch min {torch_min:.4f} / median {torch_med:.4f};"
           f" ratio ours/torch {ours_min / torch_min:.3f} (min) {ours_med / torch_med:.3f} (median)")
+    ours_cpu = meta.get("step_cpu_s", [])
+    if ours_cpu:
+        oc_min, tc_min = min(ours_cpu), min(cpu_times)
+        oc_med, tc_med = sorted(ours_cpu)[len(ours_cpu) // 2], sorted(cpu_times)[len(cpu_times) // 2]
+        print(f"CPU s/step (process CPU time, all threads): ours min {oc_min:.4f} / median {oc_med:.4f}, torch min "
+              f"{tc_min:.4f} / median {tc_med:.4f}; ratio ours/torch {oc_min / tc_min:.3f} (min) {oc_med / tc_med:.3f} "
+              "(median)")
     print(f"machine load average before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} cores; "
           f"torch {torch.__version__}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(errors=errs, ours_s=ours, torch_s=times, ratio_min=ours_min / torch_min,
+            json.dump(dict(errors=errs, ours_s=ours, torch_s=times, ours_cpu_s=ours_cpu, torch_cpu_s=cpu_times,
+                           ratio_min=ours_min / torch_min,
                            ratio_median=ours_med / torch_med, threads=args.threads, checkpointing=args.checkpointing,
                            load_before=load_before, load_after=load_after, torch=torch.__version__), f, indent=1)
     return 0

@@ -92,24 +92,27 @@ def check_agreement(model, io):
 
 
 def time_torch(model, io, reps):
+    """Wall and process-CPU ms per rep: forward (no_grad), forward+backward."""
     x0, ts, ctx, fps, gout = io["x"], io["timesteps"], io["context"], io["fps"], io["grad_out"]
-    t_f, t_fb = [], []
+    t_f, t_fb, c_f, c_fb = [], [], [], []
     for it in range(-1, reps):  # rep -1: warm-up
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         with torch.no_grad():
             model(x0, ts, ctx, fps)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         x = x0.clone().requires_grad_(True)
-        t2 = time.perf_counter()
+        c2, t2 = time.process_time(), time.perf_counter()
         out = model(x, ts, ctx, fps)
         out.backward(gout)
-        t3 = time.perf_counter()
+        t3, c3 = time.perf_counter(), time.process_time()
         del out
         model.zero_grad(set_to_none=True)
         if it >= 0:
             t_f.append((t1 - t0) * 1e3)
             t_fb.append((t3 - t2) * 1e3)
-    return t_f, t_fb
+            c_f.append((c1 - c0) * 1e3)
+            c_fb.append((c3 - c2) * 1e3)
+    return t_f, t_fb, c_f, c_fb
 
 
 def main():
@@ -143,19 +146,24 @@ def main():
     from safetensors.torch import load_file
 
     v_f, v_fb, t_f, t_fb = [], [], [], []
+    vc_f, vc_fb, tc_f, tc_fb = [], [], [], []  # process CPU time
     meta = model = io = None
     for r in range(args.rounds):
         m = run_vader(args, workdir, r, save=(r == 0))
         v_f += m["forward_ms"]["reps"]
         v_fb += m["forward_backward_ms"]["reps"]
+        vc_f += m["forward_cpu_ms"]["reps"]
+        vc_fb += m["forward_backward_cpu_ms"]["reps"]
         if r == 0:
             meta = m
             model = build_torch(meta, workdir)
             io = load_file(os.path.join(workdir, "io.safetensors"))
             errs, worst_lora = check_agreement(model, io)
-        f, fb = time_torch(model, io, args.reps)
+        f, fb, cf, cfb = time_torch(model, io, args.reps)
         t_f += f
         t_fb += fb
+        tc_f += cf
+        tc_fb += cfb
 
     c = meta["config"]
     sh = meta["shape"]
@@ -180,12 +188,15 @@ def main():
     rows = []
     print(f"{'':18s}{'vader min':>11s}{'median':>9s}{'torch min':>11s}{'median':>9s}"
           f"{'torch/vader min':>17s}{'median':>8s}")
-    for name, a, b in (("forward", v_f, t_f), ("forward+backward", v_fb, t_fb)):
+    for name, a, b in (("forward", v_f, t_f), ("forward+backward", v_fb, t_fb),
+                       ("forward cpu", vc_f, tc_f), ("fwd+bwd cpu", vc_fb, tc_fb)):
         (am, amed), (bm, bmed) = stats(a), stats(b)
         rows.append({"name": name, "vader_ms": {"min": am, "median": amed, "reps": a},
                      "torch_ms": {"min": bm, "median": bmed, "reps": b},
                      "ratio_torch_over_vader": {"min": bm / am, "median": bmed / amed}})
         print(f"{name:18s}{am:11.1f}{amed:9.1f}{bm:11.1f}{bmed:9.1f}{bm / am:17.2f}{bmed / amed:8.2f}")
+    print("(cpu rows: process CPU time, all threads: with --threads 1 on a loaded machine the cost without the "
+          "time the core spent on other jobs; with more threads it includes OpenMP spin-waiting)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"vader": meta, "torch_version": torch.__version__, "threads": args.threads,

@@ -10,6 +10,10 @@ extern "C" {
 
 // Seconds on the monotonic clock (differences only).
 double vt_bench_now_s(void);
+// CPU seconds of this process, all threads (differences only). On a machine shared with other
+// jobs a single-threaded run's CPU time is what the code costs; its wall time also holds the
+// time the core spent on the others.
+double vt_bench_cpu_s(void);
 
 // Median of v[0..n) (n >= 1; v is not reordered); *min gets the smallest value.
 double vt_bench_median(const double *v, int n, double *min);

@@ -546,6 +546,8 @@ int main(int argc, char **argv) {
     int rc = 0;
     vt_step_timing tm;
     memset(&tm, 0, sizeof tm);
+    double step_cpu_s[VT_STEP_TIMING_MAX_STEPS];  // process CPU seconds of each timed step
+    int n_cpu = 0;
     size_t measured_peak = 0;
     if (dry) goto report;
     {
@@ -595,8 +597,9 @@ int main(int argc, char **argv) {
         for (int it = 0; it < warmup + steps; it++) {
             int timed = it >= warmup;
             named io = {0};
-            double t0 = vt_bench_now_s();
+            double t0 = vt_bench_now_s(), c0 = vt_bench_cpu_s();
             e = opt_step(&b, timed ? &tm : NULL, dropout, save_io && it == 0 ? &io : NULL);
+            if (timed && n_cpu < VT_STEP_TIMING_MAX_STEPS) step_cpu_s[n_cpu++] = vt_bench_cpu_s() - c0;
             if (e) {
                 fprintf(stderr, "vader-bench: step %d: %s\n", it, vt_error_message());
                 rc = 1;
@@ -686,6 +689,8 @@ report:;
         cJSON_AddNumberToObject(j, "warmup", warmup);
         cJSON *ts = cJSON_AddArrayToObject(j, "step_s");
         for (int i = 0; i < n; i++) cJSON_AddItemToArray(ts, cJSON_CreateNumber(tm.step_s[i]));
+        cJSON *tc = cJSON_AddArrayToObject(j, "step_cpu_s");  // process CPU time, all threads
+        for (int i = 0; i < n_cpu; i++) cJSON_AddItemToArray(tc, cJSON_CreateNumber(step_cpu_s[i]));
         cJSON_AddNumberToObject(j, "s_per_step_min", tmin);
         cJSON_AddNumberToObject(j, "s_per_step_median", tmed);
         cJSON *ph = cJSON_AddObjectToObject(j, "phases_s_per_step");

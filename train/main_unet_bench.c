@@ -404,7 +404,8 @@ int main(int argc, char **argv) {
     vt_tensor *fps = vt_empty(VT_I64, VT_CPU, 1, (int64_t[]){B});
     double *t_fwd = calloc((size_t)reps, sizeof(double)), *t_tape = calloc((size_t)reps, sizeof(double));
     double *t_bwd = calloc((size_t)reps, sizeof(double)), *t_fb = calloc((size_t)reps, sizeof(double));
-    if (!x || !ctx || !gout || !ts || !fps || !t_fwd || !t_tape || !t_bwd || !t_fb) {
+    double *c_fwd = calloc((size_t)reps, sizeof(double)), *c_fb = calloc((size_t)reps, sizeof(double));
+    if (!x || !ctx || !gout || !ts || !fps || !t_fwd || !t_tape || !t_bwd || !t_fb || !c_fwd || !c_fb) {
         fprintf(stderr, "vader-unet_bench: %s\n", vt_error_message());
         return 2;
     }
@@ -424,22 +425,22 @@ int main(int argc, char **argv) {
     printf("forward %.2f GFLOP (attention %.2f), backward %.2f GFLOP\n", fwd / 1e9, attn / 1e9, bwd / 1e9);
     // rep -1: untimed warm-up (and the --save-io run)
     for (int it = -1; it < reps; it++) {
-        double t0 = vt_bench_now_s();
+        double c0 = vt_bench_cpu_s(), t0 = vt_bench_now_s();
         vt_tensor *o = vt_unet3d_forward(u, x, ts, ctx, fps, (uint64_t)(it + 1));
-        double t1 = vt_bench_now_s();
+        double t1 = vt_bench_now_s(), c1 = vt_bench_cpu_s();
         if (!o) {
             fprintf(stderr, "vader-unet_bench: %s\n", vt_error_message());
             return 1;
         }
         vt_release(o);
         vt_tape *tape = vt_tape_begin();
-        double t2 = vt_bench_now_s();
+        double c2 = vt_bench_cpu_s(), t2 = vt_bench_now_s();
         o = vt_unet3d_forward(u, x, ts, ctx, fps, (uint64_t)(it + 1));
         double t3 = vt_bench_now_s();
         vt_tape_end(tape);
         size_t saved = vt_tape_stats_get(tape).saved_bytes;
         vt_err e = o ? vt_backward(tape, o, gout) : vt_error_code();
-        double t4 = vt_bench_now_s();
+        double t4 = vt_bench_now_s(), c4 = vt_bench_cpu_s();
         vt_tape_free(tape);
         vt_unet3d_release_segments(u);
         if (e) {
@@ -490,6 +491,8 @@ int main(int argc, char **argv) {
         t_tape[it] = t3 - t2;
         t_bwd[it] = t4 - t3;
         t_fb[it] = t4 - t2;
+        c_fwd[it] = c1 - c0;
+        c_fb[it] = c4 - c2;
     }
     double mn_f, mn_t, mn_b, mn_fb;
     double md_f = vt_bench_median(t_fwd, reps, &mn_f), md_fb = vt_bench_median(t_fb, reps, &mn_fb);
@@ -518,7 +521,9 @@ int main(int argc, char **argv) {
         json_series(f, "forward_ms", t_fwd, reps, 0);
         json_series(f, "forward_tape_ms", t_tape, reps, 0);
         json_series(f, "backward_ms", t_bwd, reps, 0);
-        json_series(f, "forward_backward_ms", t_fb, reps, 1);
+        json_series(f, "forward_backward_ms", t_fb, reps, 0);
+        json_series(f, "forward_cpu_ms", c_fwd, reps, 0);
+        json_series(f, "forward_backward_cpu_ms", c_fb, reps, 1);
         fprintf(f, "}\n");
         if (fclose(f)) {
             fprintf(stderr, "vader-unet_bench: error writing %s\n", json_out);
@@ -529,6 +534,8 @@ int main(int argc, char **argv) {
     free(t_tape);
     free(t_bwd);
     free(t_fb);
+    free(c_fwd);
+    free(c_fb);
     vt_release(x);
     vt_release(ctx);
     vt_release(gout);
