@@ -3,6 +3,7 @@
 // differences (and, for attention rows split into blocks, against the same attention composed
 // of matmul / softmax / permute on the tape).
 #include "testutil.h"
+#include "core/ops/vmath.h"
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -103,6 +104,56 @@ TEST(Activation, ForwardMatchesNaive) {
             double ref = c.ref(vt_f32(x)[i]);
             EXPECT_NEAR(vt_f32(y)[i], ref, 1e-6 + 1e-6 * std::fabs(ref)) << "element " << i;
         }
+    }
+}
+
+// vmath.h against double-precision libm on a dense sweep of floats (about 30 per binade
+// and sign), through the header's scalar functions and through the ops (whose kernels run the
+// same functions vectorised, possibly with FMA contraction).
+TEST(Activation, VectorMathAccuracy) {
+    std::vector<float> xs;
+    for (float x = 1e-30f; x < 100.0f; x *= 1.0235f) {
+        xs.push_back(x);
+        xs.push_back(-x);
+    }
+    xs.push_back(0.0f);
+    double e_exp = 0, e_erf = 0, e_cdf = 0, e_dg = 0;
+    for (float x : xs) {
+        const double xd = x;
+        if (x >= -86.9f && x <= 88.7f) e_exp = std::max(e_exp, std::fabs(vt_expf(x) - std::exp(xd)) / std::exp(xd));
+        if (std::fabs(x) > 1e-30f) e_erf = std::max(e_erf, std::fabs(vt_erff(x) - std::erf(xd)) / std::fabs(std::erf(xd)));
+        const double cdf = 0.5 * std::erfc(-xd / std::sqrt(2.0));
+        if (cdf > 1e-37) e_cdf = std::max(e_cdf, std::fabs(vt_normcdf(x) - cdf) / cdf);
+        const double dg = cdf + xd * std::exp(-0.5 * xd * xd) / std::sqrt(2.0 * M_PI);  // gelu'
+        e_dg = std::max(e_dg, std::fabs(vt_gelu_gradf(x) - dg));
+    }
+    EXPECT_LT(e_exp, 2.5e-7);
+    EXPECT_LT(e_erf, 2.5e-7);
+    EXPECT_LT(e_cdf, 8e-7);  // relative in the lower tail too (erfc form there, no 1 - erf)
+    EXPECT_LT(e_dg, 2e-7);
+    EXPECT_EQ(vt_expf(INFINITY), INFINITY);
+    EXPECT_EQ(vt_expf(-INFINITY), 0.0f);
+    EXPECT_EQ(vt_expf(89.0f), INFINITY);
+    EXPECT_TRUE(std::isnan(vt_expf(NAN)));
+    EXPECT_TRUE(std::isnan(vt_erff(NAN)));
+    EXPECT_EQ(vt_erff(INFINITY), 1.0f);
+    EXPECT_EQ(vt_erff(-INFINITY), -1.0f);
+    EXPECT_EQ(vt_normcdf(-INFINITY), 0.0f);
+    EXPECT_EQ(vt_sigmoidf(-200.0f), 0.0f);
+    EXPECT_EQ(vt_sigmoidf(200.0f), 1.0f);
+
+    // the same sweep through the ops' vector kernels
+    Releaser R;
+    const int64_t n = (int64_t)xs.size();
+    vt_tensor *x = R(vt_from_f32(1, &n, xs.data()));
+    vt_tensor *gl = R(vt_gelu(x)), *sl = R(vt_silu(x));
+    ASSERT_VT(gl);
+    ASSERT_VT(sl);
+    for (int64_t i = 0; i < n; i++) {
+        const double xd = xs[i], cdf = 0.5 * std::erfc(-xd / std::sqrt(2.0));
+        EXPECT_NEAR(vt_f32(gl)[i], xd * cdf, 1e-6 * std::fabs(xd * cdf) + 1e-37) << "gelu(" << xs[i] << ")";
+        // silu: e^-x overflows below x = -88.7, where silu(x) < 1e-36 comes out as 0
+        EXPECT_NEAR(vt_f32(sl)[i], xd * Sigmoid(xd), 1e-6 * std::fabs(xd * Sigmoid(xd)) + 1e-36) << "silu(" << xs[i] << ")";
     }
 }
 

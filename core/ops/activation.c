@@ -3,68 +3,85 @@
 // its mask from the seed and saves nothing).
 #include "ops_internal.h"
 #include "params.h"
+#include "vmath.h"
 #include <math.h>
 
 // ---- scalar functions --------------------------------------------------------------------
-// Split on the sign so exp never overflows: 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below.
-static inline float sigmoidf_stable(float x) {
-    if (x >= 0) return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
-#define VT_SQRT1_2 0.70710678118654752440f     // 1 / sqrt(2)
-#define VT_INV_SQRT_2PI 0.39894228040143267794f  // 1 / sqrt(2 pi)
-#define QUICK_GELU_K 1.702f                      // OpenAI CLIP's constant
-
-// gelu(x) = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2;  gelu'(x) = Phi(x) + x phi(x)
-static inline float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * VT_SQRT1_2)); }
-static inline float gelu_df(float x) {
-    float cdf = 0.5f * (1.0f + erff(x * VT_SQRT1_2));
-    return cdf + x * VT_INV_SQRT_2PI * expf(-0.5f * x * x);
-}
+// exp, the normal CDF and GELU come from vmath.h (branch-free, so the range kernels below
+// vectorise; libm's expf / erff are scalar calls).
+#define QUICK_GELU_K 1.702f  // OpenAI CLIP's constant
 
 // ---- unary activations -------------------------------------------------------------------
 enum { A_SILU = VT_ACT_SILU, A_SIGMOID = VT_ACT_SIGMOID, A_GELU = VT_ACT_GELU, A_QUICK_GELU = VT_ACT_QUICK_GELU };
 typedef vt_act_params act_params;
 
-static inline float act_f(int kind, float x) {
+// Each kind has its own loop (a switch inside the loop would keep it scalar).
+// y = f(x): silu x s(x), sigmoid s(x), gelu x Phi(x), quick_gelu x s(k x)
+VT_SIMD_CLONES static void act_forward_range(int kind, const float *x, float *y, int64_t n) {
     switch (kind) {
-    case A_SILU: return x * sigmoidf_stable(x);
-    case A_SIGMOID: return sigmoidf_stable(x);
-    case A_GELU: return gelu_f(x);
-    case A_QUICK_GELU: return x * sigmoidf_stable(QUICK_GELU_K * x);
+    case A_SILU:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * vt_sigmoidf(x[i]);
+        break;
+    case A_SIGMOID:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) y[i] = vt_sigmoidf(x[i]);
+        break;
+    case A_GELU:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) y[i] = vt_geluf(x[i]);
+        break;
+    case A_QUICK_GELU:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * vt_sigmoidf(QUICK_GELU_K * x[i]);
+        break;
     }
-    return 0;
 }
 
-// silu' = s (1 + x (1 - s)); sigmoid' = s (1 - s); quick_gelu' = s + k x s (1 - s), s = sigmoid(k x)
-static inline float act_df(int kind, float x) {
+// d = g f'(x): silu' = s (1 + x (1 - s)); sigmoid' = s (1 - s); gelu' = Phi + x phi;
+// quick_gelu' = s + k x s (1 - s), s = sigmoid(k x)
+VT_SIMD_CLONES static void act_backward_range(int kind, const float *g, const float *x, float *d, int64_t n) {
     switch (kind) {
-    case A_SILU: {
-        float s = sigmoidf_stable(x);
-        return s * (1.0f + x * (1.0f - s));
+    case A_SILU:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            const float s = vt_sigmoidf(x[i]);
+            d[i] = g[i] * (s * (1.0f + x[i] * (1.0f - s)));
+        }
+        break;
+    case A_SIGMOID:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            const float s = vt_sigmoidf(x[i]);
+            d[i] = g[i] * (s * (1.0f - s));
+        }
+        break;
+    case A_GELU:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) d[i] = g[i] * vt_gelu_gradf(x[i]);
+        break;
+    case A_QUICK_GELU:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            const float s = vt_sigmoidf(QUICK_GELU_K * x[i]);
+            d[i] = g[i] * (s + QUICK_GELU_K * x[i] * s * (1.0f - s));
+        }
+        break;
     }
-    case A_SIGMOID: {
-        float s = sigmoidf_stable(x);
-        return s * (1.0f - s);
-    }
-    case A_GELU: return gelu_df(x);
-    case A_QUICK_GELU: {
-        float s = sigmoidf_stable(QUICK_GELU_K * x);
-        return s + QUICK_GELU_K * x * s * (1.0f - s);
-    }
-    }
-    return 0;
 }
+
+// Elementwise ops run over chunks of this many elements (one kernel call each; chunks are what
+// the threads share).
+#define ACT_CHUNK 4096
 
 // x [...] -> out [...]
 static vt_err act_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const int kind = ((const act_params *)n->params)->kind;
     const float *x = vt_f32(in[0]);
     float *o = vt_f32(out);
-#pragma omp parallel for if (out->numel > 65536)
-    for (int64_t i = 0; i < out->numel; i++) o[i] = act_f(kind, x[i]);
+    const int64_t N = out->numel;
+#pragma omp parallel for if (N > 65536)
+    for (int64_t c = 0; c < N; c += ACT_CHUNK) act_forward_range(kind, x + c, o + c, N - c < ACT_CHUNK ? N - c : ACT_CHUNK);
     return VT_OK;
 }
 
@@ -76,8 +93,10 @@ static vt_err act_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gi
     if (!gin[0]) return vt_error_code();
     const float *g = vt_f32(gout), *x = vt_f32(n->saved[0]);
     float *d = vt_f32(gin[0]);
-#pragma omp parallel for if (gout->numel > 65536)
-    for (int64_t i = 0; i < gout->numel; i++) d[i] = g[i] * act_df(kind, x[i]);
+    const int64_t N = gout->numel;
+#pragma omp parallel for if (N > 65536)
+    for (int64_t c = 0; c < N; c += ACT_CHUNK)
+        act_backward_range(kind, g + c, x + c, d + c, N - c < ACT_CHUNK ? N - c : ACT_CHUNK);
     return VT_OK;
 }
 
@@ -99,6 +118,24 @@ vt_tensor *vt_gelu(vt_tensor *x) { return activation(&op_gelu, A_GELU, x); }
 vt_tensor *vt_quick_gelu(vt_tensor *x) { return activation(&op_quick_gelu, A_QUICK_GELU, x); }
 
 // ---- GEGLU -------------------------------------------------------------------------------
+// One row: a, g [D] -> o [D] = a * gelu(g)
+VT_SIMD_CLONES static void geglu_forward_row(const float *a, const float *g, float *o, int64_t D) {
+#pragma omp simd
+    for (int64_t j = 0; j < D; j++) o[j] = a[j] * vt_geluf(g[j]);
+}
+
+// One row: go [D], a, g [D] -> da = go gelu(g), dg = go a gelu'(g) (one CDF and one exp for both)
+VT_SIMD_CLONES static void geglu_backward_row(const float *go, const float *a, const float *g, float *da, float *dg,
+                                              int64_t D) {
+#pragma omp simd
+    for (int64_t j = 0; j < D; j++) {
+        float e;
+        const float cdf = vt_normcdf_e(g[j], &e);
+        da[j] = go[j] * (g[j] * cdf);
+        dg[j] = go[j] * a[j] * (cdf + g[j] * VT_INV_SQRT_2PI * e);
+    }
+}
+
 // x [M, 2D] (leading dims flattened) -> out [M, D]: out = a * gelu(g), a = x[:, :D], g = x[:, D:]
 // (the order of diffusers' / lvdm's GEGLU: proj(x).chunk(2, dim=-1) gives hidden, gate).
 static vt_err geglu_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
@@ -107,10 +144,7 @@ static vt_err geglu_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out
     const float *x = vt_f32(in[0]);
     float *o = vt_f32(out);
 #pragma omp parallel for if (out->numel > 65536)
-    for (int64_t m = 0; m < M; m++) {
-        const float *a = x + m * 2 * D, *g = a + D;
-        for (int64_t j = 0; j < D; j++) o[m * D + j] = a[j] * gelu_f(g[j]);
-    }
+    for (int64_t m = 0; m < M; m++) geglu_forward_row(x + m * 2 * D, x + m * 2 * D + D, o + m * D, D);
     return VT_OK;
 }
 
@@ -124,15 +158,8 @@ static vt_err geglu_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **
     const float *x = vt_f32(xt), *go = vt_f32(gout);
     float *dx = vt_f32(gin[0]);
 #pragma omp parallel for if (gout->numel > 65536)
-    for (int64_t m = 0; m < M; m++) {
-        const float *a = x + m * 2 * D, *g = a + D;
-        float *da = dx + m * 2 * D, *dg = da + D;
-        for (int64_t j = 0; j < D; j++) {
-            float gj = go[m * D + j];
-            da[j] = gj * gelu_f(g[j]);
-            dg[j] = gj * a[j] * gelu_df(g[j]);
-        }
-    }
+    for (int64_t m = 0; m < M; m++)
+        geglu_backward_row(go + m * D, x + m * 2 * D, x + m * 2 * D + D, dx + m * 2 * D, dx + m * 2 * D + D, D);
     return VT_OK;
 }
 

@@ -7,11 +7,48 @@
 // both passes.
 #include "ops_internal.h"
 #include "params.h"
+#include "vmath.h"
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
 // ---- softmax -----------------------------------------------------------------------------
+// Row kernels shared by softmax and attention, vectorised (vmath.h's exp, OpenMP simd
+// reductions; the sums stay in double as before, only their order changes).
+
+// y [n] = exp(x - max) / sum exp(x - max) (y may be x); returns the row's log-sum-exp.
+VT_SIMD_CLONES static float softmax_row(const float *x, float *y, int64_t n) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int64_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) {
+        y[j] = vt_expf(x[j] - mx);
+        s += y[j];
+    }
+    const float inv = (float)(1.0 / s);
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) y[j] *= inv;
+    return mx + (float)log(s);
+}
+
+// s [n] <- exp(s - lse): the forward's probabilities from its saved log-sum-exp
+VT_SIMD_CLONES static void exp_shift_row(float *s, float lse, int64_t n) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) s[j] = vt_expf(s[j] - lse);
+}
+
+// dx [n] = y * (g - sum_j g_j y_j) (dx may be g): the softmax Jacobian-vector product
+VT_SIMD_CLONES static void softmax_grad_row(const float *y, const float *g, float *dx, int64_t n) {
+    double dot = 0;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t j = 0; j < n; j++) dot += (double)g[j] * y[j];
+    const float fd = (float)dot;
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) dx[j] = y[j] * (g[j] - fd);
+}
+
 // x [M, n] (leading dims flattened) -> y [M, n], y = exp(x - max) / sum exp(x - max) per row
 static vt_err softmax_forward_cpu(vt_node *nd, vt_tensor *const *in, vt_tensor *out) {
     (void)nd;
@@ -19,19 +56,7 @@ static vt_err softmax_forward_cpu(vt_node *nd, vt_tensor *const *in, vt_tensor *
     const float *x = vt_f32(in[0]);
     float *y = vt_f32(out);
 #pragma omp parallel for if (out->numel > 65536)
-    for (int64_t r = 0; r < M; r++) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < n; j++) mx = xr[j] > mx ? xr[j] : mx;
-        double s = 0;
-        for (int64_t j = 0; j < n; j++) {
-            yr[j] = expf(xr[j] - mx);
-            s += yr[j];
-        }
-        const float inv = (float)(1.0 / s);
-        for (int64_t j = 0; j < n; j++) yr[j] *= inv;
-    }
+    for (int64_t r = 0; r < M; r++) softmax_row(x + r * n, y + r * n, n);
     return VT_OK;
 }
 
@@ -45,13 +70,7 @@ static vt_err softmax_backward_cpu(vt_node *nd, const vt_tensor *gout, vt_tensor
     const float *y = vt_f32(yt), *g = vt_f32(gout);
     float *dx = vt_f32(gin[0]);
 #pragma omp parallel for if (yt->numel > 65536)
-    for (int64_t r = 0; r < M; r++) {
-        const float *yr = y + r * n, *gr = g + r * n;
-        double dot = 0;
-        for (int64_t j = 0; j < n; j++) dot += (double)gr[j] * yr[j];
-        const float fd = (float)dot;
-        for (int64_t j = 0; j < n; j++) dx[r * n + j] = yr[j] * (gr[j] - fd);
-    }
+    for (int64_t r = 0; r < M; r++) softmax_grad_row(y + r * n, g + r * n, dx + r * n, n);
     return VT_OK;
 }
 
@@ -98,21 +117,8 @@ static void attn_probs(const attention_params *p, int64_t i0, int64_t rows, int6
         float *sr = S + r * ncol;
         const int64_t nk = attn_row_keys(p, i0 + r);
         for (int64_t j = nk; j < ncol; j++) sr[j] = 0.0f;  // masked keys: probability 0
-        if (lse_in) {
-            const float l = lse_in[r];
-            for (int64_t j = 0; j < nk; j++) sr[j] = expf(sr[j] - l);
-            continue;
-        }
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < nk; j++) mx = sr[j] > mx ? sr[j] : mx;
-        double s = 0;
-        for (int64_t j = 0; j < nk; j++) {
-            sr[j] = expf(sr[j] - mx);
-            s += sr[j];
-        }
-        const float inv = (float)(1.0 / s);
-        for (int64_t j = 0; j < nk; j++) sr[j] *= inv;
-        lse_out[r] = mx + (float)log(s);
+        if (lse_in) exp_shift_row(sr, lse_in[r], nk);
+        else lse_out[r] = softmax_row(sr, sr, nk);
     }
 }
 
@@ -201,12 +207,7 @@ static vt_err attention_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tenso
             vt_sgemm(0, 1, rows, ncol, p->d, 1.0f, gi, C, v + ko, C, 0.0f, dp, ncol);
 #pragma omp parallel for if (!omp_in_parallel() && rows * ncol > 65536)
             for (int64_t r = 0; r < rows; r++) {
-                const float *pr = s + r * ncol;
-                float *dr = dp + r * ncol;
-                double dot = 0;
-                for (int64_t j = 0; j < ncol; j++) dot += (double)pr[j] * dr[j];
-                const float fd = (float)dot;
-                for (int64_t j = 0; j < ncol; j++) dr[j] = pr[j] * (dr[j] - fd);  // masked: P = 0
+                softmax_grad_row(s + r * ncol, dp + r * ncol, dp + r * ncol, ncol);  // masked: P = 0
             }
             if (dq) vt_sgemm(0, 0, rows, p->d, ncol, p->scale, dp, ncol, k + ko, C, 0.0f, dq + qo + i0 * C, C);
             if (dk) vt_sgemm(1, 0, ncol, p->d, rows, p->scale, dp, ncol, qi, C, 1.0f, dk + ko, C);
