@@ -284,7 +284,16 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Attention,
                                            AttnCase{1, 6, 4, 3, 2, false},   // Lq > Lk, three heads
                                            AttnCase{2, 6, 6, 2, 4, true},    // causal self-attention
                                            AttnCase{1, 7, 4, 2, 3, true},    // causal, rows past Lk see all
-                                           AttnCase{1, 3, 8, 1, 5, true}),   // causal, Lq < Lk
+                                           AttnCase{1, 3, 8, 1, 5, true},    // causal, Lq < Lk
+                                           // the direct small-attention kernels (Lk <= 16, d a multiple of
+                                           // 8): row blocks of 4 with a short last block, keys padded to 8
+                                           AttnCase{2, 5, 7, 2, 8, false},
+                                           AttnCase{1, 6, 6, 3, 8, true},
+                                           AttnCase{3, 16, 16, 2, 16, false},
+                                           AttnCase{1, 9, 13, 1, 24, true},
+                                           // the BLAS row-block path (more keys, or d not a multiple of 8)
+                                           AttnCase{2, 50, 60, 2, 3, false},
+                                           AttnCase{1, 60, 45, 2, 8, true}),
                          [](const ::testing::TestParamInfo<AttnCase> &i) {
                              const AttnCase &c = i.param;
                              return "B" + std::to_string(c.B) + "_Lq" + std::to_string(c.Lq) + "_Lk" +
@@ -302,6 +311,17 @@ TEST(AttentionOp, OnlyRequestedGradients) {
     vt_requires_grad(v, 0);
     vt_requires_grad(q, 1);
     ExpectGradsMatch([](auto &in) { return vt_attention(in[0], in[1], in[2], 3, 0.4f, 1); }, {q, k, v});
+    vt_requires_grad(q, 0);
+    // the same through the direct small kernels (d = 8)
+    vt_tensor *q8 = R(RandN({2, 5, 16}, 24)), *k8 = R(RandN({2, 6, 16}, 25)), *v8 = R(RandN({2, 6, 16}, 26));
+    vt_requires_grad(v8, 1);
+    ExpectGradsMatch([](auto &in) { return vt_attention(in[0], in[1], in[2], 2, 0.4f, 0); }, {q8, k8, v8});
+    EXPECT_EQ(q8->grad, nullptr);
+    EXPECT_EQ(k8->grad, nullptr);
+    vt_requires_grad(v8, 0);
+    vt_requires_grad(k8, 1);
+    ExpectGradsMatch([](auto &in) { return vt_attention(in[0], in[1], in[2], 2, 0.4f, 1); }, {q8, k8, v8});
+    EXPECT_EQ(v8->grad, nullptr);
 }
 
 TEST(AttentionOp, BlockedRowsMatchComposedOps) {
