@@ -11,61 +11,120 @@
 // tape: one more pass over x, nothing extra held, and exact in double.
 #include "ops_internal.h"
 #include "params.h"
+#include "vmath.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef vt_norm_params norm_params;
 
-// Sums in double with four partial sums (independent chains: the loop runs at throughput, not
-// at the latency of one dependent add per element).
-static double sum_f64(const float *x, int64_t n) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        a0 += x[i];
-        a1 += x[i + 1];
-        a2 += x[i + 2];
-        a3 += x[i + 3];
-    }
-    for (; i < n; i++) a0 += x[i];
-    return (a0 + a1) + (a2 + a3);
+// Sums in double, vectorised (OpenMP simd reductions: independent lanes, so the loops run at
+// throughput, not at the latency of one dependent add per element).
+static inline double sum_f64(const float *x, int64_t n) {
+    double a = 0;
+#pragma omp simd reduction(+ : a)
+    for (int64_t i = 0; i < n; i++) a += x[i];
+    return a;
 }
 
 // sum (x - mu)^2
-static double sumsq_centred(const float *x, int64_t n, double mu) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const double d0 = x[i] - mu, d1 = x[i + 1] - mu, d2 = x[i + 2] - mu, d3 = x[i + 3] - mu;
-        a0 += d0 * d0;
-        a1 += d1 * d1;
-        a2 += d2 * d2;
-        a3 += d3 * d3;
-    }
-    for (; i < n; i++) {
+static inline double sumsq_centred(const float *x, int64_t n, double mu) {
+    double a = 0;
+#pragma omp simd reduction(+ : a)
+    for (int64_t i = 0; i < n; i++) {
         const double d = x[i] - mu;
-        a0 += d * d;
+        a += d * d;
     }
-    return (a0 + a1) + (a2 + a3);
+    return a;
 }
 
 // *sg = sum g,  *sgx = sum g (x - mu)
-static void sums_g_gx(const float *g, const float *x, int64_t n, double mu, double *sg, double *sgx) {
-    double a0 = 0, a1 = 0, b0 = 0, b1 = 0;
-    int64_t i = 0;
-    for (; i + 2 <= n; i += 2) {
-        a0 += g[i];
-        a1 += g[i + 1];
-        b0 += (double)g[i] * (x[i] - mu);
-        b1 += (double)g[i + 1] * (x[i + 1] - mu);
+static inline void sums_g_gx(const float *g, const float *x, int64_t n, double mu, double *sg, double *sgx) {
+    double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+    for (int64_t i = 0; i < n; i++) {
+        a += g[i];
+        b += (double)g[i] * (x[i] - mu);
     }
-    for (; i < n; i++) {
-        a0 += g[i];
-        b0 += (double)g[i] * (x[i] - mu);
+    *sg = a;
+    *sgx = b;
+}
+
+// ---- layer norm rows (S == 1, G == 1: the statistics run along the contiguous features) ----
+// Separate kernels so that every loop runs over the C features of a row: the general kernels'
+// per-channel loops over S would be loops of one element here.
+
+// x [C] -> y [C] = (x - mean) rstd w + b (w, b NULL: 1, 0)
+VT_SIMD_CLONES static void ln_row_forward(const float *x, const float *w, const float *b, float *y, int64_t C,
+                                          double eps) {
+    const double mu = sum_f64(x, C) / (double)C, rs = 1.0 / sqrt(sumsq_centred(x, C, mu) / (double)C + eps);
+    if (w && b) {
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) y[c] = (float)((x[c] - mu) * rs * w[c] + b[c]);
+    } else {
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) y[c] = (float)((x[c] - mu) * rs * (w ? w[c] : 1.0f) + (b ? b[c] : 0.0f));
     }
-    *sg = a0 + a1;
-    *sgx = b0 + b1;
+}
+
+// g, x [C] -> dx [C] = rstd (gy - mean(gy) - xh mean(gy xh)), gy = g w, xh = (x - mean) rstd
+VT_SIMD_CLONES static void ln_row_backward(const float *g, const float *x, const float *w, float *dx, int64_t C,
+                                           double eps) {
+    const double mu = sum_f64(x, C) / (double)C, rs = 1.0 / sqrt(sumsq_centred(x, C, mu) / (double)C + eps);
+    double sg = 0, sgx = 0;
+#pragma omp simd reduction(+ : sg, sgx)
+    for (int64_t c = 0; c < C; c++) {
+        const double gy = (double)g[c] * (w ? w[c] : 1.0f);
+        sg += gy;
+        sgx += gy * (x[c] - mu);
+    }
+    sg /= (double)C;
+    sgx *= rs / (double)C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; c++)
+        dx[c] = (float)(rs * ((double)g[c] * (w ? w[c] : 1.0f) - sg - (x[c] - mu) * rs * sgx));
+}
+
+// ---- group norm groups: Cg channels of S contiguous elements each ---------------------------
+// x [Cg*S] of one (n, group) -> mean, 1 / sqrt(var + eps)
+VT_SIMD_CLONES static void gn_group_stats(const float *x, int64_t M, double eps, double *mean, double *rstd) {
+    const double mu = sum_f64(x, M) / (double)M;
+    *mean = mu;
+    *rstd = 1.0 / sqrt(sumsq_centred(x, M, mu) / (double)M + eps);
+}
+
+// y = (x - mean) rstd w[c] + b[c] on one group (w, b at the group's first channel, or NULL)
+VT_SIMD_CLONES static void gn_group_forward(const float *x, const float *w, const float *b, float *y, int64_t Cg,
+                                            int64_t S, double mu, double rs) {
+    for (int64_t cc = 0; cc < Cg; cc++) {
+        const double a = rs * (w ? w[cc] : 1.0), sh = (b ? b[cc] : 0.0) - mu * a;
+        const float *xc = x + cc * S;
+        float *yc = y + cc * S;
+#pragma omp simd
+        for (int64_t s = 0; s < S; s++) yc[s] = (float)(xc[s] * a + sh);
+    }
+}
+
+// dx = rstd (gy - mean(gy) - xh mean(gy xh)) on one group, gy = g w[c], xh = (x - mean) rstd
+VT_SIMD_CLONES static void gn_group_backward(const float *g, const float *x, const float *w, float *dx, int64_t Cg,
+                                             int64_t S, double mu, double rs) {
+    double sg = 0, sgx = 0;
+    for (int64_t cc = 0; cc < Cg; cc++) {  // sum_s g w = w sum_s g, likewise for g (x - mu)
+        double a, b;
+        sums_g_gx(g + cc * S, x + cc * S, S, mu, &a, &b);
+        sg += (w ? w[cc] : 1.0) * a;
+        sgx += (w ? w[cc] : 1.0) * b;
+    }
+    const double M = (double)(Cg * S);
+    sg /= M;
+    sgx *= rs / M;
+    for (int64_t cc = 0; cc < Cg; cc++) {
+        const double wc = w ? w[cc] : 1.0;
+        const float *gc = g + cc * S, *xc = x + cc * S;
+        float *dc = dx + cc * S;
+#pragma omp simd
+        for (int64_t s = 0; s < S; s++) dc[s] = (float)(rs * (gc[s] * wc - sg - (xc[s] - mu) * rs * sgx));
+    }
 }
 
 // Per (n, g): mean and 1 / sqrt(var + eps) of the Cg*S contiguous elements of the group.
@@ -73,12 +132,7 @@ static void sums_g_gx(const float *g, const float *x, int64_t n, double mu, doub
 static void norm_stats(const norm_params *p, const float *x, double *mean, double *rstd) {
     const int64_t M = p->C / p->G * p->S, NG = p->N * p->G;
 #pragma omp parallel for if (NG * M > 65536)
-    for (int64_t ng = 0; ng < NG; ng++) {
-        const float *xg = x + ng * M;
-        const double mu = sum_f64(xg, M) / (double)M;
-        mean[ng] = mu;
-        rstd[ng] = 1.0 / sqrt(sumsq_centred(xg, M, mu) / (double)M + (double)p->eps);
-    }
+    for (int64_t ng = 0; ng < NG; ng++) gn_group_stats(x + ng * M, M, (double)p->eps, mean + ng, rstd + ng);
 }
 
 // x [N, C, S], w, b [C] or NULL -> y [N, C, S] = (x - mean) * rstd * w[c] + b[c]
@@ -88,6 +142,11 @@ static vt_err norm_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
     const float *x = vt_f32(in[0]);
     const float *w = in[1] ? vt_f32(in[1]) : NULL, *b = in[2] ? vt_f32(in[2]) : NULL;
     float *y = vt_f32(out);
+    if (S == 1 && p->G == 1) {  // layer norm
+#pragma omp parallel for if (out->numel > 65536)
+        for (int64_t r = 0; r < p->N; r++) ln_row_forward(x + r * p->C, w, b, y + r * p->C, p->C, (double)p->eps);
+        return VT_OK;
+    }
     double *mean = malloc((size_t)(NG ? NG : 1) * 2 * sizeof(double));
     if (!mean) return vt_error(VT_ERR_OOM, "out of host memory for norm statistics");
     double *rstd = mean + NG;
@@ -95,11 +154,7 @@ static vt_err norm_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
 #pragma omp parallel for if (out->numel > 65536)
     for (int64_t ng = 0; ng < NG; ng++) {
         const int64_t c0 = ng % p->G * Cg;
-        for (int64_t cc = 0; cc < Cg; cc++) {
-            const int64_t c = c0 + cc, off = (ng * Cg + cc) * S;
-            const double a = rstd[ng] * (w ? w[c] : 1.0), sh = (b ? b[c] : 0.0) - mean[ng] * a;
-            for (int64_t s = 0; s < S; s++) y[off + s] = (float)(x[off + s] * a + sh);
-        }
+        gn_group_forward(x + ng * Cg * S, w ? w + c0 : NULL, b ? b + c0 : NULL, y + ng * Cg * S, Cg, S, mean[ng], rstd[ng]);
     }
     free(mean);
     return VT_OK;
@@ -112,45 +167,27 @@ static vt_err norm_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
     const int64_t NG = p->N * p->G, Cg = p->C / p->G, S = p->S, M = Cg * S, C = p->C;
     const float *x = vt_f32(n->saved[0]), *g = vt_f32(gout);
     const float *w = n->saved[1] ? vt_f32(n->saved[1]) : NULL;
+    vt_err e = VT_OK;
+    if (S == 1 && p->G == 1 && n->need[0]) {  // layer norm's dx: row kernels
+        gin[0] = vt_empty(VT_F32, VT_CPU, n->in_ndim[0], n->in_shape[0]);
+        if (!gin[0]) return vt_error_code();
+        float *dx = vt_f32(gin[0]);
+#pragma omp parallel for if (NG * M > 65536)
+        for (int64_t r = 0; r < p->N; r++) ln_row_backward(g + r * C, x + r * C, w, dx + r * C, C, (double)p->eps);
+        if (!n->need[1] && !n->need[2]) return VT_OK;
+    }
     double *mean = malloc((size_t)(NG ? NG : 1) * 2 * sizeof(double));
     if (!mean) return vt_error(VT_ERR_OOM, "out of host memory for norm statistics");
     double *rstd = mean + NG;
     norm_stats(p, x, mean, rstd);
-    vt_err e = VT_OK;
-    if (n->need[0]) {
+    if (n->need[0] && !gin[0]) {
         gin[0] = vt_empty(VT_F32, VT_CPU, n->in_ndim[0], n->in_shape[0]);
         if (!gin[0]) { e = vt_error_code(); goto done; }
         float *dx = vt_f32(gin[0]);
 #pragma omp parallel for if (NG * M > 65536)
         for (int64_t ng = 0; ng < NG; ng++) {
             const int64_t c0 = ng % p->G * Cg, base = ng * M;
-            const double mu = mean[ng], rs = rstd[ng];
-            double sg = 0, sgx = 0;
-            if (S == 1 || !w) {  // layer norm (one weight per element) or no affine
-                for (int64_t i = 0; i < M; i++) {
-                    const double gy = g[base + i] * (w ? w[c0 + i / S] : 1.0);
-                    sg += gy;
-                    sgx += gy * (x[base + i] - mu);
-                }
-            } else {  // per channel: sum_s g w = w sum_s g, likewise for g (x - mu)
-                for (int64_t cc = 0; cc < Cg; cc++) {
-                    double a, b;
-                    sums_g_gx(g + base + cc * S, x + base + cc * S, S, mu, &a, &b);
-                    sg += w[c0 + cc] * a;
-                    sgx += w[c0 + cc] * b;
-                }
-            }
-            sgx *= rs;
-            sg /= (double)M;
-            sgx /= (double)M;
-            for (int64_t cc = 0; cc < Cg; cc++) {
-                const double wc = w ? w[c0 + cc] : 1.0;
-                const int64_t off = base + cc * S;
-                for (int64_t s = 0; s < S; s++) {
-                    const double xh = (x[off + s] - mu) * rs;
-                    dx[off + s] = (float)(rs * (g[off + s] * wc - sg - xh * sgx));
-                }
-            }
+            gn_group_backward(g + base, x + base, w ? w + c0 : NULL, dx + base, Cg, S, mean[ng], rstd[ng]);
         }
     }
     if (n->need[1] || n->need[2]) {
