@@ -31,7 +31,9 @@ typedef union vt_f32_bits { float f; int32_t i; } vt_f32_bits;
 // exponent bits as 2^(n-1) * 2 so n = 128 (x up to ln FLT_MAX) stays a normal float.
 // x > ln FLT_MAX -> inf, x < -86.9 -> 0 (results below 1.8e-38 are flushed), NaN -> NaN.
 static inline float vt_expf(float x) {
-    float xc = x < -86.9f ? -86.9f : x;  // NaN compares false and passes through
+    // NaN goes to -86.9 here (a NaN reaching the int conversion below would be undefined) and
+    // is put back at the end
+    float xc = x > -86.9f ? x : -86.9f;
     xc = xc > 88.72283f ? 88.72283f : xc;
     // round to nearest by the 1.5 * 2^23 trick (no floorf: SSE2 has no vector rounding)
     const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -45,10 +47,11 @@ static inline float vt_expf(float x) {
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     vt_f32_bits s;
-    s.i = ((int32_t)n + 126) << 23;  // 2^(n - 1)
+    s.i = (int32_t)((uint32_t)((int32_t)n + 126) << 23);  // 2^(n - 1); n + 126 in [1, 254]
     float y = p * s.f * 2.0f;
     y = x > 88.72283f ? INFINITY : y;
-    return x < -86.9f ? 0.0f : y;
+    y = x < -86.9f ? 0.0f : y;
+    return x == x ? y : x;
 }
 
 // erf(a) / a = P(a^2) on |a| < 1: least-squares-minimax fit, relative error 1.2e-9 (in exact
