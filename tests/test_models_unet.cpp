@@ -180,6 +180,87 @@ TEST(Unet3d, LoraGradientsMatchFiniteDifferences) {
     for (vt_tensor *p : params) vt_zero_grad(p);
 }
 
+// Cross-attention projects the text context once per sample and shares k, v over the sample's
+// frames (q seen as [B, T*Lq, C]). A batch of 2 samples x 3 frames must give each sample what it
+// gives alone, and the shared k, v must collect every frame's gradient: d context per sample and
+// the LoRA gradients (summed over samples) equal those of the single-sample runs; d context and
+// the to_k / to_v LoRA gradients also match finite differences.
+TEST(Unet3d, CrossAttentionSharesContextOverFrames) {
+    TinyUnet m;
+    ASSERT_VT(m.u);
+    vt_unet3d_lora_config lc = {2, 2.0f, VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V, 13};
+    ASSERT_VT_OK(vt_unet3d_add_lora(m.u, &lc));
+    vt_rng rng;
+    vt_rng_seed(&rng, 21);
+    for (int i = 1; i < vt_unet3d_n_lora(m.u); i += 2) vt_fill_normal(vt_unet3d_lora_param(m.u, i, nullptr), &rng, 0, 0.1f);
+    Releaser R;
+    const int T = 3;
+    vt_tensor *x = R(RandN({2, 4, T, 4, 4}, 1)), *ctx = R(RandN({2, 3, 24}, 2)), *cot = R(RandN({2, 4, T, 4, 4}, 3));
+    vt_tensor *ts = R(I64({500, 20})), *fps = R(I64({24, 8}));
+    vt_requires_grad(x, 1);
+    vt_requires_grad(ctx, 1);
+    size_t saved = 0;
+    vt_tensor *out2 = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 0));
+    ASSERT_VT(out2);
+    auto g2 = RunGrads(m.u, 0, x, ts, ctx, fps, cot, &saved);  // x, ctx, LoRA...
+    ASSERT_EQ(g2.size(), 2u + (size_t)vt_unet3d_n_lora(m.u));
+    std::vector<std::vector<float>> lora_sum(g2.size());
+    for (int b = 0; b < 2; b++) {
+        vt_tensor *xb = R(vt_detach(R(vt_slice(x, 0, b, 1)))), *cb = R(vt_detach(R(vt_slice(ctx, 0, b, 1))));
+        vt_tensor *rb = R(vt_slice(cot, 0, b, 1)), *tb = R(I64({b ? 20 : 500})), *fb = R(I64({b ? 8 : 24}));
+        vt_requires_grad(xb, 1);
+        vt_requires_grad(cb, 1);
+        vt_tensor *o1 = R(vt_unet3d_forward(m.u, xb, tb, cb, fb, 0));
+        ASSERT_VT(o1);
+        vt_tensor *o2b = R(vt_slice(out2, 0, b, 1));
+        EXPECT_LT(vt_rel_err(o2b, o1), 1e-5) << "sample " << b;
+        auto g1 = RunGrads(m.u, 0, xb, tb, cb, fb, rb, &saved);
+        ASSERT_EQ(g1.size(), g2.size());
+        for (size_t k = 0; k < 2; k++) {  // d x, d context of sample b
+            const size_t n = g1[k].size();
+            double num = 0, den = 0;
+            for (size_t i = 0; i < n; i++) {
+                num = std::max(num, (double)std::fabs(g2[k][b * n + i] - g1[k][i]));
+                den = std::max(den, (double)std::fabs(g1[k][i]));
+            }
+            EXPECT_LT(num / den, 1e-4) << (k ? "grad context" : "grad x") << " of sample " << b;
+        }
+        for (size_t k = 2; k < g1.size(); k++) {
+            lora_sum[k].resize(g1[k].size());
+            for (size_t i = 0; i < g1[k].size(); i++) lora_sum[k][i] += g1[k][i];
+        }
+    }
+    for (size_t k = 2; k < g2.size(); k++) {
+        double num = 0, den = 0;
+        for (size_t i = 0; i < g2[k].size(); i++) {
+            num = std::max(num, (double)std::fabs(g2[k][i] - lora_sum[k][i]));
+            den = std::max(den, (double)std::fabs(lora_sum[k][i]));
+        }
+        const char *name;
+        vt_unet3d_lora_param(m.u, (int)k - 2, &name);
+        EXPECT_LT(num / std::max(den, 1e-30), 1e-4) << name;
+    }
+    // finite differences: the context and the cross-attention to_k / to_v LoRA of one block
+    std::vector<vt_tensor *> params = {ctx};
+    for (int i = 0; i < vt_unet3d_n_lora(m.u); i++) {
+        const char *name;
+        vt_tensor *p = vt_unet3d_lora_param(m.u, i, &name);
+        std::string n(name);
+        if (n.find("input_blocks.1.1.transformer_blocks.0.attn2.to_k.lora_A") != std::string::npos ||
+            n.find("input_blocks.1.1.transformer_blocks.0.attn2.to_v.lora_B") != std::string::npos)
+            params.push_back(p);
+    }
+    ASSERT_EQ(params.size(), 3u);
+    vt_requires_grad(x, 0);
+    GradCheckOptions o;
+    o.eps = 5e-2;
+    o.max_elems = 6;
+    o.rtol = 2e-2;
+    o.atol = 1e-4;
+    ExpectGradsMatch([&](const std::vector<vt_tensor *> &) { return vt_unet3d_forward(m.u, x, ts, ctx, fps, 0); },
+                     params, o);
+}
+
 TEST(Unet3d, LoraNamesAndLoad) {
     TinyUnet m;
     ASSERT_VT(m.u);

@@ -687,7 +687,7 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
         if (!f) return NULL;
         *f = local;
     }
-    vt_tensor *out = NULL, *emb = NULL, *embr = NULL, *ctxr = NULL, *h = NULL, *fpsb = NULL;
+    vt_tensor *out = NULL, *emb = NULL, *embr = NULL, *h = NULL, *fpsb = NULL;
     vt_tensor *hs[UNET_MAX_BLOCKS] = {0};
     int n_hs = 0;
 
@@ -704,18 +704,19 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
         vt_release(emb);
         emb = sum;
     }
+    // the embedding per frame; the context stays per sample (cross-attention projects its keys
+    // and values once per sample and shares them over the frames)
     embr = vt_repeat_interleave(emb, 0, T);
-    ctxr = vt_repeat_interleave(context, 0, T);
     h = unet_fold(x);
-    if (!embr || !ctxr || !h) goto done;
+    if (!embr || !h) goto done;
 
     for (int i = 0; i < u->n_input; i++) {
-        vt_tensor *nh = block_forward(u, f, &u->input[i], h, embr, ctxr);
+        vt_tensor *nh = block_forward(u, f, &u->input[i], h, embr, context);
         vt_release(h);
         h = nh;
         act(u, "input_blocks.%d", i, h);
         if (i == 0 && u->has_init_attn) {
-            nh = unet_transformer_forward(f, &u->init_attn, h, ctxr);
+            nh = unet_transformer_forward(f, &u->init_attn, h, context);
             vt_release(h);
             h = nh;
             act(u, "init_attn", 0, h);
@@ -724,7 +725,7 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
         hs[n_hs++] = vt_retain(h);
     }
     {
-        vt_tensor *nh = block_forward(u, f, &u->middle, h, embr, ctxr);
+        vt_tensor *nh = block_forward(u, f, &u->middle, h, embr, context);
         vt_release(h);
         h = nh;
         act(u, "middle_block", 0, h);
@@ -735,7 +736,7 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
         vt_release(h);
         vt_release(hs[n_hs]);
         hs[n_hs] = NULL;
-        h = cat ? block_forward(u, f, &u->output[i], cat, embr, ctxr) : NULL;
+        h = cat ? block_forward(u, f, &u->output[i], cat, embr, context) : NULL;
         vt_release(cat);
         act(u, "output_blocks.%d", i, h);
     }
@@ -751,7 +752,6 @@ done:
     vt_release(h);
     vt_release(emb);
     vt_release(embr);
-    vt_release(ctxr);
     vt_release(fpsb);
     if (!out) vt_error_context("unet3d forward: ");
     return out;
@@ -933,7 +933,8 @@ static void flops_attn(flop_acc *a, const vt_unet3d_config *c, double npix, doub
                        double L) {
     int heads, dh;
     vt_unet3d_heads(c, (int)ch, &heads, &dh);
-    flops_transformer(a, c, 0, npix, ch, (double)heads * dh, c->transformer_depth, hw, nf * L, L);
+    // the text keys / values are projected once per sample (nf / T samples), not per frame
+    flops_transformer(a, c, 0, npix, ch, (double)heads * dh, c->transformer_depth, hw, nf / T * L, L);
     if (c->temporal_attention)
         flops_transformer(a, c, 1, npix, ch, (double)heads * dh, vt_unet3d_temporal_depth(c), T, 0, 0);
 }

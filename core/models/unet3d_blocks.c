@@ -339,25 +339,47 @@ static vt_tensor *relpos_attention(const unet_attention *a, vt_tensor *q, vt_ten
     return out;
 }
 
-// x [N, Lq, Cq], ctx [N, Lk, Ck] -> [N, Lq, Cq]; softmax(q k^T d_head^-0.5) v per head
-// (+ relative positions when the module has them).
+// x [N, Lq, Cq], ctx [Nc, Lk, Ck] -> [N, Lq, Cq]; softmax(q k^T d_head^-0.5) v per head
+// (+ relative positions when the module has them). Self-attention: ctx = x. Cross-attention: ctx
+// is the text context of each sample, Nc = B, while x holds N = B*T frames (row b*T + t) or
+// B*H*W pixels (temporal): every row of sample b attends to the same keys, so k and v are
+// projected once per sample, not per row (lvdm repeats the context), and q is seen as
+// [B, (N/B)*Lq, C] (the rows of a sample are consecutive; each query attends independently, so
+// this is the same attention). The tape carries the rows' gradients into the shared k, v
+// (summed by the attention's backward GEMMs) and on to ctx / LoRA. Relative positions index the
+// query position, so there the projected k, v are repeated to N rows instead.
 static vt_tensor *attention_forward(const unet_frame *f, const unet_attention *a, vt_tensor *x, vt_tensor *ctx,
                                     int causal) {
     scope s = {0};
-    vt_tensor *q = keep(&s, unet_linear_forward(f, &a->to_q, x));
-    vt_tensor *k = keep(&s, unet_linear_forward(f, &a->to_k, ctx));
+    const int64_t N = x->shape[0], Lq = x->shape[1];
+    int64_t Nc = ctx->shape[0];
+    if (Nc < 1 || N % Nc != 0) {
+        char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
+        vt_error(VT_ERR_SHAPE, "unet3d attention: context %s does not divide the batch of x %s",
+                 vt_shape_str(ctx, s1, sizeof s1), vt_shape_str(x, s2, sizeof s2));
+        return NULL;
+    }
+    vt_tensor *q = keep(&s, unet_linear_forward(f, &a->to_q, x));     // [N, Lq, inner]
+    vt_tensor *k = keep(&s, unet_linear_forward(f, &a->to_k, ctx));   // [Nc, Lk, inner]
     vt_tensor *v = keep(&s, unet_linear_forward(f, &a->to_v, ctx));
+    if (Nc != N && (a->rel_k || causal)) {  // position terms need one row of keys per row of queries
+        k = keep(&s, vt_repeat_interleave(k, 0, N / Nc));
+        v = keep(&s, vt_repeat_interleave(v, 0, N / Nc));
+        Nc = N;
+    }
+    if (q && Nc != N) q = keep(&s, vt_reshape(q, 3, (int64_t[]){Nc, N / Nc * Lq, q->shape[2]}));
     float scale = (float)(1.0 / sqrt((double)a->d_head));
     vt_tensor *o = keep(&s, !(q && k && v) ? NULL
                             : a->rel_k    ? relpos_attention(a, q, k, v, scale, causal)
                                           : vt_attention(q, k, v, a->heads, scale, causal));
+    if (o && Nc != N) o = keep(&s, vt_reshape(o, 3, (int64_t[]){N, Lq, o->shape[2]}));
     vt_tensor *out = o ? unet_linear_forward(f, &a->to_out, o) : NULL;
     scope_end(&s);
     return out;
 }
 
 // ---- BasicTransformerBlock ----------------------------------------------------------------
-// x [N, L, C], ctx [N, Lc, Dc] (cross) -> [N, L, C]
+// x [N, L, C], ctx [B, Lc, Dc] (cross; N = B*T) -> [N, L, C]
 static vt_tensor *tblock_forward(const unet_frame *f, const unet_tblock *t, vt_tensor *x, vt_tensor *ctx) {
     scope s = {0};
     vt_tensor *h = keep(&s, vt_layer_norm(x, t->norm1.w, t->norm1.b, 1e-5f));
@@ -393,10 +415,11 @@ static vt_tensor *tblock_run(const unet_frame *f, const unet_tblock *t, vt_tenso
 }
 
 // ---- Spatial / Temporal transformer -------------------------------------------------------
-// The text context of a temporal cross-attention: lvdm repeats each sample's frames
+// The text context of a temporal cross-attention: lvdm repeats each frame's context
 // 't l d -> (t r) l d' with r = HW / T and pairs the copies with the sample's HW pixel rows, so
-// pixel p reads frame p / r's context. ctx [(B*T), L, D] (row b*T + t) -> [(B*HW), L, D]: the
-// row b*HW + p = (b*T + t)*r + i is exactly repeat_interleave by r.
+// pixel p reads frame p / r's context. The frames of a sample share one context, so every pixel
+// row of sample b reads context[b]: ctx [B, L, D] serves the [(B*HW), T, C] tokens as it is
+// (attention_forward shares it over a sample's rows). Upstream's shape rule is kept.
 static vt_tensor *temporal_context(vt_tensor *ctx, int64_t T, int64_t HW) {
     if (!ctx) return NULL;
     if (HW % T) {
@@ -404,7 +427,7 @@ static vt_tensor *temporal_context(vt_tensor *ctx, int64_t T, int64_t HW) {
                  "(lvdm repeats each frame's context H*W/T times)", (long long)HW, (long long)T);
         return NULL;
     }
-    return vt_repeat_interleave(ctx, 0, HW / T);
+    return vt_retain(ctx);
 }
 
 // Spatial: x [(B*T), C, H, W] -> GroupNorm -> tokens [(B*T), H*W, C] (token y*W + x).

@@ -146,7 +146,8 @@ void unet_free_transformer(unet_transformer *t);
 vt_tensor *unet_linear_forward(const unet_frame *f, const unet_linear *l, vt_tensor *x);
 // x [(B*T), Cin, H, W], emb [(B*T), E] -> [(B*T), Cout, H, W]
 vt_tensor *unet_resblock_forward(const unet_frame *f, const unet_resblock *r, vt_tensor *x, vt_tensor *emb);
-// x [(B*T), C, H, W], context [(B*T), L, D] (ignored by temporal ones) -> same shape as x
+// x [(B*T), C, H, W], context [B, L, D] (once per sample, not per frame; ignored by temporal
+// ones) -> same shape as x
 vt_tensor *unet_transformer_forward(const unet_frame *f, const unet_transformer *t, vt_tensor *x, vt_tensor *context);
 // Keeps p (malloc'd) until vt_unet3d_release_segments: segment closures and frames must
 // outlive the backward. Returns p, or NULL (p freed, error set) when out of memory.
