@@ -12,8 +12,9 @@ on the same config, the same weights and the same inputs, in the same run.
   3. Prints min and median ms of each side and the ratio torch / vader (> 1: vader faster).
 
 Both sides use the same thread count: torch.set_num_threads(N) and OMP_NUM_THREADS =
-OPENBLAS_NUM_THREADS = N (+ --threads N) for vader. forward = no autograd (vader: no tape,
-torch: torch.no_grad()); forward+backward = forward recording autograd + backward of
+OPENBLAS_NUM_THREADS = N (+ --threads N) for vader. forward = no autograd (vader: no tape, as an
+untaped sampling step runs it: LoRA merged and the context's K/V cached once, untimed, unless
+--no-fast; torch: torch.no_grad() on the unmerged model); forward+backward = forward recording autograd + backward of
 sum(out * grad_out) into x and the LoRA parameters. With --rounds K the two sides alternate
 K times (statistics over all reps), which evens out load from other processes.
 
@@ -45,6 +46,8 @@ def run_vader(args, workdir, round_idx, save):
         cmd += ["--mc", str(args.mc)]
     if args.checkpoint:
         cmd += ["--checkpoint"]
+    if args.no_fast:
+        cmd += ["--no-fast"]
     if save:
         cmd += ["--save-weights", os.path.join(workdir, "weights.safetensors"),
                 "--save-io", os.path.join(workdir, "io.safetensors")]
@@ -127,6 +130,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=1, help="alternate vader / torch this many times")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--checkpoint", action="store_true", help="vader checkpoint segments (recompute)")
+    ap.add_argument("--no-fast", action="store_true", help="vader's untaped forward without the merged LoRA "
+                    "and the cached context K/V (by default both are made once, untimed, as vader's sampling "
+                    "loop does once per optimisation step)")
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin", "vader-unet_bench"))
     ap.add_argument("--workdir", default=None, help="keep weights / io / json here (default: a temp dir)")
     ap.add_argument("--json", default=None, help="write the combined results here")
@@ -173,6 +179,8 @@ def main():
           f"{meta['n_params'] / 1e6:.1f} M params; x [{sh['batch']}, {c['in_channels']}, {sh['frames']}, "
           f"{sh['size']}, {sh['size']}], context [{sh['batch']}, {sh['ctx']}, {c['context_dim']}]; LoRA r "
           f"{meta['lora']['rank']} on to_q/to_k/to_v")
+    print("vader untaped forward: " + (f"LoRA merged + context K/V cached once ({meta['merge_ms']:.1f} ms, untimed)"
+                                       if meta.get("fast") else "LoRA branch + K/V projections per forward"))
     print(f"threads {args.threads} (torch {torch.__version__}, {torch.get_num_threads()} threads), "
           f"{args.rounds} round(s) x {args.reps} reps, load average {' '.join(load)}")
     print("agreement (vader vs torch, same weights and inputs): " +

@@ -261,6 +261,72 @@ TEST(Unet3d, CrossAttentionSharesContextOverFrames) {
                      params, o);
 }
 
+// The untaped fast path: merged LoRA weights (W + scale B A) and the cached K/V of the text
+// context give the untaped forward of the plain model; forwards on a tape ignore both (outputs
+// and gradients bit-identical to the plain model's); so do forwards with LoRA dropout.
+TEST(Unet3d, MergedLoraAndCachedContextMatchPlainForward) {
+    TinyUnet m;
+    ASSERT_VT(m.u);
+    vt_unet3d_lora_config lc = {4, 8.0f, VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V | VT_LORA_TO_OUT, 17};
+    ASSERT_VT_OK(vt_unet3d_add_lora(m.u, &lc));
+    vt_rng rng;
+    vt_rng_seed(&rng, 23);
+    for (int i = 1; i < vt_unet3d_n_lora(m.u); i += 2) vt_fill_normal(vt_unet3d_lora_param(m.u, i, nullptr), &rng, 0, 0.2f);
+    Releaser R;
+    vt_tensor *x = R(RandN({2, 4, 3, 4, 4}, 1)), *ctx = R(RandN({2, 3, 24}, 2)), *cot = R(RandN({2, 4, 3, 4, 4}, 3));
+    vt_tensor *ts = R(I64({500, 20})), *fps = R(I64({24, 8}));
+    vt_tensor *ref = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 0));
+    ASSERT_VT(ref);
+    vt_requires_grad(x, 1);
+    vt_requires_grad(ctx, 1);
+    size_t saved = 0;
+    auto g_ref = RunGrads(m.u, 0, x, ts, ctx, fps, cot, &saved);
+
+    ASSERT_VT_OK(vt_unet3d_lora_merge(m.u));
+    EXPECT_TRUE(vt_unet3d_lora_is_merged(m.u));
+    vt_tensor *merged = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 0));
+    ASSERT_VT(merged);
+    EXPECT_LT(vt_rel_err(merged, ref), 1e-5);
+    ASSERT_VT_OK(vt_unet3d_cache_context(m.u, ctx));
+    vt_tensor *cached = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 0));
+    ASSERT_VT(cached);
+    EXPECT_LT(vt_rel_err(cached, ref), 1e-5);
+    // the cached K/V are what the forward reads: with the context's values wiped afterwards, a
+    // forward given the same tensor still computes the original output
+    vt_tensor *ctx_copy = R(vt_clone(ctx));
+    std::memset(vt_f32(ctx), 0, vt_nbytes(ctx));
+    vt_tensor *from_cache = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 0));
+    ASSERT_VT(from_cache);
+    EXPECT_LT(vt_rel_err(from_cache, ref), 1e-5);
+    std::memcpy(vt_f32(ctx), vt_f32(ctx_copy), vt_nbytes(ctx));
+    // another context tensor with the same values does not hit the cache (and gives the same)
+    vt_tensor *other = R(vt_unet3d_forward(m.u, x, ts, ctx_copy, fps, 0));
+    ASSERT_VT(other);
+    EXPECT_LT(vt_rel_err(other, ref), 1e-5);
+    // on a tape: the plain model's computation, bit for bit
+    auto g_fast = RunGrads(m.u, 0, x, ts, ctx, fps, cot, &saved);
+    ASSERT_EQ(g_fast.size(), g_ref.size());
+    for (size_t i = 0; i < g_ref.size(); i++)
+        EXPECT_EQ(0, std::memcmp(g_fast[i].data(), g_ref[i].data(), g_ref[i].size() * sizeof(float))) << "gradient " << i;
+    // LoRA dropout: the fast path is off, the forward is the unmerged one with its masks
+    vt_unet3d_set_dropout(m.u, 0.0f, 0.2f);
+    vt_tensor *d1 = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 7));
+    ASSERT_VT_OK(vt_unet3d_cache_context(m.u, nullptr));
+    vt_unet3d_lora_unmerge(m.u);
+    EXPECT_FALSE(vt_unet3d_lora_is_merged(m.u));
+    vt_tensor *d2 = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 7));
+    ASSERT_VT(d1);
+    ASSERT_VT(d2);
+    EXPECT_EQ(0, std::memcmp(vt_f32(d1), vt_f32(d2), vt_nbytes(d1)));
+    vt_unet3d_set_dropout(m.u, 0.0f, 0.0f);
+    // dropped: the plain forward again, bit for bit
+    vt_requires_grad(x, 0);
+    vt_requires_grad(ctx, 0);
+    vt_tensor *plain = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 0));
+    ASSERT_VT(plain);
+    EXPECT_EQ(0, std::memcmp(vt_f32(plain), vt_f32(ref), vt_nbytes(ref)));
+}
+
 TEST(Unet3d, LoraNamesAndLoad) {
     TinyUnet m;
     ASSERT_VT(m.u);

@@ -3,6 +3,7 @@
 // LoRA gradient of a whole step with K = 2 against central finite differences on a tiny
 // random model.
 #include <cmath>
+#include <cstring>
 #include "testutil.h"
 #include "core/fixture.h"
 #include "core/models/fixture_checks.h"
@@ -104,6 +105,44 @@ TEST(VaderStep, BatchedCfgMatchesSeparateCalls) {
     }
     vt_vader_step_result_free(&r1);
     vt_vader_step_result_free(&r2);
+    m.ZeroGrads();
+}
+
+// The untaped steps on merged LoRA weights and the context's K/V projected once (the default)
+// give the same sampling trajectory, frames and LoRA gradients as the plain steps; with LoRA
+// dropout the fast path is off, so both runs are bit-identical; nothing stays merged after.
+TEST(VaderStep, NogradFastPathMatchesPlainSteps) {
+    TinyStep m;
+    ASSERT_VT(m.unet);
+    vt_vader_step_args a = m.Args(1);
+    vt_vader_step_result r1{}, r2{};
+    ASSERT_VT_OK(vt_vader_step(&a, &r1));
+    EXPECT_FALSE(vt_unet3d_lora_is_merged(m.unet));
+    std::vector<vt_tensor *> g1;
+    for (int i = 0; i < vt_unet3d_n_lora(m.unet); i++) g1.push_back(vt_clone(vt_unet3d_lora_param(m.unet, i, nullptr)->grad));
+    m.ZeroGrads();
+    a.nograd_fast = 0;
+    ASSERT_VT_OK(vt_vader_step(&a, &r2));
+    for (int i = 0; i < m.S; i++) EXPECT_LT(RelErr(r2.x_prev[i], r1.x_prev[i]), 1e-5) << "x_prev " << i;
+    EXPECT_LT(RelErr(r2.frames, r1.frames), 1e-5);
+    for (int i = 0; i < vt_unet3d_n_lora(m.unet); i++) {
+        EXPECT_LT(RelErr(vt_unet3d_lora_param(m.unet, i, nullptr)->grad, g1[i]), 1e-4) << i;
+        vt_release(g1[i]);
+    }
+    vt_vader_step_result_free(&r1);
+    vt_vader_step_result_free(&r2);
+    m.ZeroGrads();
+    // LoRA dropout: the merged weights cannot express it, the fast path stays off
+    vt_unet3d_set_dropout(m.unet, 0.0f, 0.3f);
+    a.nograd_fast = 1;
+    ASSERT_VT_OK(vt_vader_step(&a, &r1));
+    m.ZeroGrads();
+    a.nograd_fast = 0;
+    ASSERT_VT_OK(vt_vader_step(&a, &r2));
+    EXPECT_EQ(0, std::memcmp(vt_f32(r1.samples), vt_f32(r2.samples), vt_nbytes(r1.samples)));
+    vt_vader_step_result_free(&r1);
+    vt_vader_step_result_free(&r2);
+    vt_unet3d_set_dropout(m.unet, 0.0f, 0.0f);
     m.ZeroGrads();
 }
 

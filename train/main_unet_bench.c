@@ -2,7 +2,10 @@
 // Builds the lvdm layout with random weights at a mid-size config (default preset "mid": mc 64,
 // mult [1, 2, 4, 4], d_head 32, context 1024 x 77 tokens, 1 x 4 frames of a 16 x 16 latent),
 // adds LoRA r 4 on to_q/to_k/to_v as VADER does, and times forward (no tape), forward on the
-// tape and backward (LoRA gradients + input gradient, frozen weights get none). GFLOP/s use the
+// tape and backward (LoRA gradients + input gradient, frozen weights get none). The forward
+// without tape is an untaped sampling step as vt_vader_step runs it: LoRA merged into the weights
+// and the context's cross-attention K/V projected once, both before the timed reps (once per
+// optimisation step in training; --no-fast: the LoRA branch and the projections in every forward). GFLOP/s use the
 // model's GEMM-like FLOP count (vt_unet3d_flops); backward work = forward work + the attention
 // part again (dQ, dK, dV, dP) and, with --checkpoint, one more forward for the recompute.
 //
@@ -10,7 +13,7 @@
 // writes), then --reps timed repetitions; min and median are reported.
 //
 // Usage: vader-unet_bench [--config mid|tiny|full|FIXTURE.json] [--mc N] [--frames T] [--size HW]
-//                         [--batch B] [--ctx L] [--reps N] [--threads N] [--checkpoint]
+//                         [--batch B] [--ctx L] [--reps N] [--threads N] [--checkpoint] [--no-fast]
 //                         [--save-weights PATH] [--save-io PATH] [--json OUT]
 //   --config        preset, or an lvdm config: a JSON file with a "config" object (the fixtures'
 //                   NAME.json) or a bare config object; --mc overrides model_channels
@@ -340,13 +343,13 @@ static void write_config_json(FILE *f, const vt_unet3d_config *c) {
 static void usage(void) {
     fprintf(stderr,
             "usage: vader-unet_bench [--config mid|tiny|full|FILE.json] [--mc N] [--frames T] [--size HW] "
-            "[--batch B] [--ctx L] [--reps N] [--threads N] [--checkpoint] [--full] [--save-weights PATH] "
+            "[--batch B] [--ctx L] [--reps N] [--threads N] [--checkpoint] [--no-fast] [--full] [--save-weights PATH] "
             "[--save-io PATH] [--json OUT]\n");
 }
 
 int main(int argc, char **argv) {
     const char *config = "mid", *save_w = NULL, *save_io = NULL, *json_out = NULL;
-    int mc = 0, T = 4, HW = 16, B = 1, L = 77, reps = 3, threads = 0, checkpoint = 0;
+    int mc = 0, T = 4, HW = 16, B = 1, L = 77, reps = 3, threads = 0, checkpoint = 0, fast = 1;
     for (int i = 1; i < argc; i++) {
         int ok = 1;
         if (!strcmp(argv[i], "--config")) ok = arg_str(argc, argv, &i, &config);
@@ -361,6 +364,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--save-io")) ok = arg_str(argc, argv, &i, &save_io);
         else if (!strcmp(argv[i], "--json")) ok = arg_str(argc, argv, &i, &json_out);
         else if (!strcmp(argv[i], "--checkpoint")) checkpoint = 1;
+        else if (!strcmp(argv[i], "--no-fast")) fast = 0;
         else if (!strcmp(argv[i], "--full")) config = "full";
         else ok = 0;
         if (!ok) {
@@ -423,6 +427,18 @@ int main(int argc, char **argv) {
            vt_unet3d_n_params(u) / 1e6, lc.rank, vt_unet3d_n_lora(u), checkpoint ? ", checkpoint segments" : "",
            nthreads);
     printf("forward %.2f GFLOP (attention %.2f), backward %.2f GFLOP\n", fwd / 1e9, attn / 1e9, bwd / 1e9);
+    double merge_ms = 0;
+    if (fast) {  // what vt_vader_step does before its untaped steps
+        double t0 = vt_bench_now_s();
+        if (vt_unet3d_lora_merge(u) || vt_unet3d_cache_context(u, ctx)) {
+            fprintf(stderr, "vader-unet_bench: %s\n", vt_error_message());
+            return 1;
+        }
+        merge_ms = (vt_bench_now_s() - t0) * 1e3;
+        printf("untaped forward: LoRA merged, context K/V cached (%.1f ms, once per optimisation step)\n", merge_ms);
+    } else {
+        printf("untaped forward: LoRA branch and context K/V projections in every forward (--no-fast)\n");
+    }
     // rep -1: untimed warm-up (and the --save-io run)
     for (int it = -1; it < reps; it++) {
         double c0 = vt_bench_cpu_s(), t0 = vt_bench_now_s();
@@ -514,9 +530,10 @@ int main(int argc, char **argv) {
         fprintf(f,
                 "  \"shape\": {\"batch\": %d, \"frames\": %d, \"size\": %d, \"ctx\": %d},\n"
                 "  \"lora\": {\"rank\": %d, \"alpha\": %g, \"targets\": [\"to_q\", \"to_k\", \"to_v\"]},\n"
-                "  \"checkpoint\": %s,\n  \"threads\": %d,\n  \"n_params\": %lld,\n"
+                "  \"checkpoint\": %s,\n  \"fast\": %s,\n  \"merge_ms\": %.3f,\n  \"threads\": %d,\n  \"n_params\": %lld,\n"
                 "  \"gflop_forward\": %.6f,\n  \"gflop_backward\": %.6f,\n",
-                B, T, HW, L, lc.rank, (double)lc.alpha, checkpoint ? "true" : "false", nthreads,
+                B, T, HW, L, lc.rank, (double)lc.alpha, checkpoint ? "true" : "false", fast ? "true" : "false", merge_ms,
+                nthreads,
                 (long long)vt_unet3d_n_params(u), fwd / 1e9, bwd / 1e9);
         json_series(f, "forward_ms", t_fwd, reps, 0);
         json_series(f, "forward_tape_ms", t_tape, reps, 0);

@@ -19,6 +19,7 @@ void vt_vader_step_args_default(vt_vader_step_args *a) {
     a->backprop_mode = VT_CFG_BACKPROP_LAST;
     a->decode = VT_CFG_DECODE_RANDOM;
     a->checkpointing = 1;
+    a->nograd_fast = 1;
     a->reward = vt_color_reward;
     a->loss_scale = 1.0f;
     a->backward = 1;
@@ -256,11 +257,27 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
         }
     }
 
+    // The untaped steps (all before the window) share one merged copy of the LoRA weights and
+    // one projection of the context's K/V: the LoRA cannot change inside a step. Dropped at the
+    // first taped step, which runs the LoRA branch on the tape (its gradients) and so frees the
+    // copies' memory before the taped activations need it.
+    int fast = a->nograd_fast && a->start_step < start && vt_unet3d_lora_dropout(a->unet) <= 0.0f;
+    if (fast) {
+        e = vt_unet3d_lora_merge(a->unet);
+        if (!e) e = vt_unet3d_cache_context(a->unet, ctx2 ? ctx2 : a->context);
+        if (e) goto done;
+    }
+
     vt_step_timing *tm = a->timing;
     double tp = tm ? phase_now(a->x_T->device) : 0;
     for (int i = a->start_step; i < S; i++) {
         int index = S - 1 - i;
         int taped = i >= start;
+        if (taped && fast) {
+            vt_unet3d_cache_context(a->unet, NULL);
+            vt_unet3d_lora_unmerge(a->unet);
+            fast = 0;
+        }
         if (tm) tp = phase_now(a->x_T->device);
         vt_tensor *noise = NULL;
         if (a->noise) noise = vt_retain(a->noise[i]);
@@ -348,6 +365,8 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
     r->frames = vt_detach(frames);
     r->reward = vt_retain(reward);
 done:
+    vt_unet3d_cache_context(a->unet, NULL);
+    vt_unet3d_lora_unmerge(a->unet);
     set_lora_grad(a->unet, 1);
     if (tape && vt_tape_current() == tape) vt_tape_end(tape);
     vt_tape_free(tape);

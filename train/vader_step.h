@@ -81,6 +81,9 @@ typedef struct vt_vader_step_args {
     vt_cfg_decode decode;
     int decode_index;           // for VT_CFG_DECODE_INDEX
     int checkpointing;          // UNet and VAE blocks as checkpoint segments
+    int nograd_fast;            // untaped steps on merged LoRA weights and the context's K/V
+                                // projected once (vt_unet3d_lora_merge / cache_context; only
+                                // with LoRA dropout 0, where it is the same function)
     uint64_t dropout_seed;      // seeds of the UNet calls' dropout masks (when dropout is on)
     vt_vader_reward_fn reward;
     void *reward_user;
@@ -93,7 +96,7 @@ typedef struct vt_vader_step_args {
 } vt_vader_step_args;
 
 // Fills the defaults: guidance 12, batch_cfg on, K 1, last, decode "-1", checkpointing on,
-// colour reward, loss_scale 1, backward on.
+// nograd_fast on, colour reward, loss_scale 1, backward on.
 void vt_vader_step_args_default(vt_vader_step_args *a);
 
 typedef struct vt_vader_step_result {

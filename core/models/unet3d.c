@@ -29,6 +29,8 @@ struct vt_unet3d {
     int n_lora;  // projections with LoRA
     unet_linear **lora;
     char **lora_names;  // 2 per projection: A, B
+    int lora_merged;    // vt_unet3d_lora_merge: each LoRA projection has its w_merged
+    vt_tensor *kv_ctx;  // vt_unet3d_cache_context: the context whose cross-attention K/V are kept
     // run settings
     int checkpoint;
     float p_tconv, p_lora;
@@ -417,6 +419,8 @@ static void free_block(unet_block *blk) {
 void vt_unet3d_free(vt_unet3d *u) {
     if (!u) return;
     vt_unet3d_release_segments(u);
+    vt_unet3d_cache_context(u, NULL);
+    vt_unet3d_lora_unmerge(u);
     free(u->kept);
     unet_free_linear(&u->time_embed0);
     unet_free_linear(&u->time_embed2);
@@ -518,6 +522,7 @@ void vt_unet3d_set_dropout(vt_unet3d *u, float temporal_conv_p, float lora_p) {
     u->p_tconv = temporal_conv_p;
     u->p_lora = lora_p;
 }
+float vt_unet3d_lora_dropout(const vt_unet3d *u) { return u ? u->p_lora : 0.0f; }
 void vt_unet3d_set_act_hook(vt_unet3d *u, vt_unet3d_act_hook hook, void *user) {
     u->hook = hook;
     u->hook_user = user;
@@ -680,7 +685,15 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
     const vt_unet3d_config *c = &u->cfg;
     int64_t B = x->shape[0], T = x->shape[2];
     // the frame outlives this call when segments need it for their recompute
-    unet_frame local = {u, (int)B, seed, u->p_tconv, u->p_lora, u->checkpoint && vt_tape_current() != NULL};
+    const int nograd = vt_tape_current() == NULL && u->p_lora <= 0.0f;
+    unet_frame local = {u,
+                        (int)B,
+                        seed,
+                        u->p_tconv,
+                        u->p_lora,
+                        u->checkpoint && vt_tape_current() != NULL,
+                        nograd,
+                        nograd && context == u->kv_ctx ? context : NULL};
     unet_frame *f = &local;
     if (local.checkpoint) {
         f = unet_keep(u, malloc(sizeof *f));
@@ -878,6 +891,8 @@ vt_err vt_unet3d_lora_load(vt_unet3d *u, vt_weights *store) {
 
 vt_err vt_unet3d_to_device(vt_unet3d *u, vt_device dev) {
     if (!u) return vt_error(VT_ERR_ARG, "unet3d to_device: NULL model");
+    vt_unet3d_cache_context(u, NULL);  // derived tensors: rebuilt on demand where the model goes
+    vt_unet3d_lora_unmerge(u);
     int n = u->n_params + 2 * u->n_lora;
     vt_tensor **all = malloc((size_t)(n ? n : 1) * sizeof *all);
     if (!all) return vt_error(VT_ERR_OOM, "unet3d to_device: out of host memory");
@@ -891,6 +906,102 @@ vt_err vt_unet3d_to_device(vt_unet3d *u, vt_device dev) {
 }
 
 vt_device vt_unet3d_device(const vt_unet3d *u) { return u->device; }
+
+// ---- untaped sampling: merged LoRA, cached text K/V ---------------------------------------
+// W' = W + scale B A: an [out, r] x [r, in] product per projection, computed once; the forward
+// then runs one GEMM where the LoRA branch takes x A^T (r columns: a GEMM that is all packing
+// overhead) and (x A^T) B^T. fp32 weights only: rounding W + delta to bf16 / fp16 would lose
+// most of a small LoRA delta (those keep the unmerged branch).
+vt_err vt_unet3d_lora_merge(vt_unet3d *u) {
+    if (!u) return vt_error(VT_ERR_ARG, "unet3d lora merge: NULL model");
+    vt_unet3d_lora_unmerge(u);
+    vt_tape *tok = vt_nograd_begin();
+    vt_err e = VT_OK;
+    for (int i = 0; i < u->n_lora && !e; i++) {
+        unet_linear *l = u->lora[i];
+        if (l->w->dtype != VT_F32) continue;
+        vt_tensor *ba = vt_matmul(l->lora_B, l->lora_A);  // [out, in]
+        l->w_merged = ba ? vt_axpby(l->lora_scale, ba, 1.0f, l->w) : NULL;
+        vt_release(ba);
+        if (!l->w_merged) e = vt_error_context("unet3d lora merge (%s): ", l->path);
+    }
+    vt_nograd_end(tok);
+    if (e) {
+        vt_unet3d_lora_unmerge(u);
+        return e;
+    }
+    u->lora_merged = 1;
+    return VT_OK;
+}
+
+void vt_unet3d_lora_unmerge(vt_unet3d *u) {
+    if (!u) return;
+    for (int i = 0; i < u->n_lora; i++) vt_clear(&u->lora[i]->w_merged);
+    u->lora_merged = 0;
+}
+
+int vt_unet3d_lora_is_merged(const vt_unet3d *u) { return u && u->lora_merged; }
+
+// Visits every cross-attention (the spatial transformers' attn2).
+typedef vt_err (*cross_visit)(void *user, unet_attention *a);
+
+static vt_err visit_cross_block(unet_block *blk, cross_visit fn, void *user) {
+    vt_err e = VT_OK;
+    for (int i = 0; i < blk->n && !e; i++) {
+        unet_transformer *t = blk->layers[i].tr;
+        if (!t || t->temporal) continue;
+        for (int d = 0; d < t->depth && !e; d++)
+            if (t->blocks[d].cross) e = fn(user, &t->blocks[d].attn2);
+    }
+    return e;
+}
+
+static vt_err visit_cross(vt_unet3d *u, cross_visit fn, void *user) {
+    vt_err e = VT_OK;
+    for (int i = 0; i < u->n_input && !e; i++) e = visit_cross_block(&u->input[i], fn, user);
+    if (!e) e = visit_cross_block(&u->middle, fn, user);
+    for (int i = 0; i < u->n_output && !e; i++) e = visit_cross_block(&u->output[i], fn, user);
+    return e;
+}
+
+static vt_err kv_drop(void *user, unet_attention *a) {
+    (void)user;
+    vt_clear(&a->k_ctx);
+    vt_clear(&a->v_ctx);
+    return VT_OK;
+}
+
+// ctx [B, L, D] -> each cross-attention's k, v [B, L, inner], as an untaped forward makes them
+// (merged weights when merged)
+static vt_err kv_fill(void *user, unet_attention *a) {
+    const unet_frame *f = user;
+    vt_tensor *ctx = (vt_tensor *)f->kv_ctx;
+    a->k_ctx = unet_linear_forward(f, &a->to_k, ctx);
+    a->v_ctx = a->k_ctx ? unet_linear_forward(f, &a->to_v, ctx) : NULL;
+    return a->v_ctx ? VT_OK : vt_error_code();
+}
+
+vt_err vt_unet3d_cache_context(vt_unet3d *u, vt_tensor *ctx) {
+    if (!u) return vt_error(VT_ERR_ARG, "unet3d cache context: NULL model");
+    visit_cross(u, kv_drop, NULL);
+    vt_clear(&u->kv_ctx);
+    if (!ctx) return VT_OK;
+    if (ctx->ndim != 3 || ctx->shape[2] != u->cfg.context_dim) {
+        char s1[VT_SHAPE_BUF];
+        return vt_error(VT_ERR_SHAPE, "unet3d cache context: context %s must be [B, L, %d]",
+                        vt_shape_str(ctx, s1, sizeof s1), u->cfg.context_dim);
+    }
+    unet_frame f = {u, (int)ctx->shape[0], 0, 0.0f, 0.0f, 0, 1, ctx};
+    vt_tape *tok = vt_nograd_begin();
+    vt_err e = visit_cross(u, kv_fill, &f);
+    vt_nograd_end(tok);
+    if (e) {
+        visit_cross(u, kv_drop, NULL);
+        return vt_error_context("unet3d cache context: ");
+    }
+    u->kv_ctx = vt_retain(ctx);
+    return VT_OK;
+}
 
 // ---- FLOP count (benchmarks) --------------------------------------------------------------
 typedef struct flop_acc {

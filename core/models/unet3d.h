@@ -119,6 +119,7 @@ vt_tensor *vt_unet3d_weight(const vt_unet3d *u, int i, const char **name);
 // segments' recompute).
 void vt_unet3d_set_checkpoint(vt_unet3d *u, int on);
 void vt_unet3d_set_dropout(vt_unet3d *u, float temporal_conv_p, float lora_p);
+float vt_unet3d_lora_dropout(const vt_unet3d *u);  // the LoRA dropout p set above
 void vt_unet3d_set_act_hook(vt_unet3d *u, vt_unet3d_act_hook hook, void *user);
 
 // x [B, in_channels, T, H, W] f32, timesteps i64 [B], context [B, L, context_dim], fps i64 [B]
@@ -158,9 +159,27 @@ vt_tensor *vt_unet3d_lora_param(const vt_unet3d *u, int i, const char **name);
 // Copies every LoRA parameter from a store holding the names above (strict: missing or
 // mis-shaped -> VT_ERR_KEY naming the key).
 vt_err vt_unet3d_lora_load(vt_unet3d *u, vt_weights *store);
+// ---- untaped sampling (the DDIM steps before the taped window, plain sampling) ------------
+// Both below apply only to forwards with no tape and LoRA dropout 0 (the no-grad fast path):
+// forwards on a tape (taped steps, their segments' recompute) and forwards with LoRA dropout run
+// the unmerged LoRA branch and project the context themselves, exactly as without them. They
+// are snapshots: after changing the LoRA parameters (optimizer step, load) merge / cache again.
+//
+// Merges the LoRA into the weights: each LoRA projection gets W' = W + (alpha / r) B A as a
+// separate fp32 tensor (W itself is untouched; fp32 weights only: a bf16 / fp16 W keeps the
+// unmerged branch, which rounding W' would lose). Memory: one copy of every LoRA-targeted weight.
+vt_err vt_unet3d_lora_merge(vt_unet3d *u);
+void vt_unet3d_lora_unmerge(vt_unet3d *u);  // frees the merged weights (no-op if none)
+int vt_unet3d_lora_is_merged(const vt_unet3d *u);
+// Keeps every cross-attention's to_k / to_v of ctx [B, L, context_dim] (with the LoRA as it is
+// now): the text context is the same for every DDIM step, so a sampling loop projects it once.
+// Untaped forwards given exactly this ctx tensor (pointer; ctx is retained) use them. NULL drops
+// the cache.
+vt_err vt_unet3d_cache_context(vt_unet3d *u, vt_tensor *ctx);
 // Moves every weight and LoRA parameter to dev in place (pointers, names and requires_grad
-// stay; see vt_tensors_to_device). LoRA added later is created on dev. Inputs of forward may be
-// on the host where they are host data by nature (timesteps, fps); x and context go on dev.
+// stay; see vt_tensors_to_device); drops merged weights and the context cache. LoRA added later
+// is created on dev. Inputs of forward may be on the host where they are host data by nature
+// (timesteps, fps); x and context go on dev.
 vt_err vt_unet3d_to_device(vt_unet3d *u, vt_device dev);
 vt_device vt_unet3d_device(const vt_unet3d *u);
 

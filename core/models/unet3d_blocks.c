@@ -193,11 +193,14 @@ void unet_free_linear(unet_linear *l) {
     free(l->path);
     vt_release(l->lora_A);
     vt_release(l->lora_B);
+    vt_release(l->w_merged);
     l->path = NULL;
-    l->lora_A = l->lora_B = NULL;
+    l->lora_A = l->lora_B = l->w_merged = NULL;
 }
 
 static void free_attention(unet_attention *a) {
+    vt_clear(&a->k_ctx);
+    vt_clear(&a->v_ctx);
     unet_free_linear(&a->to_q);
     unet_free_linear(&a->to_k);
     unet_free_linear(&a->to_v);
@@ -244,6 +247,8 @@ vt_tensor *unet_fold(vt_tensor *x) {
 // x [..., in] -> [..., out]. Without LoRA dropout the fused vt_linear_lora; with it peft's
 // base(x) + scale * B(A(dropout(x))).
 vt_tensor *unet_linear_forward(const unet_frame *f, const unet_linear *l, vt_tensor *x) {
+    // untaped: one GEMM with W + scale B A instead of three (the rank-r pair is GEMM-inefficient)
+    if (l->w_merged && f->nograd) return vt_linear(x, l->w_merged, l->b);
     if (!l->lora_A) return vt_linear(x, l->w, l->b);
     if (f->p_lora <= 0.0f) return vt_linear_lora(x, l->w, l->b, l->lora_A, l->lora_B, l->lora_scale);
     scope s = {0};
@@ -359,9 +364,15 @@ static vt_tensor *attention_forward(const unet_frame *f, const unet_attention *a
                  vt_shape_str(ctx, s1, sizeof s1), vt_shape_str(x, s2, sizeof s2));
         return NULL;
     }
-    vt_tensor *q = keep(&s, unet_linear_forward(f, &a->to_q, x));     // [N, Lq, inner]
-    vt_tensor *k = keep(&s, unet_linear_forward(f, &a->to_k, ctx));   // [Nc, Lk, inner]
-    vt_tensor *v = keep(&s, unet_linear_forward(f, &a->to_v, ctx));
+    vt_tensor *q = keep(&s, unet_linear_forward(f, &a->to_q, x));  // [N, Lq, inner]
+    vt_tensor *k, *v;                                               // [Nc, Lk, inner]
+    if (a->k_ctx && f->kv_ctx && ctx == f->kv_ctx) {  // the context's K/V, cached for the sampling loop
+        k = keep(&s, vt_retain(a->k_ctx));
+        v = keep(&s, vt_retain(a->v_ctx));
+    } else {
+        k = keep(&s, unet_linear_forward(f, &a->to_k, ctx));
+        v = keep(&s, unet_linear_forward(f, &a->to_v, ctx));
+    }
     if (Nc != N && (a->rel_k || causal)) {  // position terms need one row of keys per row of queries
         k = keep(&s, vt_repeat_interleave(k, 0, N / Nc));
         v = keep(&s, vt_repeat_interleave(v, 0, N / Nc));

@@ -34,6 +34,7 @@ typedef struct unet_linear {
     int in, out;
     vt_tensor *lora_A, *lora_B;
     float lora_scale;
+    vt_tensor *w_merged;  // W + scale B A while the LoRA is merged (vt_unet3d_lora_merge), else NULL
     char *path;  // module path without the prefix (LoRA names)
     int site;    // dropout site of the LoRA branch
 } unet_linear;
@@ -48,7 +49,8 @@ typedef struct unet_attention {
     unet_linear to_q, to_k, to_v, to_out;
     int heads, d_head;
     vt_tensor *rel_k, *rel_v;
-    int max_rel;  // lvdm's max_relative_position = temporal_length
+    int max_rel;               // lvdm's max_relative_position = temporal_length
+    vt_tensor *k_ctx, *v_ctx;  // cross-attention: to_k / to_v of the cached context [B, L, inner], or NULL
 } unet_attention;
 
 // BasicTransformerBlock: attn1 (self), attn2 (cross on context, or self), GEGLU feed-forward.
@@ -122,6 +124,10 @@ typedef struct unet_frame {
     uint64_t seed;         // dropout seed of the call
     float p_tconv, p_lora;
     int checkpoint;
+    // A forward with no tape and no LoRA dropout (the untaped DDIM steps, plain sampling): it
+    // may use the merged LoRA weights and, when its context is kv_ctx, the cached text K/V.
+    int nograd;
+    const vt_tensor *kv_ctx;
 } unet_frame;
 
 // Per-segment closure: the module and the call it belongs to.
