@@ -47,16 +47,21 @@ static int64_t count_file(const char *path, const char *probe_key, const char *p
 }
 
 // LoRA parameters (r x (in + out) per targeted projection) of every attention of the UNet,
-// init_attn included: the structure of vt_unet3d_add_lora's visit.
-static int64_t lora_params(const vt_unet3d_config *c, int rank, unsigned targets) {
-    int64_t n = 0;
+// init_attn included: the structure of vt_unet3d_add_lora's visit. *merged gets the elements of
+// the targeted weights themselves (in x out each: the copy vt_unet3d_lora_merge makes).
+static int64_t lora_params(const vt_unet3d_config *c, int rank, unsigned targets, int64_t *merged) {
+    int64_t n = 0, m = 0;
     int dh = c->num_head_channels;
     // one attention: query dim q, key/value input dim kv, inner width
-    #define ATTN(q, kv, inner)                                                   \
-        n += (targets & VT_LORA_TO_Q ? (int64_t)rank * ((q) + (inner)) : 0) +     \
-             (targets & VT_LORA_TO_K ? (int64_t)rank * ((kv) + (inner)) : 0) +    \
-             (targets & VT_LORA_TO_V ? (int64_t)rank * ((kv) + (inner)) : 0) +    \
-             (targets & VT_LORA_TO_OUT ? (int64_t)rank * ((inner) + (q)) : 0)
+    #define ATTN(q, kv, inner)                                                                       \
+        n += (targets & VT_LORA_TO_Q ? (int64_t)rank * ((q) + (inner)) : 0) +                         \
+             (targets & VT_LORA_TO_K ? (int64_t)rank * ((kv) + (inner)) : 0) +                        \
+             (targets & VT_LORA_TO_V ? (int64_t)rank * ((kv) + (inner)) : 0) +                        \
+             (targets & VT_LORA_TO_OUT ? (int64_t)rank * ((inner) + (q)) : 0);                        \
+        m += (targets & VT_LORA_TO_Q ? (int64_t)(q) * (inner) : 0) +                                  \
+             (targets & VT_LORA_TO_K ? (int64_t)(kv) * (inner) : 0) +                                 \
+             (targets & VT_LORA_TO_V ? (int64_t)(kv) * (inner) : 0) +                                 \
+             (targets & VT_LORA_TO_OUT ? (int64_t)(inner) * (q) : 0)
     if (c->addition_attention) {
         int inner = c->init_attn_heads * dh;
         for (int d = 0; d < c->transformer_depth; d++) {
@@ -87,6 +92,7 @@ static int64_t lora_params(const vt_unet3d_config *c, int rank, unsigned targets
         ds *= 2;
     }
     #undef ATTN
+    *merged = m;
     return n;
 }
 
@@ -343,7 +349,8 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     }
     unsigned targets = 0;
     if (vt_lora_targets_from_names(cfg->lora.targets, cfg->lora.n_targets, &targets)) return vt_error_code();
-    p->n_lora = lora_params(&uc, cfg->lora.rank, targets);
+    int64_t n_merged = 0;
+    p->n_lora = lora_params(&uc, cfg->lora.rank, targets, &n_merged);
 
     p->w_unet = (double)p->n_unet * wb;
     p->w_vae = (double)p->n_vae * wb;
@@ -365,6 +372,9 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     act_acc ua;
     unet_acts(&uc, N, T, h, w, &ua);
     p->sampling = (ua.skips + ua.work) * wb;
+    // the untaped steps' merged LoRA weights (vt_vader_step's nograd_fast: fp32 weights and no
+    // LoRA dropout only); the cached text K/V are a few MiB even at full size
+    if (wb == 4 && cfg->lora.dropout <= 0) p->sampling += (double)n_merged * 4;
     p->taped_ckpt = tape * ua.saved_ckpt * wb;
     p->taped_full = tape * ua.saved_full * wb;
     p->taped = ck ? p->taped_ckpt : p->taped_full;

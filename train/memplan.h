@@ -10,7 +10,8 @@
 //                reward models, + LoRA params, grads, AdamW m and v, + the prompt contexts
 //   sampling     the largest live activation set of one no-grad UNet forward on the CFG pair:
 //                the skip connections held for the output blocks + the biggest block's
-//                working set (flash-style attention: no score matrices)
+//                working set (flash-style attention: no score matrices), + the merged LoRA
+//                weights of the untaped steps (fp32 weights, no LoRA dropout)
 //   taped        what the taped steps keep for the backward: with checkpointing the segment
 //                inputs (every ResBlock / transformer block) and the few ops outside
 //                segments, without it every op's saved tensors
