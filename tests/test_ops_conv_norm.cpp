@@ -137,6 +137,9 @@ const ConvCase kConvCases[] = {
     {2, 3, 8, 8, 5, 4, 4, 4, 0, "patch embed k4 s4"},
     {1, 2, 5, 6, 3, 2, 3, 1, 1, "non-square kernel 2x3"},
     {1, 2, 4, 4, 2, 1, 1, 2, 1, "1x1 s2 p1"},
+    // 20x20 images are batched 3 per GEMM (conv.c CONV_GEMM_COLS): groups of 3 and 1
+    {4, 3, 20, 20, 4, 3, 3, 1, 1, "batched 3 + 1 samples"},
+    {5, 3, 20, 20, 4, 1, 1, 1, 0, "batched 1x1 3 + 2 samples"},
 };
 
 }  // namespace

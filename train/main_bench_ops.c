@@ -25,6 +25,7 @@ static vt_tensor *run_conv(vt_tensor **in) { return vt_conv2d(in[0], in[1], in[2
 static vt_tensor *run_conv_time(vt_tensor **in) { return vt_conv_time(in[0], in[1], in[2], 1); }
 static vt_tensor *run_gn(vt_tensor **in) { return vt_group_norm(in[0], 32, in[1], in[2], 1e-5f); }
 static vt_tensor *run_attn(vt_tensor **in) { return vt_attention(in[0], in[1], in[2], 5, 0.125f, 0); }
+static vt_tensor *run_attn8(vt_tensor **in) { return vt_attention(in[0], in[1], in[2], 8, 0.176777f, 0); }
 
 // Times forward and forward+backward (gradient to input 0 only, as for frozen weights).
 static int bench(const char *name, op_fn fn, vt_tensor **in, double flops_fwd, double flops_bwd, int reps) {
@@ -98,6 +99,18 @@ int main(int argc, char **argv) {
         rc |= bench("conv2d 3x3 [4,320,32,32]", run_conv, in, f, f, reps);
         for (int i = 0; i < 3; i++) vt_release(in[i]);
     }
+    {  // conv2d 3x3 at a UNet's deepest levels: 4 frames of 2x2 and 8x8 pixels (samples batched)
+        vt_tensor *in[3] = {randn(4, (int64_t[]){4, 256, 2, 2}, 1, 1), randn(4, (int64_t[]){256, 256, 3, 3}, 2, 0.02f),
+                            randn(1, (int64_t[]){256}, 3, 0.1f)};
+        double f = 2.0 * 4 * 2 * 2 * 256 * 256 * 9;
+        rc |= bench("conv2d 3x3 [4,256,2,2]", run_conv, in, f, f, reps);
+        for (int i = 0; i < 3; i++) vt_release(in[i]);
+        vt_tensor *in8[3] = {randn(4, (int64_t[]){4, 256, 8, 8}, 1, 1), randn(4, (int64_t[]){256, 256, 3, 3}, 2, 0.02f),
+                             randn(1, (int64_t[]){256}, 3, 0.1f)};
+        f = 2.0 * 4 * 8 * 8 * 256 * 256 * 9;
+        rc |= bench("conv2d 3x3 [4,256,8,8]", run_conv, in8, f, f, reps);
+        for (int i = 0; i < 3; i++) vt_release(in8[i]);
+    }
     {  // temporal conv k=3: [1, 320, 8, 32, 32]
         vt_tensor *in[3] = {randn(5, (int64_t[]){1, 320, 8, 32, 32}, 1, 1), randn(5, (int64_t[]){320, 320, 3, 1, 1}, 2, 0.02f),
                             randn(1, (int64_t[]){320}, 3, 0.1f)};
@@ -110,6 +123,13 @@ int main(int argc, char **argv) {
                             randn(1, (int64_t[]){320}, 3, 1)};
         double f = 8.0 * 8 * 320 * 32 * 32;
         rc |= bench("group_norm [8,320,32,32]", run_gn, in, f, f, reps);
+        for (int i = 0; i < 3; i++) vt_release(in[i]);
+    }
+    {  // temporal self-attention: 256 pixels x 16 frames, 8 heads x 32
+        int64_t s[3] = {256, 16, 256};
+        vt_tensor *in[3] = {randn(3, s, 1, 1), randn(3, s, 2, 1), randn(3, s, 3, 1)};
+        double f = 4.0 * 256 * 16 * 16 * 256;
+        rc |= bench("attention temporal [256,16,8x32]", run_attn8, in, f, 2 * f, reps);
         for (int i = 0; i < 3; i++) vt_release(in[i]);
     }
     {  // spatial self-attention: [4, 1024 tokens, 5 heads x 64]

@@ -1,14 +1,13 @@
 // conv.c — 2-D convolution and lvdm's temporal convolution (Conv3d with kernel (kt, 1, 1)).
-// CPU reference kernels: im2col + one OpenBLAS GEMM per sample, forward and backward; samples
-// run in parallel (per-thread col buffer, serial BLAS) when they split evenly over the threads.
+// CPU reference kernels: im2col + OpenBLAS GEMM, forward and backward. Large images: one GEMM
+// per sample, samples in parallel (per-thread col buffer, serial BLAS) when they split evenly
+// over the threads. Small images (a UNet's deep levels: 2x2 .. 16x16 pixels) are batched: G
+// samples side by side in one col matrix and one GEMM, which would otherwise be GEMMs of a few
+// columns that re-pack the whole weight matrix per sample.
 //
 // Both ops run on one kernel pair that sees its input as [N, C, H, W] planes. conv_time is
 // that kernel on x [B, C, T, H*W] with kernel (kt, 1), padding (pad, 0): a temporal kernel
 // only mixes frames, so the spatial dims fold into one "width" the kernel never moves along.
-//
-// Optional input 3 is a residual r of the output's shape (vt_conv2d_add, vt_conv_time_add):
-// y = w @ col + (b + r), r preloaded into the GEMM's accumulator like the bias, so a ResBlock's
-// "skip + conv(h)" needs no add op (one output-sized tensor and one pass less); dr = g.
 #include "ops_internal.h"
 #include "params.h"
 #include <omp.h>
@@ -35,18 +34,19 @@ static void conv_valid_cols(const conv_params *p, int j, int64_t *ox0, int64_t *
     *ox1 = hi;
 }
 
-// x [C, H, W] (one sample) -> col [C*kh*kw, OH*OW]; row (c*kh + i)*kw + j holds the input pixel
-// tap (i, j) of kernel position l reads, zero where it falls into the padding. The row order is
-// the flattening of w [O, C, kh, kw], so y = w [O, K] @ col. Parallel over rows unless the caller
-// runs it inside its own parallel loop.
-static void im2col(const conv_params *p, const float *x, float *col) {
+// x [C, H, W] (one sample) -> col [C*kh*kw, OH*OW] (row stride ldc: a sample's column block of a
+// batched col); row (c*kh + i)*kw + j holds the input pixel tap (i, j) of kernel position l
+// reads, zero where it falls into the padding. The row order is the flattening of
+// w [O, C, kh, kw], so y = w [O, K] @ col. Parallel over rows unless the caller runs it inside
+// its own parallel loop.
+static void im2col(const conv_params *p, const float *x, float *col, int64_t ldc) {
     const int64_t K = conv_k(p), L = conv_l(p);
 #pragma omp parallel for if (!omp_in_parallel() && K * L > 65536)
     for (int64_t r = 0; r < K; r++) {
         const int64_t c = r / (p->kh * p->kw);
         const int i = (int)(r / p->kw % p->kh), j = (int)(r % p->kw);
         const float *xc = x + c * p->H * p->W;
-        float *dst = col + r * L;
+        float *dst = col + r * ldc;
         int64_t ox0, ox1;
         conv_valid_cols(p, j, &ox0, &ox1);
         for (int64_t oy = 0; oy < p->OH; oy++) {
@@ -68,16 +68,17 @@ static void im2col(const conv_params *p, const float *x, float *col) {
     }
 }
 
-// The adjoint of im2col: dx [C, H, W] (zeroed by the caller) += every col entry at the pixel it
-// was read from. Parallel over channels: a channel's rows only touch that channel's plane.
-static void col2im(const conv_params *p, const float *col, float *dx) {
+// The adjoint of im2col: dx [C, H, W] (zeroed by the caller) += every col entry (row stride ldc)
+// at the pixel it was read from. Parallel over channels: a channel's rows only touch that
+// channel's plane.
+static void col2im(const conv_params *p, const float *col, int64_t ldc, float *dx) {
     const int64_t L = conv_l(p), taps = (int64_t)p->kh * p->kw;
 #pragma omp parallel for if (!omp_in_parallel() && conv_k(p) * L > 65536)
     for (int64_t c = 0; c < p->C; c++) {
         float *dc = dx + c * p->H * p->W;
         for (int64_t t = 0; t < taps; t++) {
             const int i = (int)(t / p->kw), j = (int)(t % p->kw);
-            const float *src = col + (c * taps + t) * L;
+            const float *src = col + (c * taps + t) * ldc;
             int64_t ox0, ox1;
             conv_valid_cols(p, j, &ox0, &ox1);
             for (int64_t oy = 0; oy < p->OH; oy++) {
@@ -103,14 +104,79 @@ static int conv_sample_threads(int64_t n) {
     return nt > 1 && (n % nt == 0 || n >= 4 * nt) ? nt : 1;
 }
 
-// x [N, C, H, W], w [O, C, kh, kw] = [O, K], b [O] or NULL, r [N, O, OH, OW] or NULL -> y [N, O, OH, OW]
-// y_n [O, L] = w [O, K] @ col(x_n) [K, L] (+ b broadcast over L) (+ r_n)
+// Samples per GEMM: enough for CONV_GEMM_COLS columns (1 when one image has them: no batching),
+// with the batched col [K, G*L] under CONV_COL_FLOATS.
+#define CONV_GEMM_COLS 1024
+#define CONV_COL_FLOATS ((int64_t)8 << 20)  // 32 MiB
+static int64_t conv_group(const conv_params *p) {
+    const int64_t L = conv_l(p), K = conv_k(p);
+    int64_t g = L > 0 ? (CONV_GEMM_COLS + L - 1) / L : 1;
+    if (g > p->N) g = p->N;
+    if (K * L > 0 && g * K * L > CONV_COL_FLOATS) g = CONV_COL_FLOATS / (K * L);
+    return g < 1 ? 1 : g;
+}
+
+// col [K, G*L] of G samples x [G, C, H, W] (sample s in column block s), in parallel over samples
+static void im2col_group(const conv_params *p, const float *x, int64_t G, float *col) {
+    const int64_t L = conv_l(p), xsz = p->C * p->H * p->W;
+#pragma omp parallel for if (G * conv_k(p) * L > 65536)
+    for (int64_t s = 0; s < G; s++) im2col(p, x + s * xsz, col + s * L, G * L);
+}
+
+// dx [G, C, H, W] (zeroed) += col2im of each sample's column block of col [K, G*L]
+static void col2im_group(const conv_params *p, const float *col, int64_t G, float *dx) {
+    const int64_t L = conv_l(p), xsz = p->C * p->H * p->W;
+#pragma omp parallel for if (G * conv_k(p) * L > 65536)
+    for (int64_t s = 0; s < G; s++) col2im(p, col + s * L, G * L, dx + s * xsz);
+}
+
+// [G, O, L] <-> [O, G*L] for a group's outputs / output gradients (sample s is column block s)
+static void group_gather(const float *src, float *dst, int64_t G, int64_t O, int64_t L) {
+#pragma omp parallel for collapse(2) if (G * O * L > 65536)
+    for (int64_t s = 0; s < G; s++)
+        for (int64_t o = 0; o < O; o++) memcpy(dst + o * G * L + s * L, src + (s * O + o) * L, (size_t)L * sizeof(float));
+}
+
+// y [G, O, L] = yt [O, G*L] (+ b broadcast over L)
+static void group_scatter_bias(const float *yt, const float *b, float *y, int64_t G, int64_t O, int64_t L) {
+#pragma omp parallel for collapse(2) if (G * O * L > 65536)
+    for (int64_t s = 0; s < G; s++)
+        for (int64_t o = 0; o < O; o++) {
+            const float *src = yt + o * G * L + s * L;
+            float *dst = y + (s * O + o) * L;
+            const float bo = b ? b[o] : 0.0f;
+            for (int64_t l = 0; l < L; l++) dst[l] = src[l] + bo;
+        }
+}
+
+// x [N, C, H, W], w [O, C, kh, kw] = [O, K], b [O] or NULL -> y [N, O, OH, OW]
+// y_n [O, L] = w [O, K] @ col(x_n) [K, L] (+ b broadcast over L); batched: for a group of G
+// samples, yt [O, G*L] = w @ [col(x_s0) | col(x_s1) | ...], then scattered to y.
 static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const conv_params *p = (const conv_params *)n->params;
-    const vt_tensor *b = in[2], *r = in[3];
-    const int64_t K = conv_k(p), L = conv_l(p), O = p->O;
-    const float *x = vt_f32(in[0]), *w = vt_f32(in[1]);
+    const vt_tensor *b = in[2];
+    const int64_t K = conv_k(p), L = conv_l(p), O = p->O, xsz = p->C * p->H * p->W;
+    const float *x = vt_f32(in[0]), *w = vt_f32(in[1]), *pb = b ? vt_f32(b) : NULL;
     float *y = vt_f32(out);
+    const int64_t G = conv_group(p);
+    if (G > 1) {
+        vt_tensor *colt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){K, G * L});
+        vt_tensor *yt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){O, G * L});
+        if (!colt || !yt) {
+            vt_release(colt);
+            vt_release(yt);
+            return vt_error_code();
+        }
+        for (int64_t s0 = 0; s0 < p->N; s0 += G) {
+            const int64_t g = p->N - s0 < G ? p->N - s0 : G;  // the last group may be short
+            im2col_group(p, x + s0 * xsz, g, vt_f32(colt));
+            vt_sgemm(0, 0, O, g * L, K, 1.0f, w, K, vt_f32(colt), g * L, 0.0f, vt_f32(yt), g * L);
+            group_scatter_bias(vt_f32(yt), pb, y + s0 * O * L, g, O, L);
+        }
+        vt_release(colt);
+        vt_release(yt);
+        return VT_OK;
+    }
     const int pointwise = conv_is_pointwise(p);
     const int nt = conv_sample_threads(p->N);
     vt_tensor *colt = NULL;
@@ -121,22 +187,18 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
     vt_blas_serial();
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t s = 0; s < p->N; s++) {
-        const float *xs = x + s * p->C * p->H * p->W;
+        const float *xs = x + s * xsz;
         float *ys = y + s * O * L;
         const float *col = xs;
         if (!pointwise) {
             float *ct = vt_f32(colt) + (int64_t)omp_get_thread_num() * K * L;
-            im2col(p, xs, ct);
+            im2col(p, xs, ct, L);
             col = ct;
         }
-        if (b || r) {
-            const float *rs = r ? vt_f32(r) + s * O * L : NULL;
-            for (int64_t o = 0; o < O; o++) {
-                const float bo = b ? vt_f32(b)[o] : 0.0f;
-                for (int64_t l = 0; l < L; l++) ys[o * L + l] = rs ? bo + rs[o * L + l] : bo;
-            }
-        }
-        vt_sgemm(0, 0, O, L, K, 1.0f, w, K, col, L, b || r ? 1.0f : 0.0f, ys, L);
+        if (pb)
+            for (int64_t o = 0; o < O; o++)
+                for (int64_t l = 0; l < L; l++) ys[o * L + l] = pb[o];
+        vt_sgemm(0, 0, O, L, K, 1.0f, w, K, col, L, pb ? 1.0f : 0.0f, ys, L);
     }
     vt_release(colt);
     return VT_OK;
@@ -144,7 +206,8 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
 
 // g [N, O, OH, OW] = [N, O, L]; saved x [N, C, H, W], w [O, K]
 // dx_n = col2im(w^T [K, O] @ g_n [O, L]);  dw = sum_n g_n [O, L] @ col(x_n)^T [L, K];
-// db[o] = sum_{n, l} g[n, o, l];  dr = g
+// db[o] = sum_{n, l} g[n, o, l]. Batched (G > 1): the same with g_n and col(x_n) of a group of
+// samples side by side, [O, G*L] and [K, G*L] (dw sums the group inside one GEMM).
 static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
     const conv_params *p = (const conv_params *)n->params;
     const vt_tensor *xt = n->saved[0], *wt = n->saved[1];
@@ -152,7 +215,8 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
     const float *g = vt_f32(gout), *x = vt_f32(xt), *w = vt_f32(wt);
     const int pointwise = conv_is_pointwise(p);
     const int nt = conv_sample_threads(p->N);
-    vt_tensor *colt = NULL;
+    const int64_t G = conv_group(p);
+    vt_tensor *colt = NULL, *gt = NULL;
     vt_err e = VT_OK;
     if (n->need[0]) {
         gin[0] = vt_zeros(VT_F32, VT_CPU, n->in_ndim[0], n->in_shape[0]);
@@ -162,37 +226,52 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
         gin[1] = vt_empty(VT_F32, VT_CPU, n->in_ndim[1], n->in_shape[1]);
         if (!gin[1]) return vt_error_code();
     }
-    if (n->need[3]) {
-        gin[3] = vt_clone(gout);
-        if (!gin[3]) return vt_error_code();
-    }
-    if (!pointwise && (n->need[0] || n->need[1])) {
-        colt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){(n->need[0] ? nt : 1) * K, L});
-        if (!colt) return vt_error_code();
-    }
-    // dw sums over samples in sample order: one by one, each GEMM split over the team
-    for (int64_t s = 0; n->need[1] && s < p->N; s++) {
-        const float *gs = g + s * O * L, *xs = x + s * xsz;
-        const float *col = xs;
-        if (!pointwise) {
-            im2col(p, xs, vt_f32(colt));
-            col = vt_f32(colt);
+    if (G > 1 && (n->need[0] || n->need[1])) {
+        colt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){K, G * L});
+        gt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){O, G * L});
+        if (!colt || !gt) { e = vt_error_code(); goto done; }
+        for (int64_t s0 = 0; s0 < p->N; s0 += G) {
+            const int64_t gs = p->N - s0 < G ? p->N - s0 : G;
+            group_gather(g + s0 * O * L, vt_f32(gt), gs, O, L);
+            if (n->need[1]) {  // dw (+)= gt [O, gs*L] @ col^T [gs*L, K]
+                im2col_group(p, x + s0 * xsz, gs, vt_f32(colt));
+                vt_sgemm(0, 1, O, K, gs * L, 1.0f, vt_f32(gt), gs * L, vt_f32(colt), gs * L, s0 ? 1.0f : 0.0f,
+                         vt_f32(gin[1]), K);
+            }
+            if (n->need[0]) {  // col [K, gs*L] = w^T @ gt, then each sample's block back to its pixels
+                vt_sgemm(1, 0, K, gs * L, O, 1.0f, w, K, vt_f32(gt), gs * L, 0.0f, vt_f32(colt), gs * L);
+                col2im_group(p, vt_f32(colt), gs, vt_f32(gin[0]) + s0 * xsz);
+            }
         }
-        vt_sgemm(0, 1, O, K, L, 1.0f, gs, L, col, L, s ? 1.0f : 0.0f, vt_f32(gin[1]), K);
-    }
-    // dx: samples are independent
-    if (n->need[0]) {
-        vt_blas_serial();
+    } else {
+        if (!pointwise && (n->need[0] || n->need[1])) {
+            colt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){(n->need[0] ? nt : 1) * K, L});
+            if (!colt) return vt_error_code();
+        }
+        // dw sums over samples in sample order: one by one, each GEMM split over the team
+        for (int64_t s = 0; n->need[1] && s < p->N; s++) {
+            const float *gs = g + s * O * L, *xs = x + s * xsz;
+            const float *col = xs;
+            if (!pointwise) {
+                im2col(p, xs, vt_f32(colt), L);
+                col = vt_f32(colt);
+            }
+            vt_sgemm(0, 1, O, K, L, 1.0f, gs, L, col, L, s ? 1.0f : 0.0f, vt_f32(gin[1]), K);
+        }
+        // dx: samples are independent
+        if (n->need[0]) {
+            vt_blas_serial();
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t s = 0; s < p->N; s++) {
-            const float *gs = g + s * O * L;
-            float *dxs = vt_f32(gin[0]) + s * xsz;
-            if (pointwise) {
-                vt_sgemm(1, 0, K, L, O, 1.0f, w, K, gs, L, 0.0f, dxs, L);
-            } else {
-                float *ct = vt_f32(colt) + (int64_t)omp_get_thread_num() * K * L;
-                vt_sgemm(1, 0, K, L, O, 1.0f, w, K, gs, L, 0.0f, ct, L);
-                col2im(p, ct, dxs);
+            for (int64_t s = 0; s < p->N; s++) {
+                const float *gs = g + s * O * L;
+                float *dxs = vt_f32(gin[0]) + s * xsz;
+                if (pointwise) {
+                    vt_sgemm(1, 0, K, L, O, 1.0f, w, K, gs, L, 0.0f, dxs, L);
+                } else {
+                    float *ct = vt_f32(colt) + (int64_t)omp_get_thread_num() * K * L;
+                    vt_sgemm(1, 0, K, L, O, 1.0f, w, K, gs, L, 0.0f, ct, L);
+                    col2im(p, ct, L, dxs);
+                }
             }
         }
     }
@@ -213,11 +292,11 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
     }
 done:
     vt_release(colt);
+    vt_release(gt);
     return e;
 }
 
-// Saves x and w (w is a frozen weight view: no copy); the bias and the residual are not needed
-// backward.
+// Saves x and w (w is a frozen weight view: no copy); the bias is not needed backward.
 static const vt_op op_conv2d = {"conv2d", {conv_forward_cpu, NULL}, {conv_backward_cpu, NULL}, 0x3, 0};
 static const vt_op op_conv_time = {"conv_time", {conv_forward_cpu, NULL}, {conv_backward_cpu, NULL}, 0x3, 0};
 
@@ -233,35 +312,18 @@ static int conv_check_bias(const char *name, const vt_tensor *b, const vt_tensor
     return 0;
 }
 
-// The residual of vt_conv2d_add / vt_conv_time_add: f32 with exactly the output's shape.
-static int conv_check_residual(const char *name, const vt_tensor *r, int ndim, const int64_t *shape) {
-    if (!r) return 0;
-    if (vt_check_f32(name, r)) return 1;
-    int ok = r->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++) ok = r->shape[i] == shape[i];
-    if (!ok) {
-        char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
-        vt_error(VT_ERR_SHAPE, "%s: residual %s does not fit the output %s", name, vt_shape_str(r, s1, sizeof s1),
-                 vt_shape_str_raw(ndim, shape, s2, sizeof s2));
-        return 1;
-    }
-    return 0;
-}
-
-// conv2d (+ residual r when not NULL); errors name the entry point
-static vt_tensor *conv2d_run(const char *name, vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad,
-                             vt_tensor *r) {
+vt_tensor *vt_conv2d(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad) {
     if (!x || !w) return NULL;
-    if (vt_check_f32(name, x) || vt_check_f32(name, w)) return NULL;
+    if (vt_check_f32("conv2d", x) || vt_check_f32("conv2d", w)) return NULL;
     char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
     if (x->ndim != 4 || w->ndim != 4 || x->shape[1] != w->shape[1]) {
-        vt_error(VT_ERR_SHAPE, "%s: input %s does not fit weight %s (x [N, C, H, W], w [O, C, kh, kw])", name,
+        vt_error(VT_ERR_SHAPE, "conv2d: input %s does not fit weight %s (x [N, C, H, W], w [O, C, kh, kw])",
                  vt_shape_str(x, s1, sizeof s1), vt_shape_str(w, s2, sizeof s2));
         return NULL;
     }
-    if (conv_check_bias(name, b, w)) return NULL;
+    if (conv_check_bias("conv2d", b, w)) return NULL;
     if (stride < 1 || pad < 0) {
-        vt_error(VT_ERR_ARG, "%s: stride %d / pad %d invalid (stride >= 1, pad >= 0) for input %s", name, stride, pad,
+        vt_error(VT_ERR_ARG, "conv2d: stride %d / pad %d invalid (stride >= 1, pad >= 0) for input %s", stride, pad,
                  vt_shape_str(x, s1, sizeof s1));
         return NULL;
     }
@@ -269,60 +331,40 @@ static vt_tensor *conv2d_run(const char *name, vt_tensor *x, vt_tensor *w, vt_te
                      .kh = (int)w->shape[2], .kw = (int)w->shape[3], .sh = stride, .sw = stride, .ph = pad, .pw = pad};
     int64_t eh = p.H + 2 * pad - p.kh, ew = p.W + 2 * pad - p.kw;
     if (eh < 0 || ew < 0 || p.kh < 1 || p.kw < 1) {
-        vt_error(VT_ERR_SHAPE, "%s: kernel of weight %s larger than input %s padded by %d", name,
+        vt_error(VT_ERR_SHAPE, "conv2d: kernel of weight %s larger than input %s padded by %d",
                  vt_shape_str(w, s2, sizeof s2), vt_shape_str(x, s1, sizeof s1), pad);
         return NULL;
     }
     p.OH = eh / stride + 1;
     p.OW = ew / stride + 1;
-    const int64_t oshape[4] = {p.N, p.O, p.OH, p.OW};
-    if (conv_check_residual(name, r, 4, oshape)) return NULL;
-    vt_tensor *in[4] = {x, w, b, r};
-    return vt_op_run(&op_conv2d, in, 4, &p, sizeof p, VT_F32, 4, oshape);
+    vt_tensor *in[3] = {x, w, b};
+    return vt_op_run(&op_conv2d, in, 3, &p, sizeof p, VT_F32, 4, (int64_t[]){p.N, p.O, p.OH, p.OW});
 }
 
-vt_tensor *vt_conv2d(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad) {
-    return conv2d_run("conv2d", x, w, b, stride, pad, NULL);
-}
-
-vt_tensor *vt_conv2d_add(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad, vt_tensor *r) {
-    return r ? conv2d_run("conv2d_add", x, w, b, stride, pad, r) : NULL;
-}
-
-// conv_time (+ residual r when not NULL); errors name the entry point
-static vt_tensor *conv_time_run(const char *name, vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad, vt_tensor *r) {
+vt_tensor *vt_conv_time(vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad) {
     if (!x || !w) return NULL;
-    if (vt_check_f32(name, x) || vt_check_f32(name, w)) return NULL;
+    if (vt_check_f32("conv_time", x) || vt_check_f32("conv_time", w)) return NULL;
     char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
     if (x->ndim != 5 || w->ndim != 5 || x->shape[1] != w->shape[1] || w->shape[3] != 1 || w->shape[4] != 1) {
-        vt_error(VT_ERR_SHAPE, "%s: input %s does not fit weight %s (x [B, C, T, H, W], w [O, C, kt, 1, 1])", name,
+        vt_error(VT_ERR_SHAPE, "conv_time: input %s does not fit weight %s (x [B, C, T, H, W], w [O, C, kt, 1, 1])",
                  vt_shape_str(x, s1, sizeof s1), vt_shape_str(w, s2, sizeof s2));
         return NULL;
     }
-    if (conv_check_bias(name, b, w)) return NULL;
+    if (conv_check_bias("conv_time", b, w)) return NULL;
     if (pad < 0) {
-        vt_error(VT_ERR_ARG, "%s: pad %d < 0 for input %s", name, pad, vt_shape_str(x, s1, sizeof s1));
+        vt_error(VT_ERR_ARG, "conv_time: pad %d < 0 for input %s", pad, vt_shape_str(x, s1, sizeof s1));
         return NULL;
     }
     int64_t T = x->shape[2], kt = w->shape[2], To = T + 2 * pad - kt + 1;
     if (kt < 1 || To < 1) {
-        vt_error(VT_ERR_SHAPE, "%s: kernel of weight %s longer than %lld frames of input %s padded by %d", name,
+        vt_error(VT_ERR_SHAPE, "conv_time: kernel of weight %s longer than %lld frames of input %s padded by %d",
                  vt_shape_str(w, s2, sizeof s2), (long long)T, vt_shape_str(x, s1, sizeof s1), pad);
         return NULL;
     }
     conv_params p = {.N = x->shape[0], .C = x->shape[1], .H = T, .W = x->shape[3] * x->shape[4], .O = w->shape[0],
                      .OH = To, .OW = x->shape[3] * x->shape[4], .kh = (int)kt, .kw = 1, .sh = 1, .sw = 1, .ph = pad,
                      .pw = 0};
-    const int64_t oshape[5] = {p.N, p.O, To, x->shape[3], x->shape[4]};
-    if (conv_check_residual(name, r, 5, oshape)) return NULL;
-    vt_tensor *in[4] = {x, w, b, r};
-    return vt_op_run(&op_conv_time, in, 4, &p, sizeof p, VT_F32, 5, oshape);
-}
-
-vt_tensor *vt_conv_time(vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad) {
-    return conv_time_run("conv_time", x, w, b, pad, NULL);
-}
-
-vt_tensor *vt_conv_time_add(vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad, vt_tensor *r) {
-    return r ? conv_time_run("conv_time_add", x, w, b, pad, r) : NULL;
+    vt_tensor *in[3] = {x, w, b};
+    return vt_op_run(&op_conv_time, in, 3, &p, sizeof p, VT_F32, 5,
+                     (int64_t[]){p.N, p.O, To, x->shape[3], x->shape[4]});
 }
