@@ -140,6 +140,11 @@ const ConvCase kConvCases[] = {
     // 20x20 images are batched 3 per GEMM (conv.c CONV_GEMM_COLS): groups of 3 and 1
     {4, 3, 20, 20, 4, 3, 3, 1, 1, "batched 3 + 1 samples"},
     {5, 3, 20, 20, 4, 1, 1, 1, 0, "batched 1x1 3 + 2 samples"},
+    // stride 1, >= 16 input channels, wide enough, one image per GEMM: the shifted-GEMM kernels
+    {1, 16, 5, 30, 5, 3, 3, 1, 1, "shifted 3x3 p1"},
+    {1, 16, 6, 6, 3, 3, 3, 1, 0, "shifted 3x3 p0"},
+    {1, 16, 4, 60, 3, 2, 3, 1, 2, "shifted 2x3 p2"},
+    {2, 16, 33, 32, 3, 3, 3, 1, 1, "shifted 2 samples"},
 };
 
 }  // namespace
@@ -244,6 +249,17 @@ TEST(ConvTime, GradientsOfEveryInput) {
     vt_requires_grad(w1, 1);
     vt_tensor *b4 = R(RandN({4}, 8));
     ExpectGradsMatch([](auto &in) { return vt_conv_time(in[0], in[1], in[2], 0); }, {x, w1, b4}, Tight(1e-3));
+}
+
+TEST(ConvTime, ShiftedKernelsMatchNaiveAndGradients) {
+    // 16 channels, one sample of 4 frames x 16 x 16: the shifted-GEMM path (taps along time)
+    Releaser R;
+    vt_tensor *x = R(RandN({1, 16, 4, 16, 16}, 4)), *w = R(RandN({8, 16, 3, 1, 1}, 5, 0.3f)), *b = R(RandN({8}, 6));
+    ExpectClose(R(vt_conv_time(x, w, b, 1)), R(NaiveConvTime(x, w, b, 1)), 1e-5, "conv_time shifted");
+    for (auto *t : {x, w, b}) vt_requires_grad(t, 1);
+    GradCheckOptions o = Tight(1e-3);
+    o.max_elems = 24;
+    ExpectGradsMatch([](auto &in) { return vt_conv_time(in[0], in[1], in[2], 1); }, {x, w, b}, o);
 }
 
 TEST(ConvTime, OnlyInputGradient) {
