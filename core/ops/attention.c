@@ -112,7 +112,7 @@ static inline int64_t attn_row_keys(const attention_params *p, int64_t i) {
 //   backward (lse_in != NULL): S <- exp(S - lse) (the forward's probabilities)
 static void attn_probs(const attention_params *p, int64_t i0, int64_t rows, int64_t ncol, float *S,
                        float *lse_out, const float *lse_in) {
-#pragma omp parallel for if (!omp_in_parallel() && rows * ncol > 65536)
+#pragma omp parallel for if (omp_get_level() == 0 && rows * ncol > 65536)
     for (int64_t r = 0; r < rows; r++) {
         float *sr = S + r * ncol;
         const int64_t nk = attn_row_keys(p, i0 + r);
@@ -280,6 +280,57 @@ VT_SIMD_CLONES static void attn_small_bwd(const attention_params *p, const float
     }
 }
 
+// ---- the BLAS path: one (batch, head) pair per item (vt_parallel_items) ----------------------
+typedef struct attn_items {
+    const attention_params *p;
+    const float *q, *k, *v, *g, *lse_in;
+    float *o, *lse, *dq, *dk, *dv;
+    float *S, *dP;  // per-thread score blocks [br, Lk]
+    int64_t br;
+} attn_items;
+
+// Forward of pair bh, row block by row block: S = scale q k^T, P = softmax(S), o = P v
+static void attn_item_forward(void *ctx, int64_t bh, int thread) {
+    const attn_items *c = ctx;
+    const attention_params *p = c->p;
+    const int64_t C = p->H * p->d, b = bh / p->H, h = bh % p->H, br = c->br;
+    float *s = c->S + thread * br * p->Lk;
+    const float *qb = c->q + b * p->Lq * C + h * p->d;
+    const float *kb = c->k + b * p->Lk * C + h * p->d, *vb = c->v + b * p->Lk * C + h * p->d;
+    float *ob = c->o + b * p->Lq * C + h * p->d, *lb = c->lse + bh * p->Lq;
+    for (int64_t i0 = 0; i0 < p->Lq; i0 += br) {
+        const int64_t rows = p->Lq - i0 < br ? p->Lq - i0 : br;
+        const int64_t ncol = attn_row_keys(p, i0 + rows - 1);  // keys any row of the block sees
+        vt_sgemm(0, 1, rows, ncol, p->d, p->scale, qb + i0 * C, C, kb, C, 0.0f, s, ncol);
+        attn_probs(p, i0, rows, ncol, s, lb + i0, NULL);
+        vt_sgemm(0, 0, rows, p->d, ncol, 1.0f, s, ncol, vb, C, 0.0f, ob + i0 * C, C);
+    }
+}
+
+// Backward of pair bh (its dk, dv rows accumulate over its row blocks, all on one thread)
+static void attn_item_backward(void *ctx, int64_t bh, int thread) {
+    const attn_items *c = ctx;
+    const attention_params *p = c->p;
+    const int64_t C = p->H * p->d, b = bh / p->H, h = bh % p->H, br = c->br;
+    float *s = c->S + thread * br * p->Lk, *dp = c->dP ? c->dP + thread * br * p->Lk : NULL;
+    const int64_t qo = b * p->Lq * C + h * p->d, ko = b * p->Lk * C + h * p->d;
+    const float *lb = c->lse_in + bh * p->Lq;
+    for (int64_t i0 = 0; i0 < p->Lq; i0 += br) {
+        const int64_t rows = p->Lq - i0 < br ? p->Lq - i0 : br;
+        const int64_t ncol = attn_row_keys(p, i0 + rows - 1);
+        const float *qi = c->q + qo + i0 * C, *gi = c->g + qo + i0 * C;
+        vt_sgemm(0, 1, rows, ncol, p->d, p->scale, qi, C, c->k + ko, C, 0.0f, s, ncol);
+        attn_probs(p, i0, rows, ncol, s, NULL, lb + i0);
+        if (c->dv) vt_sgemm(1, 0, ncol, p->d, rows, 1.0f, s, ncol, gi, C, 1.0f, c->dv + ko, C);
+        if (!c->dq && !c->dk) continue;
+        vt_sgemm(0, 1, rows, ncol, p->d, 1.0f, gi, C, c->v + ko, C, 0.0f, dp, ncol);
+#pragma omp parallel for if (omp_get_level() == 0 && rows * ncol > 65536)
+        for (int64_t r = 0; r < rows; r++) softmax_grad_row(s + r * ncol, dp + r * ncol, dp + r * ncol, ncol);  // masked: P = 0
+        if (c->dq) vt_sgemm(0, 0, rows, p->d, ncol, p->scale, dp, ncol, c->k + ko, C, 0.0f, c->dq + qo + i0 * C, C);
+        if (c->dk) vt_sgemm(1, 0, ncol, p->d, rows, p->scale, dp, ncol, qi, C, 1.0f, c->dk + ko, C);
+    }
+}
+
 // q [B, Lq, H*d], k, v [B, Lk, H*d] -> out [B, Lq, H*d]; extra saved: lse [B, H, Lq]
 static vt_err attention_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const attention_params *p = (const attention_params *)n->params;
@@ -313,21 +364,8 @@ static vt_err attention_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor 
     const float *q = vt_f32(in[0]), *k = vt_f32(in[1]), *v = vt_f32(in[2]);
     float *o = vt_f32(out), *l = vt_f32(lse);
     vt_blas_serial();
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-    for (int64_t bh = 0; bh < pairs; bh++) {
-        const int64_t b = bh / p->H, h = bh % p->H;
-        float *s = vt_f32(S) + (int64_t)omp_get_thread_num() * br * p->Lk;
-        const float *qb = q + b * p->Lq * C + h * p->d;
-        const float *kb = k + b * p->Lk * C + h * p->d, *vb = v + b * p->Lk * C + h * p->d;
-        float *ob = o + b * p->Lq * C + h * p->d, *lb = l + (b * p->H + h) * p->Lq;
-        for (int64_t i0 = 0; i0 < p->Lq; i0 += br) {
-            const int64_t rows = p->Lq - i0 < br ? p->Lq - i0 : br;
-            const int64_t ncol = attn_row_keys(p, i0 + rows - 1);  // keys any row of the block sees
-            vt_sgemm(0, 1, rows, ncol, p->d, p->scale, qb + i0 * C, C, kb, C, 0.0f, s, ncol);
-            attn_probs(p, i0, rows, ncol, s, lb + i0, NULL);
-            vt_sgemm(0, 0, rows, p->d, ncol, 1.0f, s, ncol, vb, C, 0.0f, ob + i0 * C, C);
-        }
-    }
+    attn_items c = {p, q, k, v, NULL, NULL, o, l, NULL, NULL, NULL, vt_f32(S), NULL, br};
+    vt_parallel_items(pairs, nt, attn_item_forward, &c);
     vt_release(S);
     if (n->recording) n->saved[n->n_saved++] = lse;
     else vt_release(lse);
@@ -372,30 +410,8 @@ static vt_err attention_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tenso
         return VT_OK;
     }
     vt_blas_serial();
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-    for (int64_t bh = 0; bh < pairs; bh++) {
-        const int64_t b = bh / p->H, h = bh % p->H;
-        const int64_t toff = (int64_t)omp_get_thread_num() * br * p->Lk;
-        float *s = vt_f32(S) + toff, *dp = dP ? vt_f32(dP) + toff : NULL;
-        const int64_t qo = b * p->Lq * C + h * p->d, ko = b * p->Lk * C + h * p->d;
-        const float *lb = l + (b * p->H + h) * p->Lq;
-        for (int64_t i0 = 0; i0 < p->Lq; i0 += br) {
-            const int64_t rows = p->Lq - i0 < br ? p->Lq - i0 : br;
-            const int64_t ncol = attn_row_keys(p, i0 + rows - 1);
-            const float *qi = q + qo + i0 * C, *gi = g + qo + i0 * C;
-            vt_sgemm(0, 1, rows, ncol, p->d, p->scale, qi, C, k + ko, C, 0.0f, s, ncol);
-            attn_probs(p, i0, rows, ncol, s, NULL, lb + i0);
-            if (dv) vt_sgemm(1, 0, ncol, p->d, rows, 1.0f, s, ncol, gi, C, 1.0f, dv + ko, C);
-            if (!need_qk) continue;
-            vt_sgemm(0, 1, rows, ncol, p->d, 1.0f, gi, C, v + ko, C, 0.0f, dp, ncol);
-#pragma omp parallel for if (!omp_in_parallel() && rows * ncol > 65536)
-            for (int64_t r = 0; r < rows; r++) {
-                softmax_grad_row(s + r * ncol, dp + r * ncol, dp + r * ncol, ncol);  // masked: P = 0
-            }
-            if (dq) vt_sgemm(0, 0, rows, p->d, ncol, p->scale, dp, ncol, k + ko, C, 0.0f, dq + qo + i0 * C, C);
-            if (dk) vt_sgemm(1, 0, ncol, p->d, rows, p->scale, dp, ncol, qi, C, 1.0f, dk + ko, C);
-        }
-    }
+    attn_items c = {p, q, k, v, g, l, NULL, NULL, dq, dk, dv, vt_f32(S), dP ? vt_f32(dP) : NULL, br};
+    vt_parallel_items(pairs, nt, attn_item_backward, &c);
     vt_release(S);
     vt_release(dP);
     return VT_OK;

@@ -41,7 +41,7 @@ static void conv_valid_cols(const conv_params *p, int j, int64_t *ox0, int64_t *
 // its own parallel loop.
 static void im2col(const conv_params *p, const float *x, float *col, int64_t ldc) {
     const int64_t K = conv_k(p), L = conv_l(p);
-#pragma omp parallel for if (!omp_in_parallel() && K * L > 65536)
+#pragma omp parallel for if (omp_get_level() == 0 && K * L > 65536)
     for (int64_t r = 0; r < K; r++) {
         const int64_t c = r / (p->kh * p->kw);
         const int i = (int)(r / p->kw % p->kh), j = (int)(r % p->kw);
@@ -73,7 +73,7 @@ static void im2col(const conv_params *p, const float *x, float *col, int64_t ldc
 // channel's plane.
 static void col2im(const conv_params *p, const float *col, int64_t ldc, float *dx) {
     const int64_t L = conv_l(p), taps = (int64_t)p->kh * p->kw;
-#pragma omp parallel for if (!omp_in_parallel() && conv_k(p) * L > 65536)
+#pragma omp parallel for if (omp_get_level() == 0 && conv_k(p) * L > 65536)
     for (int64_t c = 0; c < p->C; c++) {
         float *dc = dx + c * p->H * p->W;
         for (int64_t t = 0; t < taps; t++) {
@@ -247,6 +247,66 @@ static void shifted_backward_x(const conv_params *p, const shifted_geom *g, cons
             memcpy(dx + (c * p->H + y) * p->W, dxp + c * g->ldp + (y + p->ph) * g->Wp + p->pw, (size_t)p->W * sizeof(float));
 }
 
+// ---- per-sample items (vt_parallel_items: samples over threads, or one by one with each
+// GEMM split over the team) ---------------------------------------------------------------
+typedef struct conv_items {
+    const conv_params *p;
+    const shifted_geom *sg;
+    const float *x, *w, *b, *g;  // w: [O, K] or the shifted path's per-tap pack
+    float *y, *scratch;          // y: output or dx; scratch: per-thread block of `per` floats
+    int64_t per;
+} conv_items;
+
+// y_s = w @ col(x_s) (+ b)
+static void conv_item_forward(void *ctx, int64_t s, int thread) {
+    const conv_items *c = ctx;
+    const conv_params *p = c->p;
+    const int64_t K = conv_k(p), L = conv_l(p), O = p->O;
+    const float *xs = c->x + s * p->C * p->H * p->W, *col = xs;
+    float *ys = c->y + s * O * L;
+    if (!conv_is_pointwise(p)) {
+        float *ct = c->scratch + thread * c->per;
+        im2col(p, xs, ct, L);
+        col = ct;
+    }
+    if (c->b)
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t l = 0; l < L; l++) ys[o * L + l] = c->b[o];
+    vt_sgemm(0, 0, O, L, K, 1.0f, c->w, K, col, L, c->b ? 1.0f : 0.0f, ys, L);
+}
+
+// dx_s = col2im(w^T @ g_s)
+static void conv_item_backward_x(void *ctx, int64_t s, int thread) {
+    const conv_items *c = ctx;
+    const conv_params *p = c->p;
+    const int64_t K = conv_k(p), L = conv_l(p), O = p->O;
+    const float *gs = c->g + s * O * L;
+    float *dxs = c->y + s * p->C * p->H * p->W;
+    if (conv_is_pointwise(p)) {
+        vt_sgemm(1, 0, K, L, O, 1.0f, c->w, K, gs, L, 0.0f, dxs, L);
+    } else {
+        float *ct = c->scratch + thread * c->per;
+        vt_sgemm(1, 0, K, L, O, 1.0f, c->w, K, gs, L, 0.0f, ct, L);
+        col2im(p, ct, L, dxs);
+    }
+}
+
+static void conv_item_shifted_forward(void *ctx, int64_t s, int thread) {
+    const conv_items *c = ctx;
+    const conv_params *p = c->p;
+    float *xp = c->scratch + thread * c->per;
+    shifted_forward(p, c->sg, c->w, c->x + s * p->C * p->H * p->W, c->b, xp, xp + p->C * c->sg->ldp,
+                    c->y + s * p->O * conv_l(p));
+}
+
+static void conv_item_shifted_backward_x(void *ctx, int64_t s, int thread) {
+    const conv_items *c = ctx;
+    const conv_params *p = c->p;
+    float *dxp = c->scratch + thread * c->per, *gw = dxp + p->C * c->sg->ldp;
+    shifted_widen(p, c->sg, c->g + s * p->O * conv_l(p), gw);
+    shifted_backward_x(p, c->sg, c->w, gw, dxp, c->y + s * p->C * p->H * p->W);
+}
+
 // x [N, C, H, W], w [O, C, kh, kw] = [O, K], b [O] or NULL -> y [N, O, OH, OW]
 // y_n [O, L] = w [O, K] @ col(x_n) [K, L] (+ b broadcast over L); batched: for a group of G
 // samples, yt [O, G*L] = w @ [col(x_s0) | col(x_s1) | ...], then scattered to y.
@@ -289,11 +349,8 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
         }
         shifted_pack_weight(p, w, vt_f32(wt));
         vt_blas_serial();
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t s = 0; s < p->N; s++) {
-            float *xp = vt_f32(scr) + (int64_t)omp_get_thread_num() * per;
-            shifted_forward(p, &sg, vt_f32(wt), x + s * xsz, pb, xp, xp + p->C * sg.ldp, y + s * O * L);
-        }
+        conv_items c = {p, &sg, x, vt_f32(wt), pb, NULL, y, vt_f32(scr), per};
+        vt_parallel_items(p->N, nt, conv_item_shifted_forward, &c);
         vt_release(wt);
         vt_release(scr);
         return VT_OK;
@@ -304,21 +361,8 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
         if (!colt) return vt_error_code();
     }
     vt_blas_serial();
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t s = 0; s < p->N; s++) {
-        const float *xs = x + s * xsz;
-        float *ys = y + s * O * L;
-        const float *col = xs;
-        if (!pointwise) {
-            float *ct = vt_f32(colt) + (int64_t)omp_get_thread_num() * K * L;
-            im2col(p, xs, ct, L);
-            col = ct;
-        }
-        if (pb)
-            for (int64_t o = 0; o < O; o++)
-                for (int64_t l = 0; l < L; l++) ys[o * L + l] = pb[o];
-        vt_sgemm(0, 0, O, L, K, 1.0f, w, K, col, L, pb ? 1.0f : 0.0f, ys, L);
-    }
+    conv_items c = {p, NULL, x, w, pb, NULL, y, colt ? vt_f32(colt) : NULL, K * L};
+    vt_parallel_items(p->N, nt, conv_item_forward, &c);
     vt_release(colt);
     return VT_OK;
 }
@@ -396,12 +440,8 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
         if (n->need[0]) {
             shifted_pack_weight(p, w, vt_f32(wt));
             vt_blas_serial();
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-            for (int64_t s = 0; s < p->N; s++) {
-                float *dxp = vt_f32(gt) + (int64_t)omp_get_thread_num() * per, *gw = dxp + p->C * sg.ldp;
-                shifted_widen(p, &sg, g + s * O * L, gw);
-                shifted_backward_x(p, &sg, vt_f32(wt), gw, dxp, vt_f32(gin[0]) + s * xsz);
-            }
+            conv_items c = {p, &sg, NULL, vt_f32(wt), NULL, g, vt_f32(gin[0]), vt_f32(gt), per};
+            vt_parallel_items(p->N, nt, conv_item_shifted_backward_x, &c);
         }
         vt_release(wt);
     } else {
@@ -422,18 +462,8 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
         // dx: samples are independent
         if (n->need[0]) {
             vt_blas_serial();
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-            for (int64_t s = 0; s < p->N; s++) {
-                const float *gs = g + s * O * L;
-                float *dxs = vt_f32(gin[0]) + s * xsz;
-                if (pointwise) {
-                    vt_sgemm(1, 0, K, L, O, 1.0f, w, K, gs, L, 0.0f, dxs, L);
-                } else {
-                    float *ct = vt_f32(colt) + (int64_t)omp_get_thread_num() * K * L;
-                    vt_sgemm(1, 0, K, L, O, 1.0f, w, K, gs, L, 0.0f, ct, L);
-                    col2im(p, ct, L, dxs);
-                }
-            }
+            conv_items c = {p, NULL, NULL, w, NULL, g, vt_f32(gin[0]), colt ? vt_f32(colt) : NULL, K * L};
+            vt_parallel_items(p->N, nt, conv_item_backward_x, &c);
         }
     }
     if (n->need[1] && p->N == 0) memset(vt_f32(gin[1]), 0, vt_nbytes(gin[1]));

@@ -9,7 +9,16 @@
 // from serial code splits a large product over the OpenMP team by rows or columns of C (each
 // element's k-sum is the same one BLAS computes unsplit, so results do not depend on threads).
 void vt_blas_serial(void) {
-    if (!omp_in_parallel() && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+    if (omp_get_level() == 0 && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
+void vt_parallel_items(int64_t n, int nt, void (*fn)(void *ctx, int64_t i, int thread), void *ctx) {
+    if (nt > 1 && omp_get_level() == 0) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)  // a loaded thread takes fewer items
+        for (int64_t i = 0; i < n; i++) fn(ctx, i, omp_get_thread_num());
+    } else {
+        for (int64_t i = 0; i < n; i++) fn(ctx, i, 0);
+    }
 }
 
 static void sgemm1(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
@@ -25,7 +34,7 @@ static void sgemm1(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
 void vt_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (m == 0 || n == 0) return;
-    if (omp_in_parallel()) {  // a thread of an op's parallel loop: BLAS is serial already
+    if (omp_get_level() > 0) {  // inside an op's parallel loop: BLAS is serial already, no nesting
         sgemm1(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }

@@ -39,6 +39,14 @@ void vt_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, cons
 // Puts OpenBLAS at one thread (call from serial code before a parallel region that calls
 // vt_sgemm; vt_sgemm does it itself when called from serial code).
 void vt_blas_serial(void);
+// fn(ctx, i, thread) for i < n: over nt threads (thread = omp_get_thread_num(), for per-thread
+// scratch), or with nt == 1 as a plain loop on the caller (thread 0). Use it, not
+// `#pragma omp parallel for num_threads(nt) if (nt > 1)`, around code that calls vt_sgemm: with
+// nt == 1 that opens an inactive region, and vt_sgemm's split inside it becomes a nested region
+// that libgomp runs with a second team; the two teams' spin-waiting threads on 2 cores made small
+// convolutions 10-20x slower at 2 threads than at 1. Kernels therefore open a parallel region
+// only at nesting level 0 (omp_get_level() == 0, which counts inactive regions too).
+void vt_parallel_items(int64_t n, int nt, void (*fn)(void *ctx, int64_t i, int thread), void *ctx);
 
 #ifdef __cplusplus
 }
