@@ -8,6 +8,11 @@
 // Both ops run on one kernel pair that sees its input as [N, C, H, W] planes. conv_time is
 // that kernel on x [B, C, T, H*W] with kernel (kt, 1), padding (pad, 0): a temporal kernel
 // only mixes frames, so the spatial dims fold into one "width" the kernel never moves along.
+//
+// Optional input 3 is a residual r of the output's shape (vt_conv2d_add, vt_conv_time_add):
+// y = w @ col + (b + r), r added where the bias is (preloaded into the GEMM's accumulator, or
+// in the pass that scatters a batched / wide output), so a ResBlock's "skip + conv(h)" needs no
+// add op (one output-sized tensor and one pass less); dr = g.
 #include "ops_internal.h"
 #include "params.h"
 #include <omp.h>
@@ -137,15 +142,21 @@ static void group_gather(const float *src, float *dst, int64_t G, int64_t O, int
         for (int64_t o = 0; o < O; o++) memcpy(dst + o * G * L + s * L, src + (s * O + o) * L, (size_t)L * sizeof(float));
 }
 
-// y [G, O, L] = yt [O, G*L] (+ b broadcast over L)
-static void group_scatter_bias(const float *yt, const float *b, float *y, int64_t G, int64_t O, int64_t L) {
+// y [G, O, L] = yt [O, G*L] (+ b broadcast over L) (+ r [G, O, L])
+static void group_scatter_bias(const float *yt, const float *b, const float *r, float *y, int64_t G, int64_t O,
+                               int64_t L) {
 #pragma omp parallel for collapse(2) if (G * O * L > 65536)
     for (int64_t s = 0; s < G; s++)
         for (int64_t o = 0; o < O; o++) {
             const float *src = yt + o * G * L + s * L;
             float *dst = y + (s * O + o) * L;
             const float bo = b ? b[o] : 0.0f;
-            for (int64_t l = 0; l < L; l++) dst[l] = src[l] + bo;
+            if (r) {
+                const float *rs = r + (s * O + o) * L;
+                for (int64_t l = 0; l < L; l++) dst[l] = src[l] + bo + rs[l];
+            } else {
+                for (int64_t l = 0; l < L; l++) dst[l] = src[l] + bo;
+            }
         }
 }
 
@@ -205,9 +216,9 @@ static void shifted_pad(const conv_params *p, const shifted_geom *g, const float
     }
 }
 
-// One sample: y [O, OH, OW] = sum_taps wt_t @ xp_t (+ b), through yw [O, Lw]
+// One sample: y [O, OH, OW] = sum_taps wt_t @ xp_t (+ b) (+ r [O, OH, OW]), through yw [O, Lw]
 static void shifted_forward(const conv_params *p, const shifted_geom *g, const float *wt, const float *x,
-                            const float *b, float *xp, float *yw, float *y) {
+                            const float *b, const float *r, float *xp, float *yw, float *y) {
     shifted_pad(p, g, x, xp);
     for (int t = 0; t < g->taps; t++) {
         const int64_t off = (t / p->kw) * g->Wp + t % p->kw;
@@ -219,7 +230,12 @@ static void shifted_forward(const conv_params *p, const shifted_geom *g, const f
             const float *src = yw + o * g->Lw + oy * g->Wp;
             float *dst = y + (o * p->OH + oy) * p->OW;
             const float bo = b ? b[o] : 0.0f;
-            for (int64_t ox = 0; ox < p->OW; ox++) dst[ox] = src[ox] + bo;
+            if (r) {
+                const float *rs = r + (o * p->OH + oy) * p->OW;
+                for (int64_t ox = 0; ox < p->OW; ox++) dst[ox] = src[ox] + bo + rs[ox];
+            } else {
+                for (int64_t ox = 0; ox < p->OW; ox++) dst[ox] = src[ox] + bo;
+            }
         }
 }
 
@@ -252,12 +268,12 @@ static void shifted_backward_x(const conv_params *p, const shifted_geom *g, cons
 typedef struct conv_items {
     const conv_params *p;
     const shifted_geom *sg;
-    const float *x, *w, *b, *g;  // w: [O, K] or the shifted path's per-tap pack
+    const float *x, *w, *b, *r, *g;  // w: [O, K] or the shifted path's per-tap pack; r: residual
     float *y, *scratch;          // y: output or dx; scratch: per-thread block of `per` floats
     int64_t per;
 } conv_items;
 
-// y_s = w @ col(x_s) (+ b)
+// y_s = w @ col(x_s) (+ b) (+ r_s)
 static void conv_item_forward(void *ctx, int64_t s, int thread) {
     const conv_items *c = ctx;
     const conv_params *p = c->p;
@@ -269,10 +285,13 @@ static void conv_item_forward(void *ctx, int64_t s, int thread) {
         im2col(p, xs, ct, L);
         col = ct;
     }
-    if (c->b)
-        for (int64_t o = 0; o < O; o++)
-            for (int64_t l = 0; l < L; l++) ys[o * L + l] = c->b[o];
-    vt_sgemm(0, 0, O, L, K, 1.0f, c->w, K, col, L, c->b ? 1.0f : 0.0f, ys, L);
+    const float *rs = c->r ? c->r + s * O * L : NULL;
+    if (c->b || rs)
+        for (int64_t o = 0; o < O; o++) {
+            const float bo = c->b ? c->b[o] : 0.0f;
+            for (int64_t l = 0; l < L; l++) ys[o * L + l] = rs ? bo + rs[o * L + l] : bo;
+        }
+    vt_sgemm(0, 0, O, L, K, 1.0f, c->w, K, col, L, c->b || rs ? 1.0f : 0.0f, ys, L);
 }
 
 // dx_s = col2im(w^T @ g_s)
@@ -295,7 +314,8 @@ static void conv_item_shifted_forward(void *ctx, int64_t s, int thread) {
     const conv_items *c = ctx;
     const conv_params *p = c->p;
     float *xp = c->scratch + thread * c->per;
-    shifted_forward(p, c->sg, c->w, c->x + s * p->C * p->H * p->W, c->b, xp, xp + p->C * c->sg->ldp,
+    shifted_forward(p, c->sg, c->w, c->x + s * p->C * p->H * p->W, c->b, c->r ? c->r + s * p->O * conv_l(p) : NULL,
+                    xp, xp + p->C * c->sg->ldp,
                     c->y + s * p->O * conv_l(p));
 }
 
@@ -307,14 +327,14 @@ static void conv_item_shifted_backward_x(void *ctx, int64_t s, int thread) {
     shifted_backward_x(p, c->sg, c->w, gw, dxp, c->y + s * p->C * p->H * p->W);
 }
 
-// x [N, C, H, W], w [O, C, kh, kw] = [O, K], b [O] or NULL -> y [N, O, OH, OW]
-// y_n [O, L] = w [O, K] @ col(x_n) [K, L] (+ b broadcast over L); batched: for a group of G
+// x [N, C, H, W], w [O, C, kh, kw] = [O, K], b [O] or NULL, r [N, O, OH, OW] or NULL -> y [N, O, OH, OW]
+// y_n [O, L] = w [O, K] @ col(x_n) [K, L] (+ b broadcast over L) (+ r_n); batched: for a group of G
 // samples, yt [O, G*L] = w @ [col(x_s0) | col(x_s1) | ...], then scattered to y.
 static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const conv_params *p = (const conv_params *)n->params;
-    const vt_tensor *b = in[2];
+    const vt_tensor *b = in[2], *r = in[3];
     const int64_t K = conv_k(p), L = conv_l(p), O = p->O, xsz = p->C * p->H * p->W;
-    const float *x = vt_f32(in[0]), *w = vt_f32(in[1]), *pb = b ? vt_f32(b) : NULL;
+    const float *x = vt_f32(in[0]), *w = vt_f32(in[1]), *pb = b ? vt_f32(b) : NULL, *pr = r ? vt_f32(r) : NULL;
     float *y = vt_f32(out);
     const int64_t G = conv_group(p);
     if (G > 1) {
@@ -329,7 +349,7 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
             const int64_t g = p->N - s0 < G ? p->N - s0 : G;  // the last group may be short
             im2col_group(p, x + s0 * xsz, g, vt_f32(colt));
             vt_sgemm(0, 0, O, g * L, K, 1.0f, w, K, vt_f32(colt), g * L, 0.0f, vt_f32(yt), g * L);
-            group_scatter_bias(vt_f32(yt), pb, y + s0 * O * L, g, O, L);
+            group_scatter_bias(vt_f32(yt), pb, pr ? pr + s0 * O * L : NULL, y + s0 * O * L, g, O, L);
         }
         vt_release(colt);
         vt_release(yt);
@@ -349,7 +369,7 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
         }
         shifted_pack_weight(p, w, vt_f32(wt));
         vt_blas_serial();
-        conv_items c = {p, &sg, x, vt_f32(wt), pb, NULL, y, vt_f32(scr), per};
+        conv_items c = {p, &sg, x, vt_f32(wt), pb, pr, NULL, y, vt_f32(scr), per};
         vt_parallel_items(p->N, nt, conv_item_shifted_forward, &c);
         vt_release(wt);
         vt_release(scr);
@@ -361,7 +381,7 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
         if (!colt) return vt_error_code();
     }
     vt_blas_serial();
-    conv_items c = {p, NULL, x, w, pb, NULL, y, colt ? vt_f32(colt) : NULL, K * L};
+    conv_items c = {p, NULL, x, w, pb, pr, NULL, y, colt ? vt_f32(colt) : NULL, K * L};
     vt_parallel_items(p->N, nt, conv_item_forward, &c);
     vt_release(colt);
     return VT_OK;
@@ -369,7 +389,7 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
 
 // g [N, O, OH, OW] = [N, O, L]; saved x [N, C, H, W], w [O, K]
 // dx_n = col2im(w^T [K, O] @ g_n [O, L]);  dw = sum_n g_n [O, L] @ col(x_n)^T [L, K];
-// db[o] = sum_{n, l} g[n, o, l]. Batched (G > 1): the same with g_n and col(x_n) of a group of
+// db[o] = sum_{n, l} g[n, o, l];  dr = g. Batched (G > 1): the same with g_n and col(x_n) of a group of
 // samples side by side, [O, G*L] and [K, G*L] (dw sums the group inside one GEMM).
 static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
     const conv_params *p = (const conv_params *)n->params;
@@ -389,6 +409,10 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
     if (n->need[1]) {
         gin[1] = vt_empty(VT_F32, VT_CPU, n->in_ndim[1], n->in_shape[1]);
         if (!gin[1]) return vt_error_code();
+    }
+    if (n->need[3]) {
+        gin[3] = vt_clone(gout);
+        if (!gin[3]) return vt_error_code();
     }
     if (G > 1 && (n->need[0] || n->need[1])) {
         colt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){K, G * L});
@@ -440,7 +464,7 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
         if (n->need[0]) {
             shifted_pack_weight(p, w, vt_f32(wt));
             vt_blas_serial();
-            conv_items c = {p, &sg, NULL, vt_f32(wt), NULL, g, vt_f32(gin[0]), vt_f32(gt), per};
+            conv_items c = {p, &sg, NULL, vt_f32(wt), NULL, NULL, g, vt_f32(gin[0]), vt_f32(gt), per};
             vt_parallel_items(p->N, nt, conv_item_shifted_backward_x, &c);
         }
         vt_release(wt);
@@ -462,7 +486,7 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
         // dx: samples are independent
         if (n->need[0]) {
             vt_blas_serial();
-            conv_items c = {p, NULL, NULL, w, NULL, g, vt_f32(gin[0]), colt ? vt_f32(colt) : NULL, K * L};
+            conv_items c = {p, NULL, NULL, w, NULL, NULL, g, vt_f32(gin[0]), colt ? vt_f32(colt) : NULL, K * L};
             vt_parallel_items(p->N, nt, conv_item_backward_x, &c);
         }
     }
@@ -487,7 +511,8 @@ done:
     return e;
 }
 
-// Saves x and w (w is a frozen weight view: no copy); the bias is not needed backward.
+// Saves x and w (w is a frozen weight view: no copy); the bias and the residual are not needed
+// backward.
 static const vt_op op_conv2d = {"conv2d", {conv_forward_cpu, NULL}, {conv_backward_cpu, NULL}, 0x3, 0};
 static const vt_op op_conv_time = {"conv_time", {conv_forward_cpu, NULL}, {conv_backward_cpu, NULL}, 0x3, 0};
 
@@ -503,18 +528,35 @@ static int conv_check_bias(const char *name, const vt_tensor *b, const vt_tensor
     return 0;
 }
 
-vt_tensor *vt_conv2d(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad) {
+// The residual of vt_conv2d_add / vt_conv_time_add: f32 with exactly the output's shape.
+static int conv_check_residual(const char *name, const vt_tensor *r, int ndim, const int64_t *shape) {
+    if (!r) return 0;
+    if (vt_check_f32(name, r)) return 1;
+    int ok = r->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = r->shape[i] == shape[i];
+    if (!ok) {
+        char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
+        vt_error(VT_ERR_SHAPE, "%s: residual %s does not fit the output %s", name, vt_shape_str(r, s1, sizeof s1),
+                 vt_shape_str_raw(ndim, shape, s2, sizeof s2));
+        return 1;
+    }
+    return 0;
+}
+
+// conv2d (+ residual r when not NULL); errors name the entry point
+static vt_tensor *conv2d_run(const char *name, vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad,
+                             vt_tensor *r) {
     if (!x || !w) return NULL;
-    if (vt_check_f32("conv2d", x) || vt_check_f32("conv2d", w)) return NULL;
+    if (vt_check_f32(name, x) || vt_check_f32(name, w)) return NULL;
     char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
     if (x->ndim != 4 || w->ndim != 4 || x->shape[1] != w->shape[1]) {
-        vt_error(VT_ERR_SHAPE, "conv2d: input %s does not fit weight %s (x [N, C, H, W], w [O, C, kh, kw])",
+        vt_error(VT_ERR_SHAPE, "%s: input %s does not fit weight %s (x [N, C, H, W], w [O, C, kh, kw])", name,
                  vt_shape_str(x, s1, sizeof s1), vt_shape_str(w, s2, sizeof s2));
         return NULL;
     }
-    if (conv_check_bias("conv2d", b, w)) return NULL;
+    if (conv_check_bias(name, b, w)) return NULL;
     if (stride < 1 || pad < 0) {
-        vt_error(VT_ERR_ARG, "conv2d: stride %d / pad %d invalid (stride >= 1, pad >= 0) for input %s", stride, pad,
+        vt_error(VT_ERR_ARG, "%s: stride %d / pad %d invalid (stride >= 1, pad >= 0) for input %s", name, stride, pad,
                  vt_shape_str(x, s1, sizeof s1));
         return NULL;
     }
@@ -522,40 +564,60 @@ vt_tensor *vt_conv2d(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int p
                      .kh = (int)w->shape[2], .kw = (int)w->shape[3], .sh = stride, .sw = stride, .ph = pad, .pw = pad};
     int64_t eh = p.H + 2 * pad - p.kh, ew = p.W + 2 * pad - p.kw;
     if (eh < 0 || ew < 0 || p.kh < 1 || p.kw < 1) {
-        vt_error(VT_ERR_SHAPE, "conv2d: kernel of weight %s larger than input %s padded by %d",
+        vt_error(VT_ERR_SHAPE, "%s: kernel of weight %s larger than input %s padded by %d", name,
                  vt_shape_str(w, s2, sizeof s2), vt_shape_str(x, s1, sizeof s1), pad);
         return NULL;
     }
     p.OH = eh / stride + 1;
     p.OW = ew / stride + 1;
-    vt_tensor *in[3] = {x, w, b};
-    return vt_op_run(&op_conv2d, in, 3, &p, sizeof p, VT_F32, 4, (int64_t[]){p.N, p.O, p.OH, p.OW});
+    const int64_t oshape[4] = {p.N, p.O, p.OH, p.OW};
+    if (conv_check_residual(name, r, 4, oshape)) return NULL;
+    vt_tensor *in[4] = {x, w, b, r};
+    return vt_op_run(&op_conv2d, in, 4, &p, sizeof p, VT_F32, 4, oshape);
 }
 
-vt_tensor *vt_conv_time(vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad) {
+vt_tensor *vt_conv2d(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad) {
+    return conv2d_run("conv2d", x, w, b, stride, pad, NULL);
+}
+
+vt_tensor *vt_conv2d_add(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad, vt_tensor *r) {
+    return r ? conv2d_run("conv2d_add", x, w, b, stride, pad, r) : NULL;
+}
+
+// conv_time (+ residual r when not NULL); errors name the entry point
+static vt_tensor *conv_time_run(const char *name, vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad, vt_tensor *r) {
     if (!x || !w) return NULL;
-    if (vt_check_f32("conv_time", x) || vt_check_f32("conv_time", w)) return NULL;
+    if (vt_check_f32(name, x) || vt_check_f32(name, w)) return NULL;
     char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
     if (x->ndim != 5 || w->ndim != 5 || x->shape[1] != w->shape[1] || w->shape[3] != 1 || w->shape[4] != 1) {
-        vt_error(VT_ERR_SHAPE, "conv_time: input %s does not fit weight %s (x [B, C, T, H, W], w [O, C, kt, 1, 1])",
+        vt_error(VT_ERR_SHAPE, "%s: input %s does not fit weight %s (x [B, C, T, H, W], w [O, C, kt, 1, 1])", name,
                  vt_shape_str(x, s1, sizeof s1), vt_shape_str(w, s2, sizeof s2));
         return NULL;
     }
-    if (conv_check_bias("conv_time", b, w)) return NULL;
+    if (conv_check_bias(name, b, w)) return NULL;
     if (pad < 0) {
-        vt_error(VT_ERR_ARG, "conv_time: pad %d < 0 for input %s", pad, vt_shape_str(x, s1, sizeof s1));
+        vt_error(VT_ERR_ARG, "%s: pad %d < 0 for input %s", name, pad, vt_shape_str(x, s1, sizeof s1));
         return NULL;
     }
     int64_t T = x->shape[2], kt = w->shape[2], To = T + 2 * pad - kt + 1;
     if (kt < 1 || To < 1) {
-        vt_error(VT_ERR_SHAPE, "conv_time: kernel of weight %s longer than %lld frames of input %s padded by %d",
+        vt_error(VT_ERR_SHAPE, "%s: kernel of weight %s longer than %lld frames of input %s padded by %d", name,
                  vt_shape_str(w, s2, sizeof s2), (long long)T, vt_shape_str(x, s1, sizeof s1), pad);
         return NULL;
     }
     conv_params p = {.N = x->shape[0], .C = x->shape[1], .H = T, .W = x->shape[3] * x->shape[4], .O = w->shape[0],
                      .OH = To, .OW = x->shape[3] * x->shape[4], .kh = (int)kt, .kw = 1, .sh = 1, .sw = 1, .ph = pad,
                      .pw = 0};
-    vt_tensor *in[3] = {x, w, b};
-    return vt_op_run(&op_conv_time, in, 3, &p, sizeof p, VT_F32, 5,
-                     (int64_t[]){p.N, p.O, To, x->shape[3], x->shape[4]});
+    const int64_t oshape[5] = {p.N, p.O, To, x->shape[3], x->shape[4]};
+    if (conv_check_residual(name, r, 5, oshape)) return NULL;
+    vt_tensor *in[4] = {x, w, b, r};
+    return vt_op_run(&op_conv_time, in, 4, &p, sizeof p, VT_F32, 5, oshape);
+}
+
+vt_tensor *vt_conv_time(vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad) {
+    return conv_time_run("conv_time", x, w, b, pad, NULL);
+}
+
+vt_tensor *vt_conv_time_add(vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad, vt_tensor *r) {
+    return r ? conv_time_run("conv_time_add", x, w, b, pad, r) : NULL;
 }
