@@ -346,6 +346,35 @@ vt_err vt_tensors_to_device(vt_tensor *const *ts, int n, vt_device dev) {
     return VT_OK;
 }
 
+vt_err vt_tensors_to_dtype(vt_tensor *const *ts, int n, vt_dtype dt) {
+    if (dt == VT_I64) return vt_error(VT_ERR_DTYPE, "convert weights: i64 is not a weight dtype");
+    for (int i = 0; i < n; i++) {
+        vt_tensor *t = ts[i];
+        if (!t || t->dtype == dt) continue;
+        char s1[VT_SHAPE_BUF];
+        if (t->dtype == VT_I64)
+            return vt_error(VT_ERR_DTYPE, "convert weights: tensor %d %s is i64", i, vt_shape_str(t, s1, sizeof s1));
+        if (t->requires_grad || t->grad || t->tape_id)
+            return vt_error(VT_ERR_ARG, "convert weights: tensor %d %s is trainable or recorded (only frozen weights "
+                            "change dtype)", i, vt_shape_str(t, s1, sizeof s1));
+        // the values on the host (a view of t itself on the CPU), converted there, then placed
+        vt_tensor *host = vt_on_device(t, VT_CPU);
+        vt_tensor *conv = host ? vt_to_dtype(host, dt) : NULL;
+        vt_release(host);
+        vt_tensor *placed = conv ? vt_move_to(conv, t->device) : NULL;
+        if (!placed) return vt_error_context("convert weights to %s: tensor %d %s: ", vt_dtype_name(dt), i,
+                                             vt_shape_str(t, s1, sizeof s1));
+        // t takes over placed's storage (placed is contiguous at offset 0 of its own storage)
+        vt_storage_retain(placed->storage);
+        vt_storage_release(t->storage);
+        t->storage = placed->storage;
+        t->offset = placed->offset;
+        t->dtype = dt;
+        vt_release(placed);
+    }
+    return VT_OK;
+}
+
 // ---- shapes ------------------------------------------------------------------------------
 int64_t vt_dim(const vt_tensor *t, int d) { return t->shape[d < 0 ? d + t->ndim : d]; }
 

@@ -70,6 +70,13 @@ vt_tensor *vt_move_to(vt_tensor *t, vt_device dev);
 // q / k / v row views) share one device storage afterwards, at the same relative offsets, so
 // views stay views. An accumulated ->grad moves too. NULL entries and duplicates are allowed.
 vt_err vt_tensors_to_device(vt_tensor *const *ts, int n, vt_device dev);
+// Converts tensors in place to dt (f32 <-> bf16 / f16, round to nearest even): each tensor keeps
+// its identity (every holder of the pointer sees the new dtype; shape, device, name stay) and
+// gets a storage of its own holding the converted values (on its device; device tensors are
+// converted through the host). For frozen weights (the low-precision GEMM weights of
+// model.dtype): a tensor that requires a gradient, has one, or sits on a tape is refused, and so
+// is i64. Tensors already of dtype dt are left alone; NULL entries are allowed.
+vt_err vt_tensors_to_dtype(vt_tensor *const *ts, int n, vt_dtype dt);
 // Copies src's bytes into dst (same dtype and numel; any devices). Not recorded.
 vt_err vt_copy_into(vt_tensor *dst, const vt_tensor *src);
 // Detached alias: same storage, no autograd history, requires_grad = 0.

@@ -394,3 +394,60 @@ TEST(Fixture, JsonPaths) {
     EXPECT_EQ(vt_error_code(), VT_ERR_IO);
     EXPECT_TRUE(Has(vt_error_message(), "fixture no_such_case: ")) << vt_error_message();
 }
+
+// model.dtype's in-place conversion of frozen weights: identity kept, values rounded to nearest
+// even, a storage of its own (a view of the old storage elsewhere keeps its values), trainable
+// tensors and i64 refused with a message.
+TEST(Weights, ConvertsFrozenTensorsInPlace) {
+    Releaser R;
+    const float vals[6] = {1.0f + 1.0f / 1024, -3.3f, 0.0f, 65504.0f, 1e-3f, 7.0f};
+    int64_t sh[2] = {2, 3};
+    vt_tensor *t = R(vt_from_f32(2, sh, vals));
+    const int64_t flat[1] = {6};
+    vt_tensor *alias = R(vt_view(t, 1, flat));  // another holder of the f32 storage
+    ASSERT_VT(alias);
+    for (vt_dtype dt : {VT_BF16, VT_F16}) {
+        SCOPED_TRACE(vt_dtype_name(dt));
+        vt_tensor *w = R(vt_from_f32(2, sh, vals));
+        vt_tensor *list[3] = {w, nullptr, w};  // NULL entries and repeats are fine
+        ASSERT_EQ(vt_tensors_to_dtype(list, 3, dt), VT_OK) << vt_error_message();
+        EXPECT_EQ(w->dtype, dt);
+        EXPECT_EQ(w->ndim, 2);
+        EXPECT_EQ(w->shape[1], 3);
+        const uint16_t *h = (const uint16_t *)vt_data(w);
+        for (int i = 0; i < 6; i++) {
+            float want = dt == VT_BF16 ? vt_bf16_to_f32(vt_f32_to_bf16(vals[i])) : vt_f16_to_f32(vt_f32_to_f16(vals[i]));
+            float got = dt == VT_BF16 ? vt_bf16_to_f32(h[i]) : vt_f16_to_f32(h[i]);
+            EXPECT_EQ(got, want) << i;
+        }
+        // rounding happened: 1 + 2^-10 is not a bf16 value
+        if (dt == VT_BF16) {
+            EXPECT_EQ(vt_bf16_to_f32(h[0]), 1.0f);
+        }
+        // back to f32: the 16-bit values exactly
+        vt_storage *s16 = w->storage;
+        ASSERT_EQ(vt_tensors_to_dtype(&w, 1, dt), VT_OK);  // already dt: untouched
+        EXPECT_EQ(w->storage, s16);
+        ASSERT_EQ(vt_tensors_to_dtype(&w, 1, VT_F32), VT_OK) << vt_error_message();
+        EXPECT_EQ(w->dtype, VT_F32);
+        EXPECT_EQ(vt_f32(w)[1], dt == VT_BF16 ? vt_bf16_to_f32(vt_f32_to_bf16(-3.3f)) : vt_f16_to_f32(vt_f32_to_f16(-3.3f)));
+    }
+    // converting t leaves the alias (same old storage) as it was
+    ASSERT_EQ(vt_tensors_to_dtype(&t, 1, VT_BF16), VT_OK);
+    EXPECT_EQ(alias->dtype, VT_F32);
+    EXPECT_EQ(vt_f32(alias)[1], -3.3f);
+    EXPECT_NE(alias->storage, t->storage);
+    // refusals name what is wrong
+    vt_tensor *p = R(vt_from_f32(2, sh, vals));
+    p->requires_grad = 1;
+    EXPECT_EQ(vt_tensors_to_dtype(&p, 1, VT_BF16), VT_ERR_ARG);
+    EXPECT_TRUE(Has(vt_error_message(), "frozen")) << vt_error_message();
+    EXPECT_EQ(p->dtype, VT_F32);
+    const int64_t four[1] = {4};
+    vt_tensor *ids = R(vt_empty(VT_I64, VT_CPU, 1, four));
+    EXPECT_EQ(vt_tensors_to_dtype(&ids, 1, VT_BF16), VT_ERR_DTYPE);
+    EXPECT_TRUE(Has(vt_error_message(), "i64")) << vt_error_message();
+    vt_tensor *q = R(vt_from_f32(2, sh, vals));
+    EXPECT_EQ(vt_tensors_to_dtype(&q, 1, VT_I64), VT_ERR_DTYPE);
+    vt_error_clear();
+}

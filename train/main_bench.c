@@ -151,6 +151,7 @@ static vt_err build(bench *b) {
     const char *empty = "";
     if (!(b->uncond_ctx = vt_vader_encode_prompts(b->m.clip, b->tok, &empty, 1))) return vt_error_code();
     vt_rng_seed(&b->rng, seed);
+    if (vt_vc2_models_apply_dtype(&b->m, c, b->dev != VT_CPU)) return vt_error_code();
     if (b->dev != VT_CPU) {  // as the trainer: models (LoRA added) and reward modules onto the device
         if (vt_unet3d_to_device(b->m.unet, b->dev) || vt_vae_decoder_to_device(b->m.vae, b->dev) ||
             vt_openclip_to_device(b->m.clip, b->dev))

@@ -267,35 +267,37 @@ int vt_memplan_on_cuda(const vt_config *cfg) {
 }
 
 vt_err vt_memplan_run_dtype(const vt_config *cfg, int on_cuda, vt_cfg_dtype *dtype, const char **notice) {
-    *dtype = VT_CFG_DTYPE_FP32;
     if (notice) *notice = NULL;
     const vt_cfg_dtype want = cfg->model.dtype;
-    if (want == VT_CFG_DTYPE_FP32) return VT_OK;
-    if (on_cuda && want != VT_CFG_DTYPE_AUTO)
-        return vt_error(VT_ERR_CONFIG,
-                        "model.dtype: %s is not implemented on the GPU yet (the CUDA kernels compute in fp32, which "
-                        "needs about twice the memory of %s); set model.dtype: fp32 (or auto, fp32 today) to run in "
-                        "fp32, or device: cpu",
-                        vt_cfg_dtype_name(want), vt_cfg_dtype_name(want));
-    if (notice)
-        *notice = on_cuda ? "model.dtype auto: the GPU run computes in fp32 (the CUDA kernels have no bf16 path yet)"
-                  : want == VT_CFG_DTYPE_AUTO ? NULL
-                                              : "model.dtype applies to GPU runs: this CPU run computes in fp32";
+    if (want != VT_CFG_DTYPE_AUTO) {
+        *dtype = want;
+        return VT_OK;
+    }
+    // auto: bf16 weights where they pay (the GPU: half the memory, tensor-core GEMMs); fp32 on
+    // the CPU, whose GEMMs would convert them on every call
+    *dtype = on_cuda ? VT_CFG_DTYPE_BF16 : VT_CFG_DTYPE_FP32;
+    if (notice && on_cuda)
+        *notice = "model.dtype auto: bf16 frozen UNet / VAE weights on the GPU (activations, text tower, rewards, "
+                  "LoRA and AdamW in fp32)";
     return VT_OK;
+}
+
+vt_dtype vt_memplan_weight_dtype(vt_cfg_dtype d) {
+    return d == VT_CFG_DTYPE_BF16 ? VT_BF16 : d == VT_CFG_DTYPE_FP16 ? VT_F16 : VT_F32;
 }
 
 vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     memset(p, 0, sizeof *p);
-    // bytes per frozen-weight / activation element: the dtype the run really uses (fp32 on both
-    // backends today; a bf16 model.dtype on the GPU is refused by vt_memplan_check, and counted
-    // as the fp32 it would run in here, so a dry run shows what would really be needed)
+    // bytes per element: the UNet / VAE GEMM weights at the run's model.dtype; activations (the
+    // kernels have no 16-bit activations yet), the text tower and the rewards in fp32
     vt_cfg_dtype dt;
     if (vt_memplan_run_dtype(cfg, vt_memplan_on_cuda(cfg), &dt, NULL)) {
         vt_error_clear();
         dt = VT_CFG_DTYPE_FP32;
     }
-    int wb = dt == VT_CFG_DTYPE_FP32 ? 4 : 2;
+    const int wb = 4, gw = dt == VT_CFG_DTYPE_FP32 ? 4 : 2;
     p->act_bytes = wb;
+    p->weight_bytes = gw;
     vt_unet3d_config uc = cfg->model.unet ? vt_unet3d_config_videocrafter2() : vt_tiny_unet_config();
     vt_vae_config vc = cfg->model.vae ? vt_vae_config_videocrafter2() : vt_tiny_vae_config();
     // parameter counts
@@ -352,8 +354,8 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     int64_t n_merged = 0;
     p->n_lora = lora_params(&uc, cfg->lora.rank, targets, &n_merged);
 
-    p->w_unet = (double)p->n_unet * wb;
-    p->w_vae = (double)p->n_vae * wb;
+    p->w_unet = (double)p->n_unet * gw;  // norms and biases are a few parts in 10^4 of either
+    p->w_vae = (double)p->n_vae * gw;
     p->w_text = (double)p->n_text * wb;
     p->w_reward = (double)p->n_reward * wb;
     p->lora = (double)p->n_lora * 4 * 4;
@@ -374,7 +376,7 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     p->sampling = (ua.skips + ua.work) * wb;
     // the untaped steps' merged LoRA weights (vt_vader_step's nograd_fast: fp32 weights and no
     // LoRA dropout only); the cached text K/V are a few MiB even at full size
-    if (wb == 4 && cfg->lora.dropout <= 0) p->sampling += (double)n_merged * 4;
+    if (gw == 4 && cfg->lora.dropout <= 0) p->sampling += (double)n_merged * 4;
     p->taped_ckpt = tape * ua.saved_ckpt * wb;
     p->taped_full = tape * ua.saved_full * wb;
     p->taped = ck ? p->taped_ckpt : p->taped_full;
@@ -460,7 +462,7 @@ static const char *human(double b, char *buf, size_t n) {
 void vt_memplan_format(const vt_memplan *p, char *buf, size_t n) {
     char a[16][32];
     snprintf(buf, n,
-             "memory plan (%s activations): predicted peak %s (during %s)\n"
+             "memory plan (%s UNet / VAE weights, %s activations): predicted peak %s (during %s)\n"
              "  frozen weights     unet %s, vae %s, text %s, reward %s\n"
              "  lora + adamw       %s (%lld params)\n"
              "  contexts, latents  %s\n"
@@ -469,7 +471,7 @@ void vt_memplan_format(const vt_memplan *p, char *buf, size_t n) {
              "  vae decode         %s\n"
              "  reward activations %s\n"
              "  backward working   %s\n",
-             p->act_bytes == 4 ? "fp32" : "16-bit", human(p->peak, a[0], 32), p->peak_phase, human(p->w_unet, a[1], 32),
+             p->weight_bytes == 4 ? "fp32" : "16-bit", p->act_bytes == 4 ? "fp32" : "16-bit", human(p->peak, a[0], 32), p->peak_phase, human(p->w_unet, a[1], 32),
              human(p->w_vae, a[2], 32), human(p->w_text, a[3], 32), human(p->w_reward, a[4], 32),
              human(p->lora, a[5], 32), (long long)p->n_lora, human(p->contexts, a[6], 32), human(p->sampling, a[7], 32),
              human(p->taped, a[8], 32), human(p->taped_ckpt, a[9], 32), human(p->taped_full, a[10], 32),
@@ -519,6 +521,9 @@ vt_err vt_memplan_check(const vt_config *cfg, int cuda_device, size_t limit, FIL
             int w_ = snprintf(advice + k, sizeof advice - k, __VA_ARGS__);                 \
             if (w_ > 0) k += (size_t)w_ < sizeof advice - k ? (size_t)w_ : sizeof advice - k - 1; \
         } while (0)
+    if (p.weight_bytes == 4)
+        ADVISE("; model.dtype: bf16 (UNet / VAE weights %s -> %s)", human(p.w_unet + p.w_vae, a[6], 32),
+               human((p.w_unet + p.w_vae) / 2, a[7], 32));
     if (!cfg->memory.checkpointing && p.taped_full > p.taped_ckpt)
         ADVISE("; memory.checkpointing: true (taped steps %s -> %s)", human(p.taped_full, a[0], 32),
                human(p.taped_ckpt, a[1], 32));

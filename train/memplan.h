@@ -2,10 +2,9 @@
 // need, computed from the config and the model shapes alone, and a refusal naming what to
 // change when it does not fit the device.
 //
-// Terms (bytes; frozen weights and activations at the dtype the run really computes in, which
-// is fp32 on both backends today (vt_memplan_run_dtype: the CUDA kernels are f32 only; bf16 /
-// fp16 model.dtype values are refused on the GPU until they are implemented); LoRA, its
-// gradients and AdamW state always fp32):
+// Terms (bytes; the UNet / VAE GEMM weights at the run's model.dtype (vt_memplan_run_dtype:
+// bf16 by default on a GPU); activations, text tower, rewards, LoRA, its gradients and AdamW
+// state fp32):
 //   resident     frozen weights of the UNet, VAE decoder, text tower (kept for the run) and
 //                reward models, + LoRA params, grads, AdamW m and v, + the prompt contexts
 //   sampling     the largest live activation set of one no-grad UNet forward on the CFG pair:
@@ -24,6 +23,7 @@
 // allocator's measured peak on the tiny config.
 #pragma once
 #include <stdio.h>
+#include "core/tensor.h"
 #include "train/config.h"
 
 #ifdef __cplusplus
@@ -45,19 +45,22 @@ typedef struct vt_memplan {
     const char *peak_phase;                  // "sampling", "taped forward", "backward"
     int64_t n_unet, n_vae, n_text, n_reward, n_lora;  // parameter counts
     int act_bytes;                           // bytes per activation element
+    int weight_bytes;                        // bytes per UNet / VAE GEMM weight element (model.dtype)
 } vt_memplan;
 
 // Whether the run of cfg computes on the GPU: device cuda, or device auto with a GPU visible
 // (as the trainer's device choice; never for device cpu or a build without CUDA and device auto).
 int vt_memplan_on_cuda(const vt_config *cfg);
 
-// The dtype frozen weights and activations really have in a run of cfg (on the GPU or not):
-// fp32 on both backends today. model.dtype auto resolves to it; bf16 / fp16 on a GPU run are
-// refused (VT_ERR_CONFIG naming the fix: the CUDA kernels are f32 only, and a run that silently
-// computed in fp32 would need twice the memory and time the user planned for); on a CPU run
-// (the field is a GPU setting) they resolve to fp32. *notice (when not NULL) gets a one-line
-// note when the resolved dtype is not the one the config names, else NULL.
+// The dtype of the UNet's and VAE decoder's frozen GEMM weights (Linear and Conv kernels) in a
+// run of cfg: model.dtype as named (fp32, bf16, fp16, on either backend; the ops round their
+// input to the weight's dtype and accumulate in fp32), auto = bf16 on a GPU run and fp32 on the
+// CPU. Activations, norms, biases, the text tower, the rewards, LoRA and AdamW stay fp32 (the
+// kernels have no 16-bit activations yet). *notice (when not NULL) gets a one-line note when
+// auto resolves to something the user may not expect, else NULL. Never fails today.
 vt_err vt_memplan_run_dtype(const vt_config *cfg, int on_cuda, vt_cfg_dtype *dtype, const char **notice);
+// VT_F32 / VT_BF16 / VT_F16 for a resolved model.dtype
+vt_dtype vt_memplan_weight_dtype(vt_cfg_dtype d);
 
 // Computes the plan for cfg. Parameter counts come from the checkpoints / manifests named by
 // the config (their headers only), the tiny presets when the config names none, and the
@@ -72,8 +75,7 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p);
 size_t vt_memplan_device_memory(const vt_config *cfg, int cuda_device, char *source, size_t n);
 
 // Plan + check: limit (bytes; 0 = vt_memplan_device_memory of cuda_device; --memory-limit of
-// vader-train / vader-bench overrides it). Refuses a config whose model.dtype the run cannot
-// honour (vt_memplan_run_dtype: VT_ERR_CONFIG) and (VT_ERR_OOM) a run whose predicted peak
+// vader-train / vader-bench overrides it). Refuses (VT_ERR_OOM) a run whose predicted peak
 // exceeds the limit with a message naming the largest terms and what to change
 // (memory.decode_frames, sampler.backprop_steps, memory.checkpointing, memory.offload,
 // model.height/width/frames, data.batch_size). The plan (and the dtype notice) go to log when

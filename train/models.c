@@ -1,5 +1,6 @@
 // models.c — see models.h (moved out of trainer.c so vader-sample builds the same models).
 #include "train/models.h"
+#include "train/memplan.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,4 +90,14 @@ vt_tokenizer *vt_vc2_tokenizer_open(void) {
     vt_tokenizer *t = vt_tokenizer_open(path);
     if (!t) vt_error_context("tokenizer: ");
     return t;
+}
+
+vt_err vt_vc2_models_apply_dtype(vt_vc2_models *m, const vt_config *cfg, int on_cuda) {
+    vt_cfg_dtype d;
+    if (vt_memplan_run_dtype(cfg, on_cuda, &d, NULL)) return vt_error_code();
+    const vt_dtype dt = vt_memplan_weight_dtype(d);
+    if (dt == VT_F32) return VT_OK;
+    if ((m->unet && vt_unet3d_set_weight_dtype(m->unet, dt)) || (m->vae && vt_vae_decoder_set_weight_dtype(m->vae, dt)))
+        return vt_error_context("model.dtype %s: ", vt_cfg_dtype_name(d));
+    return VT_OK;
 }

@@ -25,6 +25,11 @@ typedef struct vt_vc2_models {
 // names the config field and file.
 vt_err vt_vc2_models_build(const vt_config *cfg, vt_vc2_models *m);
 void vt_vc2_models_free(vt_vc2_models *m);
+// model.dtype (train/memplan.h vt_memplan_run_dtype, for a run on the GPU or not): the UNet's
+// and VAE decoder's frozen GEMM weights converted in place (vt_unet3d_set_weight_dtype). Call
+// after building (LoRA may be added before or after) and before the models move to the GPU,
+// so the weights are converted once on the host and uploaded at their final size.
+vt_err vt_vc2_models_apply_dtype(vt_vc2_models *m, const vt_config *cfg, int on_cuda);
 
 // The CLIP BPE tokenizer from the shared folder ($VADER_SHARED or the build's default).
 vt_tokenizer *vt_vc2_tokenizer_open(void);

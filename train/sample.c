@@ -130,6 +130,7 @@ vt_sampler *vt_sampler_create(const vt_config *cfg, const char *lora_path) {
         s->sched_ready = !e;
     }
     if (!e) e = vt_vc2_models_build(c, &s->m);
+    if (!e) e = vt_vc2_models_apply_dtype(&s->m, c, 0);  // vader-sample runs on the CPU
     if (!e && lora_path) {
         unsigned bits = 0;
         e = vt_lora_targets_from_names(c->lora.targets, c->lora.n_targets, &bits);

@@ -584,11 +584,6 @@ static vt_err check_config(const vt_config *c, int main_rank) {
     if (c->memory.decode_frames == VT_CFG_DECODE_INDEX && c->memory.decode_index >= c->model.frames)
         return vt_error(VT_ERR_CONFIG, "memory.decode_frames: frame %d, but model.frames is %d", c->memory.decode_index,
                         c->model.frames);
-    if (c->device == VT_CFG_DEVICE_CUDA) {  // a dtype the GPU path lacks is a config error in every build
-        vt_cfg_dtype dt;
-        const char *notice = NULL;
-        if (vt_memplan_run_dtype(c, 1, &dt, &notice)) return vt_error_code();
-    }
 #ifndef VADER_HAVE_CUDA
     if (c->device == VT_CFG_DEVICE_CUDA) return vt_error(VT_ERR_CONFIG, "device: cuda, but this build has no CUDA backend");
 #endif
@@ -668,6 +663,10 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
         }
         if (!e && c->lora.checkpoint) e = vt_lora_load_file(t->unet, c->lora.checkpoint);
         if (!e) e = pick_device(t);
+        if (!e) {
+            vt_vc2_models m = {t->unet, t->vae, t->clip};
+            e = vt_vc2_models_apply_dtype(&m, c, t->device != VT_CPU);
+        }
         if (!e) e = models_to_device(t);
         if (!e && !(t->params = vt_lora_params(t->unet, &t->n_params))) e = vt_error_code();
         if (!e) e = vt_adamw_init(&t->adam, t->params, t->n_params, (float)c->optim.beta1, (float)c->optim.beta2,

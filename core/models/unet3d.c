@@ -905,6 +905,23 @@ vt_err vt_unet3d_to_device(vt_unet3d *u, vt_device dev) {
     return VT_OK;
 }
 
+// A GEMM weight: "*.weight" of 2+ dims, not lvdm's relative_position_k / _v embeddings_table
+static int unet_is_gemm_weight(const char *name, const vt_tensor *t) {
+    size_t n = strlen(name);
+    return t->ndim >= 2 && n > 7 && strcmp(name + n - 7, ".weight") == 0 && !strstr(name, "relative_position");
+}
+
+vt_err vt_unet3d_set_weight_dtype(vt_unet3d *u, vt_dtype dt) {
+    if (!u) return vt_error(VT_ERR_ARG, "unet3d weight dtype: NULL model");
+    vt_unet3d_cache_context(u, NULL);  // derived from the weights
+    vt_unet3d_lora_unmerge(u);
+    vt_err e = VT_OK;
+    for (int i = 0; i < u->n_params && !e; i++)
+        if (u->params[i].t && unet_is_gemm_weight(u->params[i].name, u->params[i].t))
+            e = vt_tensors_to_dtype(&u->params[i].t, 1, dt);
+    return e ? vt_error_context("unet3d weights to %s: ", vt_dtype_name(dt)) : VT_OK;
+}
+
 vt_device vt_unet3d_device(const vt_unet3d *u) { return u->device; }
 
 // ---- untaped sampling: merged LoRA, cached text K/V ---------------------------------------

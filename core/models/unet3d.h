@@ -181,6 +181,12 @@ vt_err vt_unet3d_cache_context(vt_unet3d *u, vt_tensor *ctx);
 // is created on dev. Inputs of forward may be on the host where they are host data by nature
 // (timesteps, fps); x and context go on dev.
 vt_err vt_unet3d_to_device(vt_unet3d *u, vt_device dev);
+// Stores the frozen GEMM weights (Linear and Conv kernels: every "*.weight" of 2 or more dims
+// except the relative-position tables, which are gathered, not multiplied) as dt (VT_BF16 /
+// VT_F16, or VT_F32 back) in place: the linear / conv ops then round their input to dt and
+// accumulate in f32 (core/ops.h). Norms, biases, tables and LoRA stay f32. Drops merged
+// weights and the context cache (the merge needs f32 weights). Before or after to_device.
+vt_err vt_unet3d_set_weight_dtype(vt_unet3d *u, vt_dtype dt);
 vt_device vt_unet3d_device(const vt_unet3d *u);
 
 #ifdef __cplusplus

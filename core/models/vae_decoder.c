@@ -245,6 +245,14 @@ vt_err vt_vae_decoder_to_device(vt_vae_decoder *d, vt_device dev) {
     return VT_OK;
 }
 
+vt_err vt_vae_decoder_set_weight_dtype(vt_vae_decoder *d, vt_dtype dt) {
+    if (!d) return vt_error(VT_ERR_ARG, "vae_decoder weight dtype: NULL model");
+    vt_err e = VT_OK;
+    for (int i = 0; i < d->n_tensors && !e; i++)
+        if (d->tensors[i] && d->tensors[i]->ndim >= 2) e = vt_tensors_to_dtype(&d->tensors[i], 1, dt);
+    return e ? vt_error_context("vae_decoder weights to %s: ", vt_dtype_name(dt)) : VT_OK;
+}
+
 int64_t vt_vae_decoder_n_params(const vt_vae_decoder *d) { return d ? d->n_params : 0; }
 
 // ---- forward -----------------------------------------------------------------------------

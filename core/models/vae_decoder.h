@@ -95,6 +95,9 @@ vt_vae_decoder *vt_vae_decoder_build(vt_weights *w, const char *prefix, const vt
 void vt_vae_decoder_free(vt_vae_decoder *d);
 // Moves every weight (and the tables it keeps) to dev in place; see vt_tensors_to_device.
 vt_err vt_vae_decoder_to_device(vt_vae_decoder *d, vt_device dev);
+// Stores the conv kernels (every weight of 2 or more dims; norms and biases stay f32) as dt in
+// place; see vt_unet3d_set_weight_dtype.
+vt_err vt_vae_decoder_set_weight_dtype(vt_vae_decoder *d, vt_dtype dt);
 int64_t vt_vae_decoder_n_params(const vt_vae_decoder *d);
 
 // Channels of the latent the decoder takes (embed_dim, z_channels when unset).
