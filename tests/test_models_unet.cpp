@@ -667,3 +667,73 @@ TEST(Unet3d, TemporalCrossAttentionGradientsMatchFiniteDifferences) {
         vt_unet3d_free(u);
     }
 }
+
+// model.dtype bf16 / fp16: every Linear / Conv weight stored 16-bit (norms, biases, the
+// relative-position tables and LoRA stay f32); the output and every gradient (x, context,
+// LoRA) track the f32 model within the format's precision, and differ from it (the ops really
+// round). The merge skips 16-bit weights, so the untaped fast path stays the unmerged one.
+TEST(Unet3d, HalfPrecisionWeightsTrackFp32) {
+    for (vt_dtype dt : {VT_BF16, VT_F16}) {
+        SCOPED_TRACE(vt_dtype_name(dt));
+        TinyUnet m;
+        ASSERT_VT(m.u);
+        vt_unet3d_lora_config lc = {4, 8.0f, VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V | VT_LORA_TO_OUT, 17};
+        ASSERT_VT_OK(vt_unet3d_add_lora(m.u, &lc));
+        vt_rng rng;
+        vt_rng_seed(&rng, 23);
+        for (int i = 1; i < vt_unet3d_n_lora(m.u); i += 2)
+            vt_fill_normal(vt_unet3d_lora_param(m.u, i, nullptr), &rng, 0, 0.2f);
+        Releaser R;
+        vt_tensor *x = R(RandN({2, 4, 3, 4, 4}, 1)), *ctx = R(RandN({2, 3, 24}, 2)), *cot = R(RandN({2, 4, 3, 4, 4}, 3));
+        vt_tensor *ts = R(I64({500, 20})), *fps = R(I64({24, 8}));
+        vt_tensor *ref = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 0));
+        ASSERT_VT(ref);
+        vt_requires_grad(x, 1);
+        vt_requires_grad(ctx, 1);
+        size_t saved = 0;
+        auto g_ref = RunGrads(m.u, 0, x, ts, ctx, fps, cot, &saved);
+        vt_requires_grad(x, 0);
+        vt_requires_grad(ctx, 0);
+
+        ASSERT_VT_OK(vt_unet3d_set_weight_dtype(m.u, dt));
+        int n16 = 0;
+        for (int i = 0; i < vt_unet3d_n_weights(m.u); i++) {
+            const char *name;
+            vt_tensor *w = vt_unet3d_weight(m.u, i, &name);
+            std::string n(name);
+            bool gemm = w->ndim >= 2 && n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0 &&
+                        n.find("relative_position") == std::string::npos;
+            EXPECT_EQ(w->dtype, gemm ? dt : VT_F32) << n;
+            n16 += gemm;
+        }
+        EXPECT_GT(n16, 20);
+        for (int i = 0; i < vt_unet3d_n_lora(m.u); i++) EXPECT_EQ(vt_unet3d_lora_param(m.u, i, nullptr)->dtype, VT_F32);
+
+        const double tol = dt == VT_BF16 ? 3e-2 : 4e-3;
+        vt_tensor *out = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 0));
+        ASSERT_VT(out);
+        EXPECT_GT(vt_rel_err(out, ref), 1e-6) << "the weights were not rounded";
+        EXPECT_LT(vt_rel_err(out, ref), tol);
+        // merged + cached untaped path: the merge skips 16-bit weights, same output
+        ASSERT_VT_OK(vt_unet3d_lora_merge(m.u));
+        ASSERT_VT_OK(vt_unet3d_cache_context(m.u, ctx));
+        vt_tensor *fast = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 0));
+        ASSERT_VT(fast);
+        EXPECT_LT(vt_rel_err(fast, out), 1e-5);
+        ASSERT_VT_OK(vt_unet3d_cache_context(m.u, nullptr));
+        vt_unet3d_lora_unmerge(m.u);
+
+        vt_requires_grad(x, 1);
+        vt_requires_grad(ctx, 1);
+        auto g = RunGrads(m.u, 0, x, ts, ctx, fps, cot, &saved);
+        ASSERT_EQ(g.size(), g_ref.size());
+        for (size_t i = 0; i < g.size(); i++) {
+            double num = 0, den = 0;
+            for (size_t k = 0; k < g[i].size(); k++) {
+                num += (double)(g[i][k] - g_ref[i][k]) * (g[i][k] - g_ref[i][k]);
+                den += (double)g_ref[i][k] * g_ref[i][k];
+            }
+            EXPECT_LT(std::sqrt(num / (den > 0 ? den : 1)), 2 * tol) << "gradient " << i;
+        }
+    }
+}

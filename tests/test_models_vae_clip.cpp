@@ -323,3 +323,46 @@ TEST(VaeDecoder, SegmentsSaveLessAndGiveTheSameGradient) {
     vt_vae_decoder_free(d);
     vt_fixture_free(fx);
 }
+
+// model.dtype bf16 / fp16 on the VAE decoder: every conv kernel 16-bit (norms and biases f32);
+// the decode and the latent's gradient track the f32 decoder within the format's precision and
+// differ from it (the convs really round their input).
+TEST(VaeDecoder, HalfPrecisionWeightsTrackFp32) {
+    Releaser R;
+    vt_fixture *fx = vt_fixture_open(SharedPath("fixtures/vc2_vae_decoder_tiny").c_str());
+    ASSERT_NE(fx, nullptr) << vt_error_message();
+    vt_vae_config cfg = vt_vae_config_videocrafter2();
+    ASSERT_VT_OK(vt_vae_config_from_json(vt_fixture_json(fx, "config"), &cfg));
+    for (vt_dtype dt : {VT_BF16, VT_F16}) {
+        SCOPED_TRACE(vt_dtype_name(dt));
+        vt_vae_decoder *d = vt_vae_decoder_build(fx->weights, "first_stage_model.", &cfg);
+        ASSERT_NE(d, nullptr) << vt_error_message();
+        vt_tensor *y[2], *g[2];
+        for (int half = 0; half < 2; half++) {
+            if (half) {
+                ASSERT_VT_OK(vt_vae_decoder_set_weight_dtype(d, dt));
+                int n16 = 0;
+                for (int i = 0; i < d->n_tensors; i++) {
+                    EXPECT_EQ(d->tensors[i]->dtype, d->tensors[i]->ndim >= 2 ? dt : VT_F32) << i;
+                    n16 += d->tensors[i]->ndim >= 2;
+                }
+                EXPECT_GT(n16, 10);
+            }
+            vt_tensor *z = R(RandN({1, 4, 8, 8}, 5));
+            vt_requires_grad(z, 1);
+            vt_tape *t = vt_tape_begin();
+            y[half] = R(vt_vae_decode(d, z));
+            vt_tape_end(t);
+            ASSERT_VT(y[half]);
+            ASSERT_VT_OK(vt_backward(t, y[half], nullptr));
+            g[half] = R(vt_retain(z->grad));
+            vt_tape_free(t);
+        }
+        const double tol = dt == VT_BF16 ? 3e-2 : 4e-3;
+        EXPECT_GT(RelErr(y[1], y[0]), 1e-6) << "the weights were not rounded";
+        EXPECT_LT(RelErr(y[1], y[0]), tol);
+        EXPECT_LT(RelErr(g[1], g[0]), 2 * tol);
+        vt_vae_decoder_free(d);
+    }
+    vt_fixture_free(fx);
+}

@@ -4,6 +4,7 @@
 // the LoRA through our safetensors reader), NaN skipping and the input errors raised before
 // any compute.
 #include <sys/stat.h>
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -111,6 +112,28 @@ TEST(Trainer, ColourRewardRises) {
     double first = 0, last = 0;
     for (int i = 0; i < 6; i++) first += r[i] / 6, last += r[18 + i] / 6;
     EXPECT_GT(last, first + 0.02) << "reward " << first << " -> " << last;
+}
+
+// model.dtype bf16 on the CPU (16-bit UNet / VAE weights, f32 everything else): the same run as
+// fp32 within bf16's precision, and not bit-identical to it (the weights really are 16-bit).
+TEST(Trainer, Bf16WeightsTrainLikeFp32) {
+    std::vector<double> r[2];
+    const char *dtypes[2] = {"fp32", "bf16"};
+    for (int k = 0; k < 2; k++) {
+        std::string dir = TempDir() + "/dtype_" + dtypes[k];
+        Cfg c(dir, {"optim.steps=3", "output.checkpoint_every=0", "model.frames=1", "memory.decode_frames=0",
+                    std::string("model.dtype=") + dtypes[k]});
+        ASSERT_TRUE(c.ok) << vt_error_message();
+        vt_trainer_stats s{};
+        ASSERT_VT_OK(Train(&c.c, nullptr, 0, &s));
+        r[k] = ReadColumn(dir + "/rewards.h5", "reward_mean");
+        ASSERT_EQ(r[k].size(), 3u);
+    }
+    EXPECT_NE(r[0][0], r[1][0]) << "bf16 weights gave the fp32 reward bit for bit";
+    for (int i = 0; i < 3; i++) {
+        EXPECT_TRUE(std::isfinite(r[1][i]));
+        EXPECT_NEAR(r[1][i], r[0][i], 0.02 * std::max(1.0, std::fabs(r[0][i]))) << "step " << i;
+    }
 }
 
 TEST(Trainer, NonFiniteStepsAreSkippedThenStop) {
