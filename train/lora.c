@@ -68,21 +68,18 @@ vt_tensor **vt_lora_params(const vt_unet3d *u, int *n) {
     return p;
 }
 
-vt_err vt_lora_save(const vt_unet3d *u, const char *path, int rank, double alpha, char *const *targets,
-                    int n_targets, int64_t step, int n_extra, const char *const *extra_keys,
-                    const char *const *extra_vals) {
-    int n = vt_unet3d_n_lora(u);
-    const char **names = calloc((size_t)n + 1, sizeof *names);
-    vt_tensor **ts = calloc((size_t)n + 1, sizeof *ts);
-    int nm = 6 + n_extra;
-    const char **mk = calloc((size_t)nm, sizeof *mk), **mv = calloc((size_t)nm, sizeof *mv);
-    char srank[32], salpha[64], sstep[32], stargets[256] = "";
+vt_st_job *vt_lora_save_job(const vt_unet3d *u, const char *path, int rank, double alpha, char *const *targets,
+                            int n_targets, int64_t step, int n_extra, const char *const *extra_keys,
+                            const char *const *extra_vals) {
+    vt_st_job *j = vt_st_job_new(path);
+    if (!j) return NULL;
     vt_err e = VT_OK;
-    if (!names || !ts || !mk || !mv) {
-        e = vt_error(VT_ERR_OOM, "lora save: out of host memory");
-        goto done;
+    for (int i = 0; i < vt_unet3d_n_lora(u) && !e; i++) {
+        const char *name;
+        vt_tensor *t = vt_unet3d_lora_param(u, i, &name);
+        e = vt_st_job_add(j, name, t);
     }
-    for (int i = 0; i < n; i++) ts[i] = vt_unet3d_lora_param(u, i, &names[i]);
+    char srank[32], salpha[64], sstep[32], stargets[256] = "";
     snprintf(srank, sizeof srank, "%d", rank);
     snprintf(salpha, sizeof salpha, "%.17g", alpha);
     snprintf(sstep, sizeof sstep, "%lld", (long long)step);
@@ -90,19 +87,23 @@ vt_err vt_lora_save(const vt_unet3d *u, const char *path, int rank, double alpha
         size_t l = strlen(stargets);
         snprintf(stargets + l, sizeof stargets - l, "%s%s", i ? "," : "", targets[i]);
     }
-    mk[0] = "format", mv[0] = "pt";
-    mk[1] = "lora_rank", mv[1] = srank;
-    mk[2] = "lora_alpha", mv[2] = salpha;
-    mk[3] = "target_modules", mv[3] = stargets;
-    mk[4] = "base_model", mv[4] = "VideoCrafter2";
-    mk[5] = "step", mv[5] = sstep;
-    for (int i = 0; i < n_extra; i++) mk[6 + i] = extra_keys[i], mv[6 + i] = extra_vals[i];
-    e = vt_st_write(path, n, names, ts, nm, mk, mv);
-    if (e) vt_error_context("lora save: ");
-done:
-    free(names);
-    free(ts);
-    free(mk);
-    free(mv);
-    return e;
+    const char *mk[6] = {"format", "lora_rank", "lora_alpha", "target_modules", "base_model", "step"};
+    const char *mv[6] = {"pt", srank, salpha, stargets, "VideoCrafter2", sstep};
+    for (int i = 0; i < 6 && !e; i++) e = vt_st_job_meta(j, mk[i], mv[i]);
+    for (int i = 0; i < n_extra && !e; i++) e = vt_st_job_meta(j, extra_keys[i], extra_vals[i]);
+    if (e) {
+        vt_error_context("lora save: ");
+        vt_st_job_free(j);
+        return NULL;
+    }
+    return j;
+}
+
+vt_err vt_lora_save(const vt_unet3d *u, const char *path, int rank, double alpha, char *const *targets,
+                    int n_targets, int64_t step, int n_extra, const char *const *extra_keys,
+                    const char *const *extra_vals) {
+    vt_st_job *j = vt_lora_save_job(u, path, rank, alpha, targets, n_targets, step, n_extra, extra_keys, extra_vals);
+    vt_err e = j ? vt_st_job_write(j) : vt_error_code();
+    vt_st_job_free(j);
+    return e ? vt_error_context("lora save: ") : VT_OK;
 }

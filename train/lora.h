@@ -12,6 +12,7 @@
 #pragma once
 #include "core/vt.h"
 #include "core/models/unet3d.h"
+#include "train/file_writer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -41,6 +42,11 @@ vt_err vt_lora_load_file(vt_unet3d *u, const char *path);
 vt_err vt_lora_save(const vt_unet3d *u, const char *path, int rank, double alpha, char *const *targets,
                     int n_targets, int64_t step, int n_extra, const char *const *extra_keys,
                     const char *const *extra_vals);
+// The same file as a job for train/file_writer.h (the LoRA weights snapshotted now), or NULL
+// (error set).
+vt_st_job *vt_lora_save_job(const vt_unet3d *u, const char *path, int rank, double alpha, char *const *targets,
+                            int n_targets, int64_t step, int n_extra, const char *const *extra_keys,
+                            const char *const *extra_vals);
 
 // All LoRA parameters of u into a malloc'd array (borrowed tensors); *n gets the count.
 vt_tensor **vt_lora_params(const vt_unet3d *u, int *n);

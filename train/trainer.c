@@ -59,6 +59,7 @@ struct vt_trainer {
     vt_tensor **prompt_ctx;  // [1, L, D] per prompt
     vt_tensor *uncond_ctx;   // [1, L, D]
     vt_h5log *log;
+    vt_file_writer *writer;  // checkpoint files (main rank; NULL: written in the loop's thread)
     const char **cols;
     int n_cols;
     int T, lh, lw;
@@ -315,63 +316,69 @@ static void config_hash_hex(const vt_config *c, char *out, size_t n) {
     snprintf(out, n, "%016llx", (unsigned long long)h);
 }
 
+// The step's lora- and state- files: snapshots taken now (host copies of the LoRA and AdamW
+// tensors), written by the background writer while training goes on (file_writer.h); a
+// failed write stops the run at the next checkpoint or at the end, naming the file.
 static vt_err save_checkpoint(vt_trainer *t) {
     const vt_config *c = &t->cfg;
     char path[4200], hash[32];
     config_hash_hex(c, hash, sizeof hash);
     const char *ek[1] = {"config_hash"}, *ev[1] = {hash};
     snprintf(path, sizeof path, "%s/lora-%06lld.safetensors", c->output.dir, (long long)t->step);
-    if (vt_lora_save(t->unet, path, c->lora.rank, c->lora.alpha, c->lora.targets, c->lora.n_targets, t->step, 1, ek, ev))
-        return vt_error_context("%s: ", path);
+    vt_st_job *lora = vt_lora_save_job(t->unet, path, c->lora.rank, c->lora.alpha, c->lora.targets, c->lora.n_targets,
+                                       t->step, 1, ek, ev);
+    if (!lora) return vt_error_context("%s: ", path);
     // state: LoRA, AdamW moments, counters, RNG
-    int n = t->n_params, nt = 3 * n + 4;
-    const char **names = calloc((size_t)nt, sizeof *names);
-    char **owned = calloc((size_t)nt, sizeof *owned);
-    vt_tensor **ts = calloc((size_t)nt, sizeof *ts);
-    vt_err e = VT_OK;
-    if (!names || !owned || !ts) {
-        e = vt_error(VT_ERR_OOM, "state save");
-        goto done;
-    }
-    for (int i = 0; i < n; i++) {
+    snprintf(path, sizeof path, "%s/state-%06lld.safetensors", c->output.dir, (long long)t->step);
+    vt_st_job *state = vt_st_job_new(path);
+    vt_err e = state ? vt_st_job_meta(state, ek[0], ev[0]) : vt_error_code();
+    for (int i = 0; i < t->n_params && !e; i++) {
         const char *pn;
         vt_unet3d_lora_param(t->unet, i, &pn);
         const char *kinds[3] = {"lora.", "adam_m.", "adam_v."};
         vt_tensor *src[3] = {t->params[i], t->adam.m[i], t->adam.v[i]};
-        for (int k = 0; k < 3; k++) {
-            size_t len = strlen(pn) + 16;
-            owned[3 * i + k] = malloc(len);
-            if (!owned[3 * i + k]) {
-                e = vt_error(VT_ERR_OOM, "state save");
-                goto done;
-            }
-            snprintf(owned[3 * i + k], len, "%s%s", kinds[k], pn);
-            names[3 * i + k] = owned[3 * i + k];
-            ts[3 * i + k] = vt_retain(src[k]);
+        for (int k = 0; k < 3 && !e; k++) {
+            char name[1024];
+            snprintf(name, sizeof name, "%s%s", kinds[k], pn);
+            e = vt_st_job_add(state, name, src[k]);
         }
     }
     int64_t counters[4] = {t->step, t->adam.step, t->skipped, t->bad_in_row};
     // the random streams are counter-based (micro_rng): their position is (seed, step, micro-batch
     // layout); the layout tells a resume whether it will draw what the uninterrupted run drew
     int64_t rng[4] = {(int64_t)c->seed, t->step, micro_per_step(t), t->micro_B};
-    names[3 * n] = "counters";  // step, adam step, skipped, bad in a row
-    ts[3 * n] = i64_tensor(4, counters);
-    names[3 * n + 1] = "rng";
-    ts[3 * n + 1] = i64_tensor(4, rng);
-    nt = 3 * n + 2;
-    if (!ts[3 * n] || !ts[3 * n + 1]) {
-        e = vt_error_code();
-        goto done;
+    vt_tensor *tc = e ? NULL : i64_tensor(4, counters), *tr = e ? NULL : i64_tensor(4, rng);
+    if (!e && (!tc || !tr)) e = vt_error_code();
+    if (!e) e = vt_st_job_add(state, "counters", tc);  // step, adam step, skipped, bad in a row
+    if (!e) e = vt_st_job_add(state, "rng", tr);
+    vt_release(tc);
+    vt_release(tr);
+    if (e) {
+        vt_st_job_free(lora);
+        vt_st_job_free(state);
+        return vt_error_context("%s: ", path);
     }
-    snprintf(path, sizeof path, "%s/state-%06lld.safetensors", c->output.dir, (long long)t->step);
-    e = vt_st_write(path, nt, names, ts, 1, ek, ev);
-    if (e) vt_error_context("%s: ", path);
-done:
-    for (int i = 0; ts && i < 3 * n + 4; i++) vt_release(ts[i]);
-    for (int i = 0; owned && i < 3 * n + 4; i++) free(owned[i]);
-    free(ts);
-    free(owned);
-    free(names);
+    if (!t->writer) {  // no writer thread (it could not start): write here
+        e = vt_st_job_write(lora);
+        if (!e) e = vt_st_job_write(state);
+        vt_st_job_free(lora);
+        vt_st_job_free(state);
+        return e;
+    }
+    e = vt_file_writer_submit(t->writer, lora);  // lora first: a state file implies its lora file
+    vt_err e2 = vt_file_writer_submit(t->writer, state);
+    return e ? e : e2;
+}
+
+// Waits for the background checkpoint writes. A run that already failed keeps its own error
+// (the files queued before the failure still land); else a failed write is the run's error.
+static vt_err drain_writer(vt_trainer *t, vt_err e) {
+    if (!t->writer) return e;
+    if (!e) return vt_file_writer_wait(t->writer);
+    char *msg = strdup(vt_error_message());
+    vt_file_writer_wait(t->writer);
+    vt_error(e, "%s", msg ? msg : "(out of memory keeping the message)");
+    free(msg);
     return e;
 }
 
@@ -705,6 +712,8 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
                                               resume_path[0] != 0, t->step)))
                 e = vt_error_code();
             free(yaml);
+            // checkpoint files are written by a thread of their own; without one, in the loop
+            if (!e && !(t->writer = vt_file_writer_start())) vt_error_clear();
         }
         if (!e) e = eval_create(t);
     }
@@ -717,6 +726,7 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
 
 void vt_trainer_free(vt_trainer *t) {
     if (!t) return;
+    vt_file_writer_free(t->writer);  // pending files land first
     if (t->log) vt_h5log_close(t->log);
     vt_evaluator_free(t->eval);
     free(t->eval_cols);
@@ -949,6 +959,7 @@ vt_err vt_trainer_run(vt_trainer *t) {
             break;
     }
     if (!e && t->step > step0 && is_main(t)) e = save_checkpoint(t);
+    e = drain_writer(t, e);  // every queued file on disk before the run reports done
     // every rank waits (under the watchdog) until rank 0 has written the last checkpoint
     if (!e) e = vt_dist_barrier(t->dist);
     free(row);
