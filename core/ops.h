@@ -4,7 +4,8 @@
 //
 // Conventions: ops return a new tensor or NULL with the error set (naming the op and the
 // shapes). A NULL required input gives NULL, so calls can be chained and checked once.
-// Optional inputs (bias, LoRA) are documented as "or NULL". All float ops take f32 on the CPU.
+// Optional inputs (bias, LoRA) are documented as "or NULL". All float ops take f32 on the CPU
+// (the GEMM ops' weights also bf16 / f16, see "low-precision weights" below).
 // Shapes in comments: [N, C, H, W] etc.; "..." means any leading dims.
 #pragma once
 #include "tape.h"
@@ -43,8 +44,25 @@ vt_tensor *vt_geglu(vt_tensor *x);
 // recompute with the same seed reproduces the mask. p == 0 returns a retained x.
 vt_tensor *vt_dropout(vt_tensor *x, float p, uint64_t seed);
 
+// ---- low-precision weights of the GEMM ops ------------------------------------------------
+// vt_linear, vt_linear_lora (its base weight w; A, B stay f32), vt_conv2d(_add) and
+// vt_conv_time(_add) take a weight w of dtype VT_BF16 or VT_F16 besides VT_F32. Such a weight
+// must be frozen: one with requires_grad is refused (VT_ERR_DTYPE naming the op: low-precision
+// weights are frozen only). x, bias, residual, A, B, the output and every gradient stay f32.
+// Semantics, the same on every backend ("mixed precision, f32 accumulate"):
+//   forward   y  = round_w(x) (*) w (+ b) (+ r): x rounded to w's dtype (nearest even, as
+//                  vt_f32_to_bf16 / vt_f32_to_f16), products accumulated in f32;
+//   backward  dx = the f32 op's dx of round_w(g) (linear: round_w(g) W), g rounded likewise;
+//                  never a dw; db, dr (and dA, dB) as with an f32 w.
+// linear_lora's LoRA branch reads the unrounded f32 x (and g), exactly as with an f32 w, so the
+// LoRA gradients are full f32. The CPU kernels widen w to f32 (exact) and round x / g to w's
+// dtype in scratch copies, then run the f32 code. CUDA: linear runs cublasGemmEx on bf16 / f16
+// operands with f32 accumulation (the CPU's numbers up to summation order); conv runs cuDNN on
+// bf16 / f16 tensors with f32 compute, whose output (y, dx) is itself rounded to w's dtype once
+// before the f32 bias / residual pass: within bf16 (f16) tolerance of the CPU reference.
+
 // ---- linear algebra (core/ops/linear.c) --------------------------------------------------
-// x [..., in], w [out, in], b [out] or NULL -> [..., out]
+// x [..., in], w [out, in] (f32, or frozen bf16 / f16: see above), b [out] or NULL -> [..., out]
 vt_tensor *vt_linear(vt_tensor *x, vt_tensor *w, vt_tensor *b);
 // LoRA (peft): y = x W^T + b + scale * (x A^T) B^T; A [r, in], B [out, r]. W, b frozen
 // (their grads are never computed unless they require grad); A, B usually require grad.
@@ -54,6 +72,7 @@ vt_tensor *vt_matmul(vt_tensor *a, vt_tensor *b);
 
 // ---- convolutions (core/ops/conv.c) ------------------------------------------------------
 // x [N, C, H, W], w [O, C, kh, kw], b [O] or NULL; zero padding, stride, no dilation/groups.
+// w f32, or frozen bf16 / f16 (see "low-precision weights" above), for all four conv entries.
 vt_tensor *vt_conv2d(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad);
 // Convolution over time only (lvdm's temporal Conv3d with kernel (kt,1,1), padding (pad,0,0)):
 // x [B, C, T, H, W], w [O, C, kt, 1, 1], b [O] or NULL -> [B, O, T + 2 pad - kt + 1, H, W]

@@ -9,6 +9,7 @@
 #pragma once
 #include <stdint.h>
 #include <stddef.h>
+#include <string.h>
 #include "error.h"
 #include "memory.h"
 
@@ -104,9 +105,21 @@ char *vt_shape_str(const vt_tensor *t, char *buf, size_t n);
 char *vt_shape_str_raw(int ndim, const int64_t *shape, char *buf, size_t n);
 #define VT_SHAPE_BUF 96
 
-// bf16 / f16 scalar conversions (round to nearest even).
-float vt_bf16_to_f32(uint16_t h);
-uint16_t vt_f32_to_bf16(float f);
+// bf16 / f16 scalar conversions (round to nearest even). The bf16 pair is inline: the CPU GEMM
+// ops convert whole weights and activations with it (ops.h, "low-precision weights").
+static inline float vt_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint16_t vt_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+    return (uint16_t)(u >> 16);
+}
 float vt_f16_to_f32(uint16_t h);
 uint16_t vt_f32_to_f16(float f);
 

@@ -4,6 +4,8 @@
 // the caching allocator's reuse of freed blocks are ordered without further synchronisation.
 #pragma once
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cudnn.h>
 #include <stdint.h>
 #include "cuda/check.cuh"
@@ -23,6 +25,19 @@ vt_err vt_cuda_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alph
 vt_err vt_cuda_sgemm_batched(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
                              int64_t sA, const float *B, int64_t ldb, int64_t sB, float beta, float *C, int64_t ldc,
                              int64_t sC, int64_t batch);
+
+// Row-major GEMM on low-precision operands (ops.h, "low-precision weights"): A and B both of
+// dtype dt (VT_BF16 or VT_F16), C f32, products accumulated in f32 (cublasGemmEx,
+// CUBLAS_COMPUTE_32F); otherwise the semantics and argument order of vt_cuda_sgemm.
+vt_err vt_cuda_gemm_lowp(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const void *A, int64_t lda,
+                         const void *B, int64_t ldb, vt_dtype dt, float beta, float *C, int64_t ldc);
+
+// ---- low-precision operands (a frozen bf16 / f16 weight's GEMM partner) ------------------
+// dst = src converted, n elements of two GPU buffers: f32 -> bf16 / f16 (round to nearest even,
+// as vt_f32_to_bf16 / vt_f32_to_f16) or bf16 / f16 -> f32 (exact).
+vt_err vt_cuda_cast(void *dst, vt_dtype dst_dt, const void *src, vt_dtype src_dt, int64_t n);
+// A new GPU tensor of x's shape: x (f32) rounded to dt (bf16 / f16); NULL + error on failure.
+vt_tensor *vt_cuda_rounded(const vt_tensor *x, vt_dtype dt);
 
 // A scratch f32 / i64 tensor on the GPU (released by the caller); NULL + error on OOM.
 static inline vt_tensor *vt_cuda_scratch(vt_dtype dt, int64_t n) {
@@ -47,9 +62,14 @@ static inline vt_tensor *vt_cuda_zeros(vt_dtype dt, int ndim, const int64_t *sha
 #define VT_GRID_STRIDE(i, n) \
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); i += (long long)gridDim.x * blockDim.x)
 
-// ---- element access: kernels compute in f32 and load/store T (f32 now, bf16 later) ----------
+// ---- element access: kernels compute in f32 and load/store T (f32, bf16, f16) -------------
+// Stores round to nearest even (the CPU's vt_f32_to_bf16 / vt_f32_to_f16).
 __device__ __forceinline__ float vt_ld(const float *p) { return *p; }
+__device__ __forceinline__ float vt_ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float vt_ld(const __half *p) { return __half2float(*p); }
 __device__ __forceinline__ void vt_st(float *p, float v) { *p = v; }
+__device__ __forceinline__ void vt_st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void vt_st(__half *p, float v) { *p = __float2half_rn(v); }
 
 // ---- block reductions (blockDim.x a multiple of 32, at most 1024; all threads must call) ----
 template <typename T> __device__ __forceinline__ T vt_warp_sum(T v) {

@@ -1,7 +1,8 @@
 // linear.cu — linear (with the LoRA branch) and batched matmul on cuBLAS sgemm, forward and
 // backward side by side, registered under the op names of core/ops/linear.c. Saved tensors are
 // the CPU op's: x, W (and A, B with LoRA) by the save mask, then the extra x A^T [M, r].
-// f32 now; bf16 activations will switch these GEMMs to cublasLt with f32 accumulation.
+// A frozen bf16 / f16 W runs the base GEMM in cublasGemmEx on x (g) rounded to W's dtype with f32
+// accumulation; everything else (LoRA, bias, activations, gradients) is f32.
 #include "cuda/common.cuh"
 #include "core/ops/params.h"
 
@@ -40,6 +41,52 @@ vt_err vt_cuda_sgemm_batched(int ta, int tb, int64_t m, int64_t n, int64_t k, fl
     return VT_OK;
 }
 
+vt_err vt_cuda_gemm_lowp(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const void *A, int64_t lda,
+                         const void *B, int64_t ldb, vt_dtype dt, float beta, float *C, int64_t ldc) {
+    if (m == 0 || n == 0) return VT_OK;
+    if (dt != VT_BF16 && dt != VT_F16)
+        return vt_error(VT_ERR_INTERNAL, "gemm_lowp: operands of dtype %s (bf16 or f16 only)", vt_dtype_name(dt));
+    if (gemm_dims_fit(m, n, k, lda, ldb, ldc) != VT_OK) return vt_error_code();
+    cublasHandle_t h;
+    if (vt_cuda_cublas(&h) != VT_OK) return vt_error_code();
+    const cudaDataType_t ab = dt == VT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    // column-major C^T [n, m] = op(B)^T [n, k] op(A)^T [k, m], as vt_cuda_sgemm
+    VT_CUBLAS_CHECK(cublasGemmEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)n, (int)m,
+                                 (int)k, &alpha, B, ab, (int)ldb, A, ab, (int)lda, &beta, C, CUDA_R_32F, (int)ldc,
+                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return VT_OK;
+}
+
+// ---- low-precision operands (declared in common.cuh) -------------------------------------
+// dst [n] = src [n] converted through f32 (vt_ld / vt_st: the store rounds to nearest even)
+template <typename To, typename From> __global__ void cast_kernel(To *dst, const From *src, long long n) {
+    VT_GRID_STRIDE(i, n) vt_st(dst + i, vt_ld(src + i));
+}
+
+vt_err vt_cuda_cast(void *dst, vt_dtype dst_dt, const void *src, vt_dtype src_dt, int64_t n) {
+    if (n == 0) return VT_OK;
+    const unsigned grid = vt_grid_1d(n);
+    if (src_dt == VT_F32 && dst_dt == VT_BF16)
+        cast_kernel<<<grid, 256>>>((__nv_bfloat16 *)dst, (const float *)src, n);
+    else if (src_dt == VT_F32 && dst_dt == VT_F16)
+        cast_kernel<<<grid, 256>>>((__half *)dst, (const float *)src, n);
+    else if (src_dt == VT_BF16 && dst_dt == VT_F32)
+        cast_kernel<<<grid, 256>>>((float *)dst, (const __nv_bfloat16 *)src, n);
+    else if (src_dt == VT_F16 && dst_dt == VT_F32)
+        cast_kernel<<<grid, 256>>>((float *)dst, (const __half *)src, n);
+    else
+        return vt_error(VT_ERR_INTERNAL, "cuda cast %s -> %s: not supported", vt_dtype_name(src_dt),
+                        vt_dtype_name(dst_dt));
+    VT_CUDA_CHECK_LAUNCH();
+    return VT_OK;
+}
+
+vt_tensor *vt_cuda_rounded(const vt_tensor *x, vt_dtype dt) {
+    vt_tensor *t = vt_empty(dt, VT_CUDA, x->ndim, x->shape);
+    if (t && vt_cuda_cast(vt_data(t), dt, vt_data(x), VT_F32, x->numel) != VT_OK) vt_clear(&t);
+    return t;
+}
+
 // ---- bias helpers ------------------------------------------------------------------------
 // y [M, n] = b [n] broadcast over rows (then the GEMM accumulates onto it with beta = 1)
 __global__ void bias_rows_fill_kernel(float *y, const float *b, long long n, long long total) {
@@ -64,8 +111,23 @@ static vt_err column_sum(const float *g, float *db, int64_t M, int64_t n) {
 }
 
 // ---- linear + LoRA -----------------------------------------------------------------------
+// The base GEMM of forward and backward, C [m, n] = act [m, k] @ op(W) + beta C (ldw: W's row
+// stride). An f32 W: sgemm. A frozen bf16 / f16 W: act rounded to W's dtype in scratch, then
+// GemmEx with f32 accumulation (ops.h, "low-precision weights": the CPU's round_w(act) @ W).
+static vt_err linear_base_gemm(int tb, int64_t m, int64_t n, int64_t k, const vt_tensor *act, const vt_tensor *w,
+                               int64_t ldw, float beta, float *C) {
+    if (w->dtype == VT_F32) return vt_cuda_sgemm(0, tb, m, n, k, 1.0f, vt_f32(act), k, vt_f32(w), ldw, beta, C, n);
+    vt_tensor *al = vt_cuda_rounded(act, w->dtype);
+    if (!al) return vt_error_code();
+    // al may be released right after the launch: the allocator reuses it in stream order
+    vt_err e = vt_cuda_gemm_lowp(0, tb, m, n, k, 1.0f, vt_data(al), k, vt_data(w), ldw, w->dtype, beta, C, n);
+    vt_release(al);
+    return e;
+}
+
 // x [M, in] (leading dims flattened), W [out, in], b [out] or NULL, A [r, in], B [out, r]
 // -> y [M, out] = x W^T + b + s (x A^T) B^T; extra saved (recording, LoRA): xa = x A^T [M, r]
+// A bf16 / f16 W: y = round_w(x) W^T + b + s (x A^T) B^T (the LoRA branch on the f32 x).
 static vt_err linear_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     const vt_linear_params *p = (const vt_linear_params *)n->params;
     const vt_tensor *x = in[0], *w = in[1], *b = in[2];
@@ -75,8 +137,7 @@ static vt_err linear_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *o
         bias_rows_fill_kernel<<<vt_grid_1d(out->numel), 256>>>(y, vt_f32(b), fout, out->numel);
         VT_CUDA_CHECK_LAUNCH();
     }
-    if (vt_cuda_sgemm(0, 1, M, fout, fin, 1.0f, vt_f32(x), fin, vt_f32(w), fin, b ? 1.0f : 0.0f, y, fout))
-        return vt_error_code();
+    if (linear_base_gemm(1, M, fout, fin, x, w, fin, b ? 1.0f : 0.0f, y)) return vt_error_code();
     if (p->has_lora) {
         const vt_tensor *A = in[3], *B = in[4];
         const int64_t r = vt_dim(A, 0);
@@ -96,6 +157,7 @@ static vt_err linear_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *o
 
 // g [M, out]; saved x [M, in], W [out, in], (A [r, in], B [out, r], xa [M, r])
 // dx = g W + s (g B) A;  dW = g^T x;  db = sum_rows g;  dA = s (g B)^T x;  dB = s g^T xa
+// A bf16 / f16 W: dx = round_w(g) W + s (g B) A; no dW (frozen, checked at the frontend).
 static vt_err linear_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
     const vt_linear_params *p = (const vt_linear_params *)n->params;
     const vt_tensor *x = n->saved[0], *w = n->saved[1];
@@ -121,7 +183,7 @@ static vt_err linear_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor 
     if (n->need[0]) {
         gin[0] = vt_empty(VT_F32, VT_CUDA, n->in_ndim[0], n->in_shape[0]);
         if (!gin[0]) { e = vt_error_code(); goto done; }
-        if ((e = vt_cuda_sgemm(0, 0, M, fin, fout, 1.0f, g, fout, vt_f32(w), fin, 0.0f, vt_f32(gin[0]), fin))) goto done;
+        if ((e = linear_base_gemm(0, M, fin, fout, gout, w, fin, 0.0f, vt_f32(gin[0])))) goto done;
         if (gb && (e = vt_cuda_sgemm(0, 0, M, fin, r, p->scale, vt_f32(gb), r, vt_f32(A), fin, 1.0f, vt_f32(gin[0]), fin)))
             goto done;
     }

@@ -327,6 +327,51 @@ TEST_F(CudaOps, ConvTime) {
     }
 }
 
+// Frozen bf16 / f16 weights (ops.h, "low-precision weights"): the GPU against the CPU op on the
+// same inputs, forward and the gradients of x, b, r, A, B. linear multiplies the same rounded
+// operands with f32 accumulation on both (summation order apart: tight). cuDNN's conv output (y,
+// dx) is rounded to w's dtype once more than the CPU's: the dtype's tolerance, relative to max |.|.
+TEST_F(CudaOps, LowPrecisionWeights) {
+    for (vt_dtype dt : {VT_BF16, VT_F16}) {
+        SCOPED_TRACE(vt_dtype_name(dt));
+        const double tol = dt == VT_BF16 ? 2e-2 : 2e-3;
+        Releaser R;
+        vt_tensor *x = R(RandN({3, 77, 96}, 1)), *w = R(RandN({80, 96}, 2, 0.1f)), *b = R(RandN({80}, 3));
+        vt_tensor *A = R(RandN({4, 96}, 4, 0.1f)), *B = R(RandN({80, 4}, 5, 0.1f));
+        vt_tensor *wl = R(vt_to_dtype(w, dt));
+        RequireGrad({x, b, A, B});
+        ExpectCudaMatchesCpu([](auto &in) { return vt_linear(in[0], in[1], in[2]); }, {x, wl, b}, 1e-4);
+        ExpectCudaMatchesCpu([](auto &in) { return vt_linear(in[0], in[1], nullptr); }, {x, wl}, 1e-4);
+        ExpectCudaMatchesCpu([](auto &in) { return vt_linear_lora(in[0], in[1], in[2], in[3], in[4], 0.5f); },
+                             {x, wl, b, A, B}, 1e-4);
+        struct {
+            int64_t N, C, H, W, O, k;
+            int stride, pad;
+        } convs[] = {{2, 3, 5, 5, 4, 1, 1, 0}, {2, 4, 6, 5, 8, 3, 1, 1}, {1, 8, 33, 32, 4, 3, 1, 1},
+                     {2, 32, 16, 20, 24, 3, 2, 1}};
+        for (auto &k : convs) {
+            SCOPED_TRACE(testing::Message() << "conv2d " << k.N << "x" << k.C << "x" << k.H << "x" << k.W << " O "
+                                            << k.O << " k " << k.k << " s " << k.stride << " p " << k.pad);
+            vt_tensor *xc = R(RandN({k.N, k.C, k.H, k.W}, 6)), *wc = R(RandN({k.O, k.C, k.k, k.k}, 7, 0.3f));
+            vt_tensor *bc = R(RandN({k.O}, 8)), *wcl = R(vt_to_dtype(wc, dt));
+            const int s = k.stride, p = k.pad;
+            const int64_t OH = (k.H + 2 * p - k.k) / s + 1, OW = (k.W + 2 * p - k.k) / s + 1;
+            vt_tensor *rc = R(RandN({k.N, k.O, OH, OW}, 9));
+            RequireGrad({xc, bc, rc});
+            ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d(in[0], in[1], in[2], s, p); }, {xc, wcl, bc}, tol);
+            ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d(in[0], in[1], nullptr, s, p); }, {xc, wcl}, tol);
+            ExpectCudaMatchesCpu([=](auto &in) { return vt_conv2d_add(in[0], in[1], in[2], s, p, in[3]); },
+                                 {xc, wcl, bc, rc}, tol);
+        }
+        vt_tensor *xt = R(RandN({1, 16, 8, 6, 5}, 10)), *wt = R(RandN({16, 16, 3, 1, 1}, 11, 0.3f));
+        vt_tensor *bt = R(RandN({16}, 12)), *rt = R(RandN({1, 16, 8, 6, 5}, 13)), *wtl = R(vt_to_dtype(wt, dt));
+        RequireGrad({xt, bt, rt});
+        ExpectCudaMatchesCpu([](auto &in) { return vt_conv_time(in[0], in[1], in[2], 1); }, {xt, wtl, bt}, tol);
+        ExpectCudaMatchesCpu([](auto &in) { return vt_conv_time_add(in[0], in[1], in[2], 1, in[3]); },
+                             {xt, wtl, bt, rt}, tol);
+    }
+}
+
 TEST_F(CudaOps, PermuteConcatSlice) {
     Releaser R;
     vt_tensor *x = R(RandN({2, 3, 4}, 1)), *v = R(RandN({2, 3, 4, 2, 3}, 2));

@@ -330,12 +330,9 @@ static void conv_item_shifted_backward_x(void *ctx, int64_t s, int thread) {
 // x [N, C, H, W], w [O, C, kh, kw] = [O, K], b [O] or NULL, r [N, O, OH, OW] or NULL -> y [N, O, OH, OW]
 // y_n [O, L] = w [O, K] @ col(x_n) [K, L] (+ b broadcast over L) (+ r_n); batched: for a group of G
 // samples, yt [O, G*L] = w @ [col(x_s0) | col(x_s1) | ...], then scattered to y.
-static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
-    const conv_params *p = (const conv_params *)n->params;
-    const vt_tensor *b = in[2], *r = in[3];
+static vt_err conv_forward_f32(const conv_params *p, const float *x, const float *w, const float *pb, const float *pr,
+                               float *y) {
     const int64_t K = conv_k(p), L = conv_l(p), O = p->O, xsz = p->C * p->H * p->W;
-    const float *x = vt_f32(in[0]), *w = vt_f32(in[1]), *pb = b ? vt_f32(b) : NULL, *pr = r ? vt_f32(r) : NULL;
-    float *y = vt_f32(out);
     const int64_t G = conv_group(p);
     if (G > 1) {
         vt_tensor *colt = vt_empty(VT_F32, VT_CPU, 2, (int64_t[]){K, G * L});
@@ -387,15 +384,29 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
     return VT_OK;
 }
 
+// Every path (batched, shifted, per sample) runs on f32 operands: a bf16 / f16 w enters as its
+// exact f32 copy with x rounded to its dtype (vt_gemm_operands, ops.h's "low-precision weights").
+static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
+    const vt_tensor *b = in[2], *r = in[3];
+    vt_gemm_operands op;
+    if (vt_gemm_operands_get(&op, in[0], in[1])) return vt_error_code();
+    vt_err e = conv_forward_f32((const conv_params *)n->params, op.a, op.w, b ? vt_f32(b) : NULL, r ? vt_f32(r) : NULL,
+                                vt_f32(out));
+    vt_gemm_operands_release(&op);
+    return e;
+}
+
 // g [N, O, OH, OW] = [N, O, L]; saved x [N, C, H, W], w [O, K]
 // dx_n = col2im(w^T [K, O] @ g_n [O, L]);  dw = sum_n g_n [O, L] @ col(x_n)^T [L, K];
 // db[o] = sum_{n, l} g[n, o, l];  dr = g. Batched (G > 1): the same with g_n and col(x_n) of a group of
 // samples side by side, [O, G*L] and [K, G*L] (dw sums the group inside one GEMM).
-static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
+// g: what the GEMMs read (rounded to a bf16 / f16 w's dtype, see conv_backward_cpu); gout: the
+// output gradient itself (db, dr).
+static vt_err conv_backward_f32(vt_node *n, const vt_tensor *gout, const float *g, const float *w, vt_tensor **gin) {
     const conv_params *p = (const conv_params *)n->params;
-    const vt_tensor *xt = n->saved[0], *wt = n->saved[1];
+    const vt_tensor *xt = n->saved[0];
     const int64_t K = conv_k(p), L = conv_l(p), O = p->O, xsz = p->C * p->H * p->W;
-    const float *g = vt_f32(gout), *x = vt_f32(xt), *w = vt_f32(wt);
+    const float *x = vt_f32(xt);
     const int pointwise = conv_is_pointwise(p);
     const int nt = conv_sample_threads(p->N);
     const int64_t G = conv_group(p);
@@ -495,11 +506,12 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
         gin[2] = vt_empty(VT_F32, VT_CPU, 1, (int64_t[]){O});
         if (!gin[2]) { e = vt_error_code(); goto done; }
         float *db = vt_f32(gin[2]);
+        const float *g0 = vt_f32(gout);
 #pragma omp parallel for if (p->N * O * L > 65536)
         for (int64_t o = 0; o < O; o++) {
             double acc = 0;
             for (int64_t s = 0; s < p->N; s++) {
-                const float *gr = g + (s * O + o) * L;
+                const float *gr = g0 + (s * O + o) * L;
                 for (int64_t l = 0; l < L; l++) acc += gr[l];
             }
             db[o] = (float)acc;
@@ -511,8 +523,18 @@ done:
     return e;
 }
 
-// Saves x and w (w is a frozen weight view: no copy); the bias and the residual are not needed
-// backward.
+// A bf16 / f16 w is frozen (no dw): its only GEMM is dx, which reads g rounded to w's dtype and w
+// widened (vt_gemm_operands), the same f32 paths as an f32 w. db and dr read the unrounded g.
+static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
+    vt_gemm_operands op = {vt_f32(gout), NULL, NULL, NULL};  // no GEMM (only db / dr): nothing to convert
+    if ((n->need[0] || n->need[1]) && vt_gemm_operands_get(&op, gout, n->saved[1])) return vt_error_code();
+    vt_err e = conv_backward_f32(n, gout, op.a, op.w, gin);
+    vt_gemm_operands_release(&op);
+    return e;
+}
+
+// Saves x and w (w is a frozen weight view: no copy; a bf16 / f16 w as it is, the backward widens
+// it); the bias and the residual are not needed backward.
 static const vt_op op_conv2d = {"conv2d", {conv_forward_cpu, NULL}, {conv_backward_cpu, NULL}, 0x3, 0};
 static const vt_op op_conv_time = {"conv_time", {conv_forward_cpu, NULL}, {conv_backward_cpu, NULL}, 0x3, 0};
 
@@ -547,7 +569,7 @@ static int conv_check_residual(const char *name, const vt_tensor *r, int ndim, c
 static vt_tensor *conv2d_run(const char *name, vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, int pad,
                              vt_tensor *r) {
     if (!x || !w) return NULL;
-    if (vt_check_f32(name, x) || vt_check_f32(name, w)) return NULL;
+    if (vt_check_f32(name, x) || vt_check_gemm_weight(name, w)) return NULL;
     char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
     if (x->ndim != 4 || w->ndim != 4 || x->shape[1] != w->shape[1]) {
         vt_error(VT_ERR_SHAPE, "%s: input %s does not fit weight %s (x [N, C, H, W], w [O, C, kh, kw])", name,
@@ -587,7 +609,7 @@ vt_tensor *vt_conv2d_add(vt_tensor *x, vt_tensor *w, vt_tensor *b, int stride, i
 // conv_time (+ residual r when not NULL); errors name the entry point
 static vt_tensor *conv_time_run(const char *name, vt_tensor *x, vt_tensor *w, vt_tensor *b, int pad, vt_tensor *r) {
     if (!x || !w) return NULL;
-    if (vt_check_f32(name, x) || vt_check_f32(name, w)) return NULL;
+    if (vt_check_f32(name, x) || vt_check_gemm_weight(name, w)) return NULL;
     char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF];
     if (x->ndim != 5 || w->ndim != 5 || x->shape[1] != w->shape[1] || w->shape[3] != 1 || w->shape[4] != 1) {
         vt_error(VT_ERR_SHAPE, "%s: input %s does not fit weight %s (x [B, C, T, H, W], w [O, C, kt, 1, 1])", name,

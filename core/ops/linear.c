@@ -63,9 +63,72 @@ void vt_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, cons
     }
 }
 
+// ---- low-precision weights (ops_internal.h) ------------------------------------------------
+int vt_check_gemm_weight(const char *op, const vt_tensor *w) {
+    if (w->dtype != VT_F32 && !vt_dtype_is_lowp(w->dtype)) {
+        vt_error(VT_ERR_DTYPE, "%s: weight: expected f32, bf16 or f16, got %s", op, vt_dtype_name(w->dtype));
+        return 1;
+    }
+    if (vt_dtype_is_lowp(w->dtype) && w->requires_grad) {
+        vt_error(VT_ERR_DTYPE,
+                 "%s: weight is %s and requires grad: low-precision weights are frozen only (train an f32 weight, "
+                 "or a LoRA on the frozen one)",
+                 op, vt_dtype_name(w->dtype));
+        return 1;
+    }
+    return 0;
+}
+
+// dst = src widened to f32 (bf16 / f16 -> f32 is exact)
+static void lowp_widen(const uint16_t *src, vt_dtype dt, float *dst, int64_t n) {
+    if (dt == VT_BF16) {
+#pragma omp parallel for if (omp_get_level() == 0 && n > 65536)
+        for (int64_t i = 0; i < n; i++) dst[i] = vt_bf16_to_f32(src[i]);
+    } else {
+#pragma omp parallel for if (omp_get_level() == 0 && n > 65536)
+        for (int64_t i = 0; i < n; i++) dst[i] = vt_f16_to_f32(src[i]);
+    }
+}
+
+// dst = src rounded to dt (nearest even) and widened back: the f32 value a dt operand holds
+static void lowp_round(const float *src, vt_dtype dt, float *dst, int64_t n) {
+    if (dt == VT_BF16) {
+#pragma omp parallel for if (omp_get_level() == 0 && n > 65536)
+        for (int64_t i = 0; i < n; i++) dst[i] = vt_bf16_to_f32(vt_f32_to_bf16(src[i]));
+    } else {
+#pragma omp parallel for if (omp_get_level() == 0 && n > 65536)
+        for (int64_t i = 0; i < n; i++) dst[i] = vt_f16_to_f32(vt_f32_to_f16(src[i]));
+    }
+}
+
+vt_err vt_gemm_operands_get(vt_gemm_operands *o, const vt_tensor *act, const vt_tensor *w) {
+    o->a_tmp = o->w_tmp = NULL;
+    o->a = vt_f32(act);
+    if (!vt_dtype_is_lowp(w->dtype)) {
+        o->w = vt_f32(w);
+        return VT_OK;
+    }
+    o->w_tmp = vt_empty(VT_F32, VT_CPU, w->ndim, w->shape);
+    o->a_tmp = vt_empty(VT_F32, VT_CPU, act->ndim, act->shape);
+    if (!o->w_tmp || !o->a_tmp) {
+        vt_gemm_operands_release(o);
+        return vt_error_code();
+    }
+    lowp_widen((const uint16_t *)vt_data(w), w->dtype, vt_f32(o->w_tmp), w->numel);
+    lowp_round(vt_f32(act), w->dtype, vt_f32(o->a_tmp), act->numel);
+    o->w = vt_f32(o->w_tmp);
+    o->a = vt_f32(o->a_tmp);
+    return VT_OK;
+}
+
+void vt_gemm_operands_release(vt_gemm_operands *o) {
+    vt_clear(&o->a_tmp);
+    vt_clear(&o->w_tmp);
+}
+
 // ---- linear + LoRA -----------------------------------------------------------------------
 // x [M, in] (leading dims flattened), W [out, in], b [out], A [r, in], B [out, r]
-// y = x W^T + b + s (x A^T) B^T
+// y = x W^T + b + s (x A^T) B^T; a bf16 / f16 W: y = round_w(x) W^T + b + s (x A^T) B^T
 typedef vt_linear_params linear_params;
 
 static vt_err linear_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
@@ -73,11 +136,15 @@ static vt_err linear_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *ou
     const vt_tensor *x = in[0], *w = in[1], *b = in[2];
     int64_t fin = vt_dim(w, 1), fout = vt_dim(w, 0), M = x->numel / fin;
     float *y = vt_f32(out);
+    vt_gemm_operands op;  // x rounded to w's dtype and w widened when w is bf16 / f16
+    if (vt_gemm_operands_get(&op, x, w)) return vt_error_code();
     if (b) {
         const float *pb = vt_f32(b);
         for (int64_t i = 0; i < M; i++) memcpy(y + i * fout, pb, (size_t)fout * sizeof(float));
     }
-    vt_sgemm(0, 1, M, fout, fin, 1.0f, vt_f32(x), fin, vt_f32(w), fin, b ? 1.0f : 0.0f, y, fout);
+    vt_sgemm(0, 1, M, fout, fin, 1.0f, op.a, fin, op.w, fin, b ? 1.0f : 0.0f, y, fout);
+    vt_gemm_operands_release(&op);
+    // The LoRA branch reads the unrounded x: its (f32) parameters get full-precision gradients.
     if (p->has_lora) {
         const vt_tensor *A = in[3], *B = in[4];
         int64_t r = vt_dim(A, 0);
@@ -93,6 +160,8 @@ static vt_err linear_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *ou
 }
 
 // dx = g W + s (g B) A;  dW = g^T x;  db = sum_rows g;  dA = s (g B)^T x;  dB = s g^T (x A^T)
+// A bf16 / f16 W: dx = round_w(g) W + s (g B) A (the LoRA terms from the unrounded g); no dW (such
+// a W is frozen, vt_check_gemm_weight).
 static vt_err linear_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
     const linear_params *p = (const linear_params *)n->params;
     // saved: x, W (inputs 0, 1), then A, B if LoRA, then x A^T
@@ -117,7 +186,10 @@ static vt_err linear_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor *
     if (n->need[0]) {
         gin[0] = vt_empty(VT_F32, VT_CPU, n->in_ndim[0], n->in_shape[0]);
         if (!gin[0]) { e = vt_error_code(); goto done; }
-        vt_sgemm(0, 0, M, fin, fout, 1.0f, g, fout, vt_f32(w), fin, 0.0f, vt_f32(gin[0]), fin);
+        vt_gemm_operands op;  // g rounded to w's dtype and w widened when w is bf16 / f16
+        if ((e = vt_gemm_operands_get(&op, gout, w))) goto done;
+        vt_sgemm(0, 0, M, fin, fout, 1.0f, op.a, fout, op.w, fin, 0.0f, vt_f32(gin[0]), fin);
+        vt_gemm_operands_release(&op);
         if (gb_) vt_sgemm(0, 0, M, fin, r, p->scale, vt_f32(gb_), r, vt_f32(A), fin, 1.0f, vt_f32(gin[0]), fin);
     }
     if (n->need[1]) {
@@ -147,7 +219,8 @@ done:
     return e;
 }
 
-// Saves x and W always (W is a view of frozen weights: no copy), A and B with LoRA.
+// Saves x and W always (W is a view of frozen weights: no copy, a bf16 / f16 W as it is: the
+// backward widens it), A and B with LoRA.
 static const vt_op op_linear = {"linear", {linear_forward_cpu, NULL}, {linear_backward_cpu, NULL}, 0x3, 0};
 static const vt_op op_linear_lora = {"linear_lora", {linear_forward_cpu, NULL}, {linear_backward_cpu, NULL}, 0x1b, 0};
 
@@ -155,7 +228,7 @@ static vt_tensor *linear_common(vt_tensor *x, vt_tensor *w, vt_tensor *b, vt_ten
                                 int lora) {
     const char *name = lora ? "linear_lora" : "linear";
     if (!x || !w || (lora && (!A || !B))) return NULL;
-    if (vt_check_f32(name, x) || vt_check_f32(name, w) || (b && vt_check_f32(name, b))) return NULL;
+    if (vt_check_f32(name, x) || vt_check_gemm_weight(name, w) || (b && vt_check_f32(name, b))) return NULL;
     char s1[VT_SHAPE_BUF], s2[VT_SHAPE_BUF], s3[VT_SHAPE_BUF];
     if (w->ndim != 2 || x->ndim < 1 || vt_dim(x, -1) != vt_dim(w, 1)) {
         vt_error(VT_ERR_SHAPE, "%s: input %s does not fit weight %s ([out, in])", name, vt_shape_str(x, s1, sizeof s1),

@@ -16,6 +16,25 @@ static inline int vt_check_f32(const char *op, const vt_tensor *x) {
     return 0;
 }
 
+// ---- low-precision weights of the GEMM ops (linear, linear_lora, conv2d, conv_time) ---------
+static inline int vt_dtype_is_lowp(vt_dtype dt) { return dt == VT_BF16 || dt == VT_F16; }
+
+// Frontend check of a GEMM op's weight w: f32, or bf16 / f16 when frozen (no gradient is ever
+// computed for a low-precision weight). Returns nonzero with VT_ERR_DTYPE naming the op otherwise.
+int vt_check_gemm_weight(const char *op, const vt_tensor *w);
+
+// The f32 operands of a GEMM op whose weight may be bf16 / f16 ("mixed precision, f32
+// accumulate": y = round_w(x) @ w, dx = round_w(g) @ w). For a low-precision w, `w` is an exact
+// f32 copy of it and `a` a copy of the activation (x forward, g backward) rounded to w's dtype
+// (round to nearest even, as vt_f32_to_bf16 / vt_f32_to_f16) and widened back, so the f32 kernels
+// run unchanged on them. For an f32 w both point at the tensors' own data and nothing is allocated.
+typedef struct vt_gemm_operands {
+    const float *a, *w;
+    vt_tensor *a_tmp, *w_tmp;  // the copies (NULL for an f32 weight)
+} vt_gemm_operands;
+vt_err vt_gemm_operands_get(vt_gemm_operands *o, const vt_tensor *act, const vt_tensor *w);
+void vt_gemm_operands_release(vt_gemm_operands *o);
+
 // Broadcast shape of a and b (numpy rules); 0 + VT_ERR_SHAPE naming op if they don't fit.
 int vt_broadcast_shape(const char *op, const vt_tensor *a, const vt_tensor *b, int *nd, int64_t *shape);
 // Sum of g (f32 cpu) over the dims broadcast from shape (nd, s).
