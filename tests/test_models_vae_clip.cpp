@@ -143,10 +143,20 @@ TEST(VaeDecoder, VideoDecodesPerFrame) {
     vt_fixture_free(fx);
 }
 
+// Shape-only weights of shared/manifests/NAME (no values), freed at scope exit (also when an
+// assertion returns early): the full-size build tests.
+struct ManifestWeights {
+    vt_weights *w;
+    explicit ManifestWeights(const char *name)
+        : w(vt_weights_from_manifest(SharedPath(std::string("manifests/") + name).c_str(), 0, 0)) {}
+    ~ManifestWeights() { vt_weights_free(w); }
+};
+
 // The full VideoCrafter2 decoder from the shape-only manifest: every key used exactly once.
 TEST(VaeDecoder, FullSizeBuildsFromManifest) {
-    vt_weights *w = vt_weights_from_manifest(SharedPath("manifests/videocrafter2_vae_decoder.txt").c_str(), 0, 0);
-    ASSERT_NE(w, nullptr) << vt_error_message();
+    ManifestWeights mw("videocrafter2_vae_decoder.txt");
+    vt_weights *w = mw.w;
+    ASSERT_VT(w);
     vt_vae_config cfg = vt_vae_config_videocrafter2();
     vt_vae_decoder *d = vt_vae_decoder_build(w, "first_stage_model.", &cfg);
     ASSERT_NE(d, nullptr) << vt_error_message();
@@ -155,13 +165,13 @@ TEST(VaeDecoder, FullSizeBuildsFromManifest) {
     EXPECT_EQ(d->n_params, 49490199);
     EXPECT_EQ(d->n_params, vt_weights_count_params(w, "first_stage_model."));
     vt_vae_decoder_free(d);
-    vt_weights_free(w);
 }
 
 // open_clip ViT-H-14 (HPSv2 layout) from the manifest: both towers, every key used once.
 TEST(OpenClip, FullSizeBuildsFromManifest) {
-    vt_weights *w = vt_weights_from_manifest(SharedPath("manifests/openclip_vit_h_14.txt").c_str(), 0, 0);
-    ASSERT_NE(w, nullptr) << vt_error_message();
+    ManifestWeights mw("openclip_vit_h_14.txt");
+    vt_weights *w = mw.w;
+    ASSERT_VT(w);
     vt_openclip_config cfg = vt_openclip_config_vit_h_14();
     // the text tower alone first (what VideoCrafter2 conditions on), freed before the vision one
     vt_openclip *text = vt_openclip_build(w, "", &cfg, VT_OPENCLIP_TEXT);
@@ -182,7 +192,6 @@ TEST(OpenClip, FullSizeBuildsFromManifest) {
     printf("open_clip ViT-H-14: text tower %lld, vision tower %lld, total %lld parameters\n", (long long)n_text,
            (long long)n_vis, (long long)(n_text + n_all));
     EXPECT_EQ(n_text + n_all, 986109441);
-    vt_weights_free(w);
 }
 
 // Config inference: layers / widths / context / patch from the weight shapes alone.
