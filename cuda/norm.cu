@@ -146,18 +146,24 @@ static vt_err norm_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *out
     return e;
 }
 
+// The gradients the backward of group_norm / group_norm_silu fills, for the inputs that want one:
+// dx like x, dw / db [C] zero-filled (they stay right when N*S == 0).
+static vt_err norm_alloc_grads(vt_node *n, int64_t C, vt_tensor **gin) {
+    const int64_t c_shape[1] = {C};
+    for (int i = 0; i < 3; i++) {
+        if (!n->need[i]) continue;
+        gin[i] = i == 0 ? vt_empty(VT_F32, VT_CUDA, n->in_ndim[0], n->in_shape[0]) : vt_cuda_zeros(VT_F32, 1, c_shape);
+        if (!gin[i]) return vt_error_code();
+    }
+    return VT_OK;
+}
+
 // saved: x [N, C, S], w [C] or NULL (the save mask's inputs 0, 1)
 static vt_err norm_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
     const vt_norm_params *p = (const vt_norm_params *)n->params;
     const float *x = vt_f32(n->saved[0]), *g = vt_f32(gout);
     const float *w = n->saved[1] ? vt_f32(n->saved[1]) : nullptr;
-    const int64_t c_shape[1] = {p->C};
-    for (int i = 0; i < 3; i++) {
-        if (!n->need[i]) continue;
-        gin[i] = i == 0 ? vt_empty(VT_F32, VT_CUDA, n->in_ndim[0], n->in_shape[0])
-                        : vt_cuda_zeros(VT_F32, 1, c_shape);  // zeros: stays right when N*S == 0
-        if (!gin[i]) return vt_error_code();
-    }
+    if (norm_alloc_grads(n, p->C, gin)) return vt_error_code();
     if (gout->numel == 0) return VT_OK;
     vt_tensor *stats = NULL;
     double *mean, *rstd;
@@ -283,13 +289,7 @@ static vt_err gns_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **g
     const vt_norm_params *p = (const vt_norm_params *)n->params;
     const float *x = vt_f32(n->saved[0]), *g = vt_f32(gout), *st = vt_f32(n->saved[3]);
     const float *w = n->saved[1] ? vt_f32(n->saved[1]) : nullptr, *b = n->saved[2] ? vt_f32(n->saved[2]) : nullptr;
-    const int64_t c_shape[1] = {p->C};
-    for (int i = 0; i < 3; i++) {
-        if (!n->need[i]) continue;
-        gin[i] = i == 0 ? vt_empty(VT_F32, VT_CUDA, n->in_ndim[0], n->in_shape[0])
-                        : vt_cuda_zeros(VT_F32, 1, c_shape);  // zeros: stays right when N*S == 0
-        if (!gin[i]) return vt_error_code();
-    }
+    if (norm_alloc_grads(n, p->C, gin)) return vt_error_code();
     if (gout->numel == 0) return VT_OK;
     unsigned grid = 0;
     if (n->need[0]) {
