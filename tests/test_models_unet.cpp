@@ -96,6 +96,19 @@ static void FillLoraB(vt_unet3d *u, uint64_t seed, float std) {
     for (int i = 1; i < vt_unet3d_n_lora(u); i += 2) vt_fill_normal(vt_unet3d_lora_param(u, i, nullptr), &rng, 0, std);
 }
 
+// Appends the LoRA tensors whose name contains one of parts, in the model's order.
+static void AppendLoraParams(vt_unet3d *u, std::vector<const char *> parts, std::vector<vt_tensor *> &out) {
+    for (int i = 0; i < vt_unet3d_n_lora(u); i++) {
+        const char *name;
+        vt_tensor *p = vt_unet3d_lora_param(u, i, &name);
+        for (const char *part : parts)
+            if (std::strstr(name, part)) {
+                out.push_back(p);
+                break;
+            }
+    }
+}
+
 // Two RunGrads results, bit for bit.
 static void ExpectGradsBitIdentical(const std::vector<std::vector<float>> &a, const std::vector<std::vector<float>> &b) {
     ASSERT_EQ(a.size(), b.size());
@@ -154,14 +167,9 @@ TEST(Unet3d, LoraGradientsMatchFiniteDifferences) {
     EXPECT_EQ(0.0, vt_rel_err(withlora, base));
     // one projection in a spatial block (cross-attention to_v) and one in a temporal block
     std::vector<vt_tensor *> params;
-    for (int i = 0; i < vt_unet3d_n_lora(m.u); i++) {
-        const char *name;
-        vt_tensor *p = vt_unet3d_lora_param(m.u, i, &name);
-        std::string n(name);
-        if (n.find("input_blocks.1.1.transformer_blocks.0.attn2.to_v") != std::string::npos ||
-            n.find("middle_block.2.transformer_blocks.0.attn1.to_q") != std::string::npos)
-            params.push_back(p);
-    }
+    AppendLoraParams(m.u,
+                     {"input_blocks.1.1.transformer_blocks.0.attn2.to_v", "middle_block.2.transformer_blocks.0.attn1.to_q"},
+                     params);
     ASSERT_EQ(params.size(), 4u);
     // the objective is a sum over a whole UNet in fp32: a larger step keeps the fp32 noise of
     // f(+) - f(-) small next to the signal (the response to B is close to linear)
@@ -249,14 +257,10 @@ TEST(Unet3d, CrossAttentionSharesContextOverFrames) {
     }
     // finite differences: the context and the cross-attention to_k / to_v LoRA of one block
     std::vector<vt_tensor *> params = {ctx};
-    for (int i = 0; i < vt_unet3d_n_lora(m.u); i++) {
-        const char *name;
-        vt_tensor *p = vt_unet3d_lora_param(m.u, i, &name);
-        std::string n(name);
-        if (n.find("input_blocks.1.1.transformer_blocks.0.attn2.to_k.lora_A") != std::string::npos ||
-            n.find("input_blocks.1.1.transformer_blocks.0.attn2.to_v.lora_B") != std::string::npos)
-            params.push_back(p);
-    }
+    AppendLoraParams(m.u,
+                     {"input_blocks.1.1.transformer_blocks.0.attn2.to_k.lora_A",
+                      "input_blocks.1.1.transformer_blocks.0.attn2.to_v.lora_B"},
+                     params);
     ASSERT_EQ(params.size(), 3u);
     vt_requires_grad(x, 0);
     GradCheckOptions o;

@@ -101,16 +101,30 @@ TEST(Fixture, DetectsModelKinds) {
     vt_error_clear();
 }
 
+// The tiny fixture's decoder (d NULL with the error set when the fixture or its config fails).
+struct TinyVae {
+    vt_fixture *fx = nullptr;
+    vt_vae_decoder *d = nullptr;
+    TinyVae() {
+        fx = vt_fixture_open(SharedPath("fixtures/vc2_vae_decoder_tiny").c_str());
+        if (!fx) return;
+        vt_vae_config cfg = vt_vae_config_videocrafter2();
+        if (vt_vae_config_from_json(vt_fixture_json(fx, "config"), &cfg) != VT_OK) return;
+        d = vt_vae_decoder_build(fx->weights, "first_stage_model.", &cfg);
+    }
+    ~TinyVae() {
+        vt_vae_decoder_free(d);
+        vt_fixture_free(fx);
+    }
+};
+
 // decode_first_stage_2DAE: [B, 4, T, h, w] decoded frame by frame equals decoding each frame,
 // and the gradient reaches every frame of z.
 TEST(VaeDecoder, VideoDecodesPerFrame) {
     Releaser R;
-    vt_fixture *fx = vt_fixture_open(SharedPath("fixtures/vc2_vae_decoder_tiny").c_str());
-    ASSERT_NE(fx, nullptr) << vt_error_message();
-    vt_vae_config cfg = vt_vae_config_videocrafter2();
-    ASSERT_VT_OK(vt_vae_config_from_json(vt_fixture_json(fx, "config"), &cfg));
-    vt_vae_decoder *d = vt_vae_decoder_build(fx->weights, "first_stage_model.", &cfg);
-    ASSERT_NE(d, nullptr) << vt_error_message();
+    TinyVae m;
+    vt_vae_decoder *d = m.d;
+    ASSERT_VT(d);
     d->segments = 1;
     vt_tensor *z = R(RandN({1, 4, 3, 4, 4}, 11));
     vt_requires_grad(z, 1);
@@ -139,8 +153,6 @@ TEST(VaeDecoder, VideoDecodesPerFrame) {
         EXPECT_GT(s, 0.0) << "frame " << f;
     }
     vt_tape_free(t);
-    vt_vae_decoder_free(d);
-    vt_fixture_free(fx);
 }
 
 // Shape-only weights of shared/manifests/NAME (no values), freed at scope exit (also when an
@@ -305,12 +317,9 @@ TEST(VaeDecoder, MisShapedKeyIsNamed) {
 // Checkpoint segments keep only block inputs on the tape: far fewer saved bytes, same gradient.
 TEST(VaeDecoder, SegmentsSaveLessAndGiveTheSameGradient) {
     Releaser R;
-    vt_fixture *fx = vt_fixture_open(SharedPath("fixtures/vc2_vae_decoder_tiny").c_str());
-    ASSERT_NE(fx, nullptr) << vt_error_message();
-    vt_vae_config cfg = vt_vae_config_videocrafter2();
-    ASSERT_VT_OK(vt_vae_config_from_json(vt_fixture_json(fx, "config"), &cfg));
-    vt_vae_decoder *d = vt_vae_decoder_build(fx->weights, "first_stage_model.", &cfg);
-    ASSERT_NE(d, nullptr) << vt_error_message();
+    TinyVae m;
+    vt_vae_decoder *d = m.d;
+    ASSERT_VT(d);
     size_t saved[2];
     vt_tensor *grad[2];
     for (int seg = 0; seg < 2; seg++) {
@@ -329,6 +338,4 @@ TEST(VaeDecoder, SegmentsSaveLessAndGiveTheSameGradient) {
     printf("saved on the tape: %zu bytes plain, %zu with segments\n", saved[0], saved[1]);
     EXPECT_LT(saved[1] * 2, saved[0]);
     EXPECT_EQ(RelErr(grad[1], grad[0]), 0.0);
-    vt_vae_decoder_free(d);
-    vt_fixture_free(fx);
 }
