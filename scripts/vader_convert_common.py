@@ -423,10 +423,10 @@ def make_parser(description):
 
 # ---------------------------------------------------------------- test fixtures (scripts/make_*fixture*.py)
 
-def write_fixture(out, name, doc, weights, io):
+def write_fixture(out, name, doc, weights, io, report=True):
     """Writes one test case in the fixture format (DESIGN.md "Fixtures") into out:
     NAME.weights.safetensors, NAME.io.safetensors and NAME.json = doc plus, last, "io": name ->
-    [shape, dtype]; prints the case's size."""
+    [shape, dtype]. Returns the three files' size in bytes (report: prints it)."""
     from safetensors.torch import save_file
     os.makedirs(out, exist_ok=True)
     io = {k: v.detach().contiguous() for k, v in io.items()}
@@ -438,7 +438,9 @@ def write_fixture(out, name, doc, weights, io):
         json.dump(doc, f, indent=1)
         f.write("\n")
     size = sum(os.path.getsize(os.path.join(out, name + s)) for s in (".json", ".weights.safetensors", ".io.safetensors"))
-    print(f"{name}: {size / 1e6:.3f} MB")
+    if report:
+        print(f"{name}: {size / 1e6:.3f} MB")
+    return size
 
 
 def fixture_args(description, threads):
