@@ -6,13 +6,7 @@
 #include "cuda/common.cuh"
 #include "core/ops/params.h"
 
-// ---- scalar functions (device copies of activation.c's) --------------------------------
-__device__ __forceinline__ float sigmoid_stable(float x) {
-    if (x >= 0) return 1.0f / (1.0f + expf(-x));
-    const float e = expf(x);
-    return e / (1.0f + e);
-}
-
+// ---- scalar functions (device copies of activation.c's; sigmoid and silu' in common.cuh) -----
 #define ACT_SQRT1_2 0.70710678118654752440f     // 1 / sqrt(2)
 #define ACT_INV_SQRT_2PI 0.39894228040143267794f  // 1 / sqrt(2 pi)
 #define ACT_QUICK_GELU_K 1.702f                   // OpenAI CLIP's constant
@@ -25,10 +19,10 @@ __device__ __forceinline__ float gelu_df(float x) {
 
 __device__ __forceinline__ float act_f(int kind, float x) {
     switch (kind) {
-    case VT_ACT_SILU: return x * sigmoid_stable(x);
-    case VT_ACT_SIGMOID: return sigmoid_stable(x);
+    case VT_ACT_SILU: return x * vt_sigmoid_stable(x);
+    case VT_ACT_SIGMOID: return vt_sigmoid_stable(x);
     case VT_ACT_GELU: return gelu_f(x);
-    case VT_ACT_QUICK_GELU: return x * sigmoid_stable(ACT_QUICK_GELU_K * x);
+    case VT_ACT_QUICK_GELU: return x * vt_sigmoid_stable(ACT_QUICK_GELU_K * x);
     }
     return 0.0f;
 }
@@ -36,17 +30,14 @@ __device__ __forceinline__ float act_f(int kind, float x) {
 // silu' = s (1 + x (1 - s)); sigmoid' = s (1 - s); quick_gelu' = s + k x s (1 - s), s = sigmoid(k x)
 __device__ __forceinline__ float act_df(int kind, float x) {
     switch (kind) {
-    case VT_ACT_SILU: {
-        const float s = sigmoid_stable(x);
-        return s * (1.0f + x * (1.0f - s));
-    }
+    case VT_ACT_SILU: return vt_silu_grad(x);
     case VT_ACT_SIGMOID: {
-        const float s = sigmoid_stable(x);
+        const float s = vt_sigmoid_stable(x);
         return s * (1.0f - s);
     }
     case VT_ACT_GELU: return gelu_df(x);
     case VT_ACT_QUICK_GELU: {
-        const float s = sigmoid_stable(ACT_QUICK_GELU_K * x);
+        const float s = vt_sigmoid_stable(ACT_QUICK_GELU_K * x);
         return s + ACT_QUICK_GELU_K * x * s * (1.0f - s);
     }
     }

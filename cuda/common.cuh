@@ -71,6 +71,19 @@ __device__ __forceinline__ void vt_st(float *p, float v) { *p = v; }
 __device__ __forceinline__ void vt_st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 __device__ __forceinline__ void vt_st(__half *p, float v) { *p = __float2half_rn(v); }
 
+// ---- scalar functions shared by the op files ----------------------------------------------
+// sigmoid split on the sign, so expf only ever sees a non-positive argument (no inf / inf)
+__device__ __forceinline__ float vt_sigmoid_stable(float x) {
+    if (x >= 0) return 1.0f / (1.0f + expf(-x));
+    const float e = expf(x);
+    return e / (1.0f + e);
+}
+// silu'(x) = s (1 + x (1 - s)), s = sigmoid(x)
+__device__ __forceinline__ float vt_silu_grad(float x) {
+    const float s = vt_sigmoid_stable(x);
+    return s * (1.0f + x * (1.0f - s));
+}
+
 // ---- block reductions (blockDim.x a multiple of 32, at most 1024; all threads must call) ----
 template <typename T> __device__ __forceinline__ T vt_warp_sum(T v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

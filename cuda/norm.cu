@@ -58,6 +58,24 @@ __global__ void norm_forward_kernel(vt_norm_params p, const T *x, const float *w
     }
 }
 
+// The group norm backward's reduction and dx on group ng (one block, all threads call it), shared
+// by group_norm and group_norm_silu: sg, sgx are this thread's partial sums of gy = g w[c] and
+// gy xh, xh = (x - mean) rstd, over its elements of the group's M = Cg*S;
+//   dx = rstd (gy - mean(gy) - xh mean(gy xh)).
+// g may be dx itself (group_norm_silu parks gz there): each thread rereads only its own elements.
+template <typename T>
+__device__ void norm_group_backward_dx(const vt_norm_params &p, long long ng, const T *g, const T *x, const float *w,
+                                       double mu, double rs, double sg, double sgx, T *dx) {
+    const long long Cg = p.C / p.G, M = Cg * p.S, c0 = ng % p.G * Cg, base = ng * M;
+    sg = vt_block_sum(sg) / (double)M;
+    sgx = vt_block_sum(sgx) / (double)M;
+    for (long long i = threadIdx.x; i < M; i += blockDim.x) {
+        const double wc = w ? (double)w[c0 + i / p.S] : 1.0;
+        const double xh = (vt_ld(x + base + i) - mu) * rs;
+        vt_st(dx + base + i, (float)(rs * (vt_ld(g + base + i) * wc - sg - xh * sgx)));
+    }
+}
+
 // g [N, C, S], saved x [N, C, S], w [C] or NULL -> dx; one block per group of M = Cg*S elements.
 // xh = (x - mean) rstd, gy = g w[c]:  dx = rstd (gy - mean(gy) - xh mean(gy xh))
 template <typename T>
@@ -72,13 +90,7 @@ __global__ void norm_backward_dx_kernel(vt_norm_params p, const T *g, const T *x
         sg += gy;
         sgx += gy * (vt_ld(x + base + i) - mu) * rs;
     }
-    sg = vt_block_sum(sg) / (double)M;
-    sgx = vt_block_sum(sgx) / (double)M;
-    for (long long i = threadIdx.x; i < M; i += blockDim.x) {
-        const double wc = w ? (double)w[c0 + i / p.S] : 1.0;
-        const double xh = (vt_ld(x + base + i) - mu) * rs;
-        vt_st(dx + base + i, (float)(rs * (vt_ld(g + base + i) * wc - sg - xh * sgx)));
-    }
+    norm_group_backward_dx(p, ng, g, x, w, mu, rs, sg, sgx, dx);
 }
 
 // g, x [N, C, S] -> dw[c] = sum_{n,s} g xh, db[c] = sum_{n,s} g (either may be NULL); one block
@@ -134,18 +146,24 @@ static vt_err norm_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *out
     return e;
 }
 
+// The gradients the backward of group_norm / group_norm_silu fills, for the inputs that want one:
+// dx like x, dw / db [C] zero-filled (they stay right when N*S == 0).
+static vt_err norm_alloc_grads(vt_node *n, int64_t C, vt_tensor **gin) {
+    const int64_t c_shape[1] = {C};
+    for (int i = 0; i < 3; i++) {
+        if (!n->need[i]) continue;
+        gin[i] = i == 0 ? vt_empty(VT_F32, VT_CUDA, n->in_ndim[0], n->in_shape[0]) : vt_cuda_zeros(VT_F32, 1, c_shape);
+        if (!gin[i]) return vt_error_code();
+    }
+    return VT_OK;
+}
+
 // saved: x [N, C, S], w [C] or NULL (the save mask's inputs 0, 1)
 static vt_err norm_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
     const vt_norm_params *p = (const vt_norm_params *)n->params;
     const float *x = vt_f32(n->saved[0]), *g = vt_f32(gout);
     const float *w = n->saved[1] ? vt_f32(n->saved[1]) : nullptr;
-    const int64_t c_shape[1] = {p->C};
-    for (int i = 0; i < 3; i++) {
-        if (!n->need[i]) continue;
-        gin[i] = i == 0 ? vt_empty(VT_F32, VT_CUDA, n->in_ndim[0], n->in_shape[0])
-                        : vt_cuda_zeros(VT_F32, 1, c_shape);  // zeros: stays right when N*S == 0
-        if (!gin[i]) return vt_error_code();
-    }
+    if (norm_alloc_grads(n, p->C, gin)) return vt_error_code();
     if (gout->numel == 0) return VT_OK;
     vt_tensor *stats = NULL;
     double *mean, *rstd;
@@ -177,13 +195,6 @@ static vt_err norm_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **
 // stats [N, G, 3] (not the norm's output); the backward recomputes z from them. Forward and
 // backward read the same rounded statistics, so both see one z.
 
-// Same sign split as activation.cu's sigmoid_stable (and the CPU's).
-__device__ __forceinline__ float gns_sigmoid(float x) {
-    if (x >= 0) return 1.0f / (1.0f + expf(-x));
-    const float e = expf(x);
-    return e / (1.0f + e);
-}
-
 // z of element v in channel c of group ng (the CPU's expression, in double then rounded)
 __device__ __forceinline__ float gns_z(float v, const float *st, long long ng, const float *w, const float *b,
                                        long long c) {
@@ -191,11 +202,8 @@ __device__ __forceinline__ float gns_z(float v, const float *st, long long ng, c
     return (float)(v * a + ((b ? (double)b[c] : 0.0) - mu * a));
 }
 
-// g silu'(z) = g s (1 + z (1 - s)), s = sigmoid(z)
-__device__ __forceinline__ float gns_gz(float g, float z) {
-    const float s = gns_sigmoid(z);
-    return g * (s * (1.0f + z * (1.0f - s)));
-}
+// g silu'(z), with activation.cu's sigmoid (common.cuh)
+__device__ __forceinline__ float gns_gz(float g, float z) { return g * vt_silu_grad(z); }
 
 // x [N, C, S], w, b [C] or NULL, stats [N, G, 3] -> y [N, C, S] = silu(z)
 template <typename T>
@@ -205,14 +213,14 @@ __global__ void gns_forward_kernel(vt_norm_params p, const T *x, const float *w,
     VT_GRID_STRIDE(i, total) {
         const long long c = i / p.S % p.C, ng = i / (Cg * p.S);
         const float z = gns_z(vt_ld(x + i), st, ng, w, b, c);
-        vt_st(y + i, z * gns_sigmoid(z));
+        vt_st(y + i, z * vt_sigmoid_stable(z));
     }
 }
 
 // g [N, C, S], saved x [N, C, S], w, b [C] or NULL, stats [N, G, 3] -> dx; one block per group of
 // M = Cg*S elements. gz = g silu'(z), xh = (x - mean) rstd:
 //   dx = rstd (gz w[c] - mean(gz w) - xh mean(gz w xh))
-// The first pass parks gz in dx (each thread rereads only its own elements in the second).
+// The first pass parks gz in dx; norm_group_backward_dx turns it into dx in place.
 template <typename T>
 __global__ void gns_backward_dx_kernel(vt_norm_params p, const T *g, const T *x, const float *w, const float *b,
                                        const float *st, T *dx) {
@@ -227,13 +235,7 @@ __global__ void gns_backward_dx_kernel(vt_norm_params p, const T *g, const T *x,
         sg += gy;
         sgx += gy * (xv - mu) * rs;
     }
-    sg = vt_block_sum(sg) / (double)M;
-    sgx = vt_block_sum(sgx) / (double)M;
-    for (long long i = threadIdx.x; i < M; i += blockDim.x) {
-        const double wc = w ? (double)w[c0 + i / p.S] : 1.0;
-        const double xh = (vt_ld(x + base + i) - mu) * rs;
-        vt_st(dx + base + i, (float)(rs * (vt_ld(dx + base + i) * wc - sg - xh * sgx)));
-    }
+    norm_group_backward_dx(p, ng, (const T *)dx, x, w, mu, rs, sg, sgx, dx);
 }
 
 // g, x [N, C, S] -> dw[c] = sum_{n,s} gz xh, db[c] = sum_{n,s} gz (either may be NULL); one block
@@ -287,13 +289,7 @@ static vt_err gns_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **g
     const vt_norm_params *p = (const vt_norm_params *)n->params;
     const float *x = vt_f32(n->saved[0]), *g = vt_f32(gout), *st = vt_f32(n->saved[3]);
     const float *w = n->saved[1] ? vt_f32(n->saved[1]) : nullptr, *b = n->saved[2] ? vt_f32(n->saved[2]) : nullptr;
-    const int64_t c_shape[1] = {p->C};
-    for (int i = 0; i < 3; i++) {
-        if (!n->need[i]) continue;
-        gin[i] = i == 0 ? vt_empty(VT_F32, VT_CUDA, n->in_ndim[0], n->in_shape[0])
-                        : vt_cuda_zeros(VT_F32, 1, c_shape);  // zeros: stays right when N*S == 0
-        if (!gin[i]) return vt_error_code();
-    }
+    if (norm_alloc_grads(n, p->C, gin)) return vt_error_code();
     if (gout->numel == 0) return VT_OK;
     unsigned grid = 0;
     if (n->need[0]) {

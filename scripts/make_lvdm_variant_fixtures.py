@@ -30,7 +30,9 @@ import sys
 import types
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+import vader_convert_common as common
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -517,17 +519,7 @@ def reference(seed, f16=False):
 
 
 def write_case(out, name, doc, weights, io):
-    os.makedirs(out, exist_ok=True)
-    weights = {k: v.detach().contiguous() for k, v in weights.items()}
-    io = {k: v.detach().contiguous() for k, v in io.items()}
-    save_file(weights, os.path.join(out, name + ".weights.safetensors"))
-    save_file(io, os.path.join(out, name + ".io.safetensors"))
-    doc = dict(doc)
-    doc["io"] = {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in io.items()}
-    with open(os.path.join(out, name + ".json"), "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-    size = sum(os.path.getsize(os.path.join(out, name + s)) for s in (".json", ".weights.safetensors", ".io.safetensors"))
+    size = common.write_fixture(out, name, doc, weights, io, report=False)
     print("%-18s %7.0f KB  %d io tensors" % (name, size / 1e3, len(io)))
 
 

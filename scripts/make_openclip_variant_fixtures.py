@@ -26,12 +26,13 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 
 import torch
 import open_clip
 from safetensors.torch import load_file, save_file
+
+import vader_convert_common as common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.environ.get("VADER_SHARED") or os.path.join(HERE, "..", "..", "shared")
@@ -230,10 +231,8 @@ def make_case(out, name, config, prompts, seed, f16_embedding, acts):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="/tmp/openclip_variants")
-    ap.add_argument("--cases", default=",".join(c for c in CASES if c != "openclip_var_small"))
-    ap.add_argument("--check", action="store_true", help="regenerate shared openclip_tiny first")
-    ap.add_argument("--run", metavar="BIN", help="run this vader-fixture on each case")
+    common.add_variant_args(ap, "/tmp/openclip_variants", [c for c in CASES if c != "openclip_var_small"],
+                            "openclip_tiny")
     ap.add_argument("--f16-embedding", action="store_true", help="store token_embedding.weight as F16")
     ap.add_argument("--acts", action="store_true", help="also write act.* block outputs")
     a = ap.parse_args()
@@ -246,9 +245,7 @@ def main():
         pre = make_case(a.out, name, config, prompts, seed, a.f16_embedding, a.acts)
         print("wrote", pre)
         if a.run:
-            r = subprocess.run([a.run, pre], capture_output=True, text=True)
-            print(r.stdout + r.stderr)
-            fails += r.returncode != 0
+            fails += common.run_fixture(a.run, pre)
     sys.exit(1 if fails else 0)
 
 

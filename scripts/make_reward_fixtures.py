@@ -22,14 +22,14 @@ aesthetic head's output on a fixed embedding (tests/test_rewards.cpp embeds the 
 
     python3 scripts/make_reward_fixtures.py [--out tests/fixtures] [--manifests tests/manifests]
 """
-import argparse
-import json
 import math
 import os
 
 import torch
 import torchvision
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+import vader_convert_common as common
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -77,11 +77,6 @@ def frames_input(n, h, w, seed):
 
 
 def write_case(out, name, model_desc, config, call, spec, weights, io, extra):
-    os.makedirs(out, exist_ok=True)
-    weights = {k: v.detach().contiguous() for k, v in weights.items()}
-    io = {k: v.detach().contiguous() for k, v in io.items()}
-    save_file(weights, os.path.join(out, name + ".weights.safetensors"))
-    save_file(io, os.path.join(out, name + ".io.safetensors"))
     doc = {
         "model": model_desc,
         "config": config,
@@ -94,12 +89,7 @@ def write_case(out, name, model_desc, config, call, spec, weights, io, extra):
     doc.update(extra)
     doc["call"] = call
     doc["spec"] = spec
-    doc["io"] = {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in io.items()}
-    with open(os.path.join(out, name + ".json"), "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-    sizes = sum(os.path.getsize(os.path.join(out, name + s)) for s in (".json", ".weights.safetensors", ".io.safetensors"))
-    print(f"{name}: {sizes / 1e6:.2f} MB")
+    common.write_fixture(out, name, doc, weights, io)
 
 
 def clip_normalize(x):
@@ -293,12 +283,7 @@ def make_hps(out):
 
 
 def write_manifest(path, title, sd):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    n = sum(math.prod(v.shape) for v in sd.values())
-    with open(path, "w") as f:
-        f.write(f"# {title}; {n} parameters\n")
-        for k, v in sd.items():
-            f.write(f"{k}\t[{', '.join(str(d) for d in v.shape)}]\tfloat32\n")
+    n = common.write_manifest(sd, path, title)
     print(f"{path}: {len(sd)} keys, {n} parameters")
 
 
@@ -344,11 +329,7 @@ def aesthetic_head_reference():
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="tests/fixtures")
-    ap.add_argument("--manifests", default="tests/manifests")
-    a = ap.parse_args()
-    torch.set_num_threads(2)
+    a = common.fixture_args(__doc__, threads=2)
     make_aesthetic(a.out)
     make_pickscore(a.out)
     make_hps(a.out)

@@ -30,7 +30,6 @@ import copy
 import json
 import os
 import re
-import subprocess
 import sys
 import types
 
@@ -38,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
+
+import vader_convert_common as common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.environ.get("VADER_SHARED") or os.path.join(HERE, "..", "..", "shared")
@@ -423,10 +424,8 @@ def make_case(out, name, spec, f64, f16_weights=False):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lvdm", default="/tmp/videocrafter", help="VideoCrafter checkout (holds lvdm/)")
-    ap.add_argument("--out", default="/tmp/vader_step_variants")
-    ap.add_argument("--cases", default=",".join(c for c in CASES if c != "vader_step_var_small"))
-    ap.add_argument("--check", action="store_true", help="regenerate shared vader_step_tiny first")
-    ap.add_argument("--run", metavar="BIN", help="run this vader-fixture on each case")
+    common.add_variant_args(ap, "/tmp/vader_step_variants", [c for c in CASES if c != "vader_step_var_small"],
+                            "vader_step_tiny")
     ap.add_argument("--fp32", action="store_true", help="compute the variants in float32 (default float64)")
     ap.add_argument("--f16-weights", action="store_true", help="store the network weights as F16 (LoRA F32)")
     a = ap.parse_args()
@@ -439,11 +438,7 @@ def main():
         pre = make_case(a.out, name, CASES[name], not a.fp32, a.f16_weights)
         print("wrote", pre, flush=True)
         if a.run:
-            r = subprocess.run([a.run, pre], capture_output=True, text=True)
-            lines = (r.stdout + r.stderr).strip().splitlines()
-            bad = [l for l in lines if "FAIL" in l or "error" in l]
-            print("\n".join(bad[:20] + lines[-1:]))
-            fails += r.returncode != 0
+            fails += common.run_fixture(a.run, pre, failures_only=True)
     sys.exit(1 if fails else 0)
 
 

@@ -22,15 +22,13 @@ MCG-NJU/videomae-base-finetuned-kinetics's config.
 
     python3 scripts/make_videomae_fixture.py [--out tests/fixtures] [--manifests tests/manifests]
 """
-import argparse
-import json
-import math
 import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+
+import vader_convert_common as common
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -89,10 +87,6 @@ def preprocess_vader(img, S):
 
 
 def write_case(out, name, config, options, call, spec, weights, io):
-    os.makedirs(out, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in weights.items()}, os.path.join(out, name + ".weights.safetensors"))
-    io = {k: v.detach().contiguous() for k, v in io.items()}
-    save_file(io, os.path.join(out, name + ".io.safetensors"))
     doc = {
         "model": "vader reward: action (transformers VideoMAEForVideoClassification, tiny)",
         "config": config,
@@ -102,13 +96,8 @@ def write_case(out, name, config, options, call, spec, weights, io):
         "options": options,
         "call": call,
         "spec": spec,
-        "io": {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in io.items()},
     }
-    with open(os.path.join(out, name + ".json"), "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-    size = sum(os.path.getsize(os.path.join(out, name + s)) for s in (".json", ".weights.safetensors", ".io.safetensors"))
-    print(f"{name}: {size / 1e6:.3f} MB")
+    common.write_fixture(out, name, doc, weights, io)
 
 
 SPEC_MODEL = ("VideoMAEForVideoClassification: pixel_values [B, T, 3, S, S] -> Conv3d(3, W, kernel = stride = "
@@ -209,24 +198,15 @@ def make_manifest(out):
     with torch.device("meta"):
         model = VideoMAEForVideoClassification(cfg)
     sd = model.state_dict()
-    n = sum(math.prod(v.shape) for v in sd.values())
     path = os.path.join(out, "videomae_base_kinetics.txt")
-    os.makedirs(out, exist_ok=True)
-    with open(path, "w") as f:
-        f.write("# MCG-NJU/videomae-base-finetuned-kinetics (transformers VideoMAEForVideoClassification state dict, "
-                "transformers >= 5 names: the checkpoint's q_bias / v_bias are query.bias / value.bias); "
-                f"{n} parameters\n")
-        for k, v in sd.items():
-            f.write(f"{k}\t[{', '.join(str(d) for d in v.shape)}]\tfloat32\n")
+    n = common.write_manifest(sd, path, "MCG-NJU/videomae-base-finetuned-kinetics (transformers "
+                              "VideoMAEForVideoClassification state dict, transformers >= 5 names: the checkpoint's "
+                              "q_bias / v_bias are query.bias / value.bias)")
     print(f"{path}: {len(sd)} keys, {n} parameters")
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="tests/fixtures")
-    ap.add_argument("--manifests", default="tests/manifests")
-    a = ap.parse_args()
-    torch.set_num_threads(2)
+    a = common.fixture_args(__doc__, threads=2)
     make_default(a.out)
     make_vader(a.out)
     make_manifest(a.manifests)

@@ -20,13 +20,12 @@ dicts (meta device) for the hustvl/yolos-base and hustvl/yolos-tiny configs.
 
     python3 scripts/make_yolos_fixture.py [--out tests/fixtures] [--manifests tests/manifests]
 """
-import argparse
-import json
 import os
 
 import torch
 import torchvision
-from safetensors.torch import save_file
+
+import vader_convert_common as common
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -104,21 +103,13 @@ def confidence(logits, target, aggregation, threshold):
 
 
 def write_case(out, name, desc, config, call, spec, weights, io, extra):
-    os.makedirs(out, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in weights.items()}, os.path.join(out, name + ".weights.safetensors"))
-    save_file({k: v.detach().contiguous() for k, v in io.items()}, os.path.join(out, name + ".io.safetensors"))
     doc = {"model": desc, "config": config,
            "reference": {"framework": "PyTorch %s, transformers as installed, CPU, float32, eval() (dropout off)"
                                       % torch.__version__, "script": "scripts/make_yolos_fixture.py"}}
     doc.update(extra)
     doc["call"] = call
     doc["spec"] = spec
-    doc["io"] = {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in io.items()}
-    with open(os.path.join(out, name + ".json"), "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-    size = sum(os.path.getsize(os.path.join(out, name + s)) for s in (".json", ".weights.safetensors", ".io.safetensors"))
-    print(f"{name}: {size / 1e6:.2f} MB")
+    common.write_fixture(out, name, doc, weights, io)
 
 
 SPEC = {
@@ -190,21 +181,13 @@ def write_manifests(out):
         with torch.device("meta"):
             model = YolosForObjectDetection(cfg)
         sd = model.state_dict()
-        n = sum(v.numel() for v in sd.values())
-        with open(os.path.join(out, fname), "w") as f:
-            f.write("# %s (transformers YolosForObjectDetection state_dict, %d COCO labels + no-object); "
-                    "%d parameters\n" % (desc, len(COCO), n))
-            for k, v in sd.items():
-                f.write("%s\t[%s]\t%s\n" % (k, ", ".join(str(d) for d in v.shape), str(v.dtype).replace("torch.", "")))
+        n = common.write_manifest(sd, os.path.join(out, fname), "%s (transformers YolosForObjectDetection "
+                                  "state_dict, %d COCO labels + no-object)" % (desc, len(COCO)))
         print(f"{fname}: {len(sd)} tensors, {n} parameters")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
-    ap.add_argument("--manifests", default=os.path.join(os.path.dirname(__file__), "..", "tests", "manifests"))
-    a = ap.parse_args()
-    torch.set_num_threads(1)
+    a = common.fixture_args(__doc__, threads=1)
     make_case(a.out, "object_removal_tiny", "max", "max", 0.0, False)
     make_case(a.out, "object_removal_vader_tiny", "vader", "mean", 0.2, True)
     write_manifests(a.manifests)

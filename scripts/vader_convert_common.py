@@ -419,3 +419,59 @@ def run_main(fn, argv=None):
 def make_parser(description):
     return argparse.ArgumentParser(description=description,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+# ---------------------------------------------------------------- test fixtures (scripts/make_*fixture*.py)
+
+def write_fixture(out, name, doc, weights, io, report=True):
+    """Writes one test case in the fixture format (DESIGN.md "Fixtures") into out:
+    NAME.weights.safetensors, NAME.io.safetensors and NAME.json = doc plus, last, "io": name ->
+    [shape, dtype]. Returns the three files' size in bytes (report: prints it)."""
+    from safetensors.torch import save_file
+    os.makedirs(out, exist_ok=True)
+    io = {k: v.detach().contiguous() for k, v in io.items()}
+    save_file({k: v.detach().contiguous() for k, v in weights.items()}, os.path.join(out, name + ".weights.safetensors"))
+    save_file(io, os.path.join(out, name + ".io.safetensors"))
+    doc = dict(doc)
+    doc["io"] = {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in io.items()}
+    with open(os.path.join(out, name + ".json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    size = sum(os.path.getsize(os.path.join(out, name + s)) for s in (".json", ".weights.safetensors", ".io.safetensors"))
+    if report:
+        print(f"{name}: {size / 1e6:.3f} MB")
+    return size
+
+
+def fixture_args(description, threads):
+    """The fixture generators' command line: --out (tests/fixtures), --manifests (tests/manifests);
+    also sets torch's thread count (the references were made with it)."""
+    ap = make_parser(description)
+    ap.add_argument("--out", default=os.path.join(repo_dir(), "tests", "fixtures"))
+    ap.add_argument("--manifests", default=os.path.join(repo_dir(), "tests", "manifests"))
+    a = ap.parse_args()
+    torch.set_num_threads(threads)
+    return a
+
+
+def add_variant_args(ap, out, cases, shared):
+    """The variant generators' common options (make_*_variant_fixtures.py): --out, --cases (default
+    cases, comma-separated), --check (regenerate the shared case first), --run BIN."""
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--cases", default=",".join(cases))
+    ap.add_argument("--check", action="store_true", help="regenerate shared %s first" % shared)
+    ap.add_argument("--run", metavar="BIN", help="run this vader-fixture on each case")
+
+
+def run_fixture(binary, pre, failures_only=False):
+    """Runs `binary pre` (vader-fixture on one case), prints its output (failures_only: the lines
+    naming a failure or error, at most 20, and the last line) and returns 1 if it failed, else 0."""
+    import subprocess
+    r = subprocess.run([binary, pre], capture_output=True, text=True)
+    if failures_only:
+        lines = (r.stdout + r.stderr).strip().splitlines()
+        bad = [l for l in lines if "FAIL" in l or "error" in l]
+        print("\n".join(bad[:20] + lines[-1:]))
+    else:
+        print(r.stdout + r.stderr)
+    return int(r.returncode != 0)

@@ -84,14 +84,9 @@ TEST_F(CudaStep, TinyStepMatchesCpu) {
     for (int dev = 0; dev < 2; dev++) {
         TinyModel &m = dev ? gpu : cpu;
         vt_vader_step_args a;
-        vt_vader_step_args_default(&a);
-        a.unet = m.unet;
-        a.vae = m.vae;
-        a.sched = &sched;
-        a.x_T = dev ? x_T_d : x_T;
-        a.context = dev ? ctx_d : ctx;
-        a.uncond_context = dev ? uctx_d : uctx;
-        a.fps = fps;  // host data (the fps embedding's input)
+        // fps stays host data (the fps embedding's input)
+        vt_vader_step_args_init(&a, m.unet, m.vae, &sched, dev ? x_T_d : x_T, dev ? ctx_d : ctx, dev ? uctx_d : uctx,
+                                fps);
         a.noise = dev ? noise_d.data() : noise.data();
         a.guidance = 3.0f;
         a.K = 1;

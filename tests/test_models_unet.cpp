@@ -89,15 +89,41 @@ static std::vector<std::vector<float>> RunGrads(vt_unet3d *u, int checkpoint, vt
     return g;
 }
 
+// Every LoRA B ~ N(0, std^2) (B = 0 at init) so that every LoRA A gets a gradient too.
+static void FillLoraB(vt_unet3d *u, uint64_t seed, float std) {
+    vt_rng rng;
+    vt_rng_seed(&rng, seed);
+    for (int i = 1; i < vt_unet3d_n_lora(u); i += 2) vt_fill_normal(vt_unet3d_lora_param(u, i, nullptr), &rng, 0, std);
+}
+
+// Appends the LoRA tensors whose name contains one of parts, in the model's order.
+static void AppendLoraParams(vt_unet3d *u, std::vector<const char *> parts, std::vector<vt_tensor *> &out) {
+    for (int i = 0; i < vt_unet3d_n_lora(u); i++) {
+        const char *name;
+        vt_tensor *p = vt_unet3d_lora_param(u, i, &name);
+        for (const char *part : parts)
+            if (std::strstr(name, part)) {
+                out.push_back(p);
+                break;
+            }
+    }
+}
+
+// Two RunGrads results, bit for bit.
+static void ExpectGradsBitIdentical(const std::vector<std::vector<float>> &a, const std::vector<std::vector<float>> &b) {
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); i++) {
+        ASSERT_EQ(a[i].size(), b[i].size()) << "gradient " << i;
+        EXPECT_EQ(0, std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(float))) << "gradient " << i;
+    }
+}
+
 TEST(Unet3d, CheckpointSegmentsAreBitIdentical) {
     TinyUnet m;
     ASSERT_VT(m.u);
     vt_unet3d_lora_config lc = {4, 4.0f, VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V | VT_LORA_TO_OUT, 5};
     ASSERT_VT_OK(vt_unet3d_add_lora(m.u, &lc));
-    // non-zero B so that every LoRA A gets a gradient too
-    vt_rng rng;
-    vt_rng_seed(&rng, 9);
-    for (int i = 1; i < vt_unet3d_n_lora(m.u); i += 2) vt_fill_normal(vt_unet3d_lora_param(m.u, i, nullptr), &rng, 0, 0.05f);
+    FillLoraB(m.u, 9, 0.05f);
     vt_unet3d_set_dropout(m.u, 0.1f, 0.01f);  // training mode: masks must be reproduced by the recompute
     Releaser R;
     vt_tensor *x = R(RandN({2, 4, 4, 8, 8}, 1)), *ctx = R(RandN({2, 5, 24}, 2)), *cot = R(RandN({2, 4, 4, 8, 8}, 3));
@@ -107,12 +133,8 @@ TEST(Unet3d, CheckpointSegmentsAreBitIdentical) {
     size_t saved_plain = 0, saved_seg = 0;
     auto g0 = RunGrads(m.u, 0, x, ts, ctx, fps, cot, &saved_plain);
     auto g1 = RunGrads(m.u, 1, x, ts, ctx, fps, cot, &saved_seg);
-    ASSERT_EQ(g0.size(), g1.size());
     ASSERT_EQ(g0.size(), 2u + (size_t)vt_unet3d_n_lora(m.u));
-    for (size_t i = 0; i < g0.size(); i++) {
-        ASSERT_EQ(g0[i].size(), g1[i].size());
-        EXPECT_EQ(0, std::memcmp(g0[i].data(), g1[i].data(), g0[i].size() * sizeof(float))) << "gradient " << i;
-    }
+    ExpectGradsBitIdentical(g0, g1);
     EXPECT_LT(saved_seg * 2, saved_plain);  // segments keep only their inputs
     // dropout is really on: another seed gives another output
     vt_tensor *o1 = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 1));
@@ -145,14 +167,9 @@ TEST(Unet3d, LoraGradientsMatchFiniteDifferences) {
     EXPECT_EQ(0.0, vt_rel_err(withlora, base));
     // one projection in a spatial block (cross-attention to_v) and one in a temporal block
     std::vector<vt_tensor *> params;
-    for (int i = 0; i < vt_unet3d_n_lora(m.u); i++) {
-        const char *name;
-        vt_tensor *p = vt_unet3d_lora_param(m.u, i, &name);
-        std::string n(name);
-        if (n.find("input_blocks.1.1.transformer_blocks.0.attn2.to_v") != std::string::npos ||
-            n.find("middle_block.2.transformer_blocks.0.attn1.to_q") != std::string::npos)
-            params.push_back(p);
-    }
+    AppendLoraParams(m.u,
+                     {"input_blocks.1.1.transformer_blocks.0.attn2.to_v", "middle_block.2.transformer_blocks.0.attn1.to_q"},
+                     params);
     ASSERT_EQ(params.size(), 4u);
     // the objective is a sum over a whole UNet in fp32: a larger step keeps the fp32 noise of
     // f(+) - f(-) small next to the signal (the response to B is close to linear)
@@ -190,9 +207,7 @@ TEST(Unet3d, CrossAttentionSharesContextOverFrames) {
     ASSERT_VT(m.u);
     vt_unet3d_lora_config lc = {2, 2.0f, VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V, 13};
     ASSERT_VT_OK(vt_unet3d_add_lora(m.u, &lc));
-    vt_rng rng;
-    vt_rng_seed(&rng, 21);
-    for (int i = 1; i < vt_unet3d_n_lora(m.u); i += 2) vt_fill_normal(vt_unet3d_lora_param(m.u, i, nullptr), &rng, 0, 0.1f);
+    FillLoraB(m.u, 21, 0.1f);
     Releaser R;
     const int T = 3;
     vt_tensor *x = R(RandN({2, 4, T, 4, 4}, 1)), *ctx = R(RandN({2, 3, 24}, 2)), *cot = R(RandN({2, 4, T, 4, 4}, 3));
@@ -242,14 +257,10 @@ TEST(Unet3d, CrossAttentionSharesContextOverFrames) {
     }
     // finite differences: the context and the cross-attention to_k / to_v LoRA of one block
     std::vector<vt_tensor *> params = {ctx};
-    for (int i = 0; i < vt_unet3d_n_lora(m.u); i++) {
-        const char *name;
-        vt_tensor *p = vt_unet3d_lora_param(m.u, i, &name);
-        std::string n(name);
-        if (n.find("input_blocks.1.1.transformer_blocks.0.attn2.to_k.lora_A") != std::string::npos ||
-            n.find("input_blocks.1.1.transformer_blocks.0.attn2.to_v.lora_B") != std::string::npos)
-            params.push_back(p);
-    }
+    AppendLoraParams(m.u,
+                     {"input_blocks.1.1.transformer_blocks.0.attn2.to_k.lora_A",
+                      "input_blocks.1.1.transformer_blocks.0.attn2.to_v.lora_B"},
+                     params);
     ASSERT_EQ(params.size(), 3u);
     vt_requires_grad(x, 0);
     GradCheckOptions o;
@@ -269,9 +280,7 @@ TEST(Unet3d, MergedLoraAndCachedContextMatchPlainForward) {
     ASSERT_VT(m.u);
     vt_unet3d_lora_config lc = {4, 8.0f, VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V | VT_LORA_TO_OUT, 17};
     ASSERT_VT_OK(vt_unet3d_add_lora(m.u, &lc));
-    vt_rng rng;
-    vt_rng_seed(&rng, 23);
-    for (int i = 1; i < vt_unet3d_n_lora(m.u); i += 2) vt_fill_normal(vt_unet3d_lora_param(m.u, i, nullptr), &rng, 0, 0.2f);
+    FillLoraB(m.u, 23, 0.2f);
     Releaser R;
     vt_tensor *x = R(RandN({2, 4, 3, 4, 4}, 1)), *ctx = R(RandN({2, 3, 24}, 2)), *cot = R(RandN({2, 4, 3, 4, 4}, 3));
     vt_tensor *ts = R(I64({500, 20})), *fps = R(I64({24, 8}));
@@ -305,9 +314,7 @@ TEST(Unet3d, MergedLoraAndCachedContextMatchPlainForward) {
     EXPECT_LT(vt_rel_err(other, ref), 1e-5);
     // on a tape: the plain model's computation, bit for bit
     auto g_fast = RunGrads(m.u, 0, x, ts, ctx, fps, cot, &saved);
-    ASSERT_EQ(g_fast.size(), g_ref.size());
-    for (size_t i = 0; i < g_ref.size(); i++)
-        EXPECT_EQ(0, std::memcmp(g_fast[i].data(), g_ref[i].data(), g_ref[i].size() * sizeof(float))) << "gradient " << i;
+    ExpectGradsBitIdentical(g_fast, g_ref);
     // LoRA dropout: the fast path is off, the forward is the unmerged one with its masks
     vt_unet3d_set_dropout(m.u, 0.0f, 0.2f);
     vt_tensor *d1 = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 7));
@@ -613,10 +620,7 @@ TEST(Unet3d, TemporalCrossAttentionGradientsMatchFiniteDifferences) {
         }
         vt_unet3d_lora_config lc = {2, 2.0f, VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V, 3};
         ASSERT_VT_OK(vt_unet3d_add_lora(u, &lc));
-        vt_rng rng;
-        vt_rng_seed(&rng, 23);
-        for (int i = 1; i < vt_unet3d_n_lora(u); i += 2)
-            vt_fill_normal(vt_unet3d_lora_param(u, i, nullptr), &rng, 0, 0.1f);
+        FillLoraB(u, 23, 0.1f);
         Releaser R;
         // T 2 frames, 2x2 latent (H*W a multiple of T: pixel p reads frame p / 2's context), 3 tokens
         vt_tensor *x = R(RandN({1, 4, 2, 2, 2}, 1)), *ctx = R(RandN({1, 3, 8}, 2));

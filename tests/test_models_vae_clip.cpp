@@ -101,16 +101,30 @@ TEST(Fixture, DetectsModelKinds) {
     vt_error_clear();
 }
 
+// The tiny fixture's decoder (d NULL with the error set when the fixture or its config fails).
+struct TinyVae {
+    vt_fixture *fx = nullptr;
+    vt_vae_decoder *d = nullptr;
+    TinyVae() {
+        fx = vt_fixture_open(SharedPath("fixtures/vc2_vae_decoder_tiny").c_str());
+        if (!fx) return;
+        vt_vae_config cfg = vt_vae_config_videocrafter2();
+        if (vt_vae_config_from_json(vt_fixture_json(fx, "config"), &cfg) != VT_OK) return;
+        d = vt_vae_decoder_build(fx->weights, "first_stage_model.", &cfg);
+    }
+    ~TinyVae() {
+        vt_vae_decoder_free(d);
+        vt_fixture_free(fx);
+    }
+};
+
 // decode_first_stage_2DAE: [B, 4, T, h, w] decoded frame by frame equals decoding each frame,
 // and the gradient reaches every frame of z.
 TEST(VaeDecoder, VideoDecodesPerFrame) {
     Releaser R;
-    vt_fixture *fx = vt_fixture_open(SharedPath("fixtures/vc2_vae_decoder_tiny").c_str());
-    ASSERT_NE(fx, nullptr) << vt_error_message();
-    vt_vae_config cfg = vt_vae_config_videocrafter2();
-    ASSERT_VT_OK(vt_vae_config_from_json(vt_fixture_json(fx, "config"), &cfg));
-    vt_vae_decoder *d = vt_vae_decoder_build(fx->weights, "first_stage_model.", &cfg);
-    ASSERT_NE(d, nullptr) << vt_error_message();
+    TinyVae m;
+    vt_vae_decoder *d = m.d;
+    ASSERT_VT(d);
     d->segments = 1;
     vt_tensor *z = R(RandN({1, 4, 3, 4, 4}, 11));
     vt_requires_grad(z, 1);
@@ -139,14 +153,22 @@ TEST(VaeDecoder, VideoDecodesPerFrame) {
         EXPECT_GT(s, 0.0) << "frame " << f;
     }
     vt_tape_free(t);
-    vt_vae_decoder_free(d);
-    vt_fixture_free(fx);
 }
+
+// Shape-only weights of shared/manifests/NAME (no values), freed at scope exit (also when an
+// assertion returns early): the full-size build tests.
+struct ManifestWeights {
+    vt_weights *w;
+    explicit ManifestWeights(const char *name)
+        : w(vt_weights_from_manifest(SharedPath(std::string("manifests/") + name).c_str(), 0, 0)) {}
+    ~ManifestWeights() { vt_weights_free(w); }
+};
 
 // The full VideoCrafter2 decoder from the shape-only manifest: every key used exactly once.
 TEST(VaeDecoder, FullSizeBuildsFromManifest) {
-    vt_weights *w = vt_weights_from_manifest(SharedPath("manifests/videocrafter2_vae_decoder.txt").c_str(), 0, 0);
-    ASSERT_NE(w, nullptr) << vt_error_message();
+    ManifestWeights mw("videocrafter2_vae_decoder.txt");
+    vt_weights *w = mw.w;
+    ASSERT_VT(w);
     vt_vae_config cfg = vt_vae_config_videocrafter2();
     vt_vae_decoder *d = vt_vae_decoder_build(w, "first_stage_model.", &cfg);
     ASSERT_NE(d, nullptr) << vt_error_message();
@@ -155,13 +177,13 @@ TEST(VaeDecoder, FullSizeBuildsFromManifest) {
     EXPECT_EQ(d->n_params, 49490199);
     EXPECT_EQ(d->n_params, vt_weights_count_params(w, "first_stage_model."));
     vt_vae_decoder_free(d);
-    vt_weights_free(w);
 }
 
 // open_clip ViT-H-14 (HPSv2 layout) from the manifest: both towers, every key used once.
 TEST(OpenClip, FullSizeBuildsFromManifest) {
-    vt_weights *w = vt_weights_from_manifest(SharedPath("manifests/openclip_vit_h_14.txt").c_str(), 0, 0);
-    ASSERT_NE(w, nullptr) << vt_error_message();
+    ManifestWeights mw("openclip_vit_h_14.txt");
+    vt_weights *w = mw.w;
+    ASSERT_VT(w);
     vt_openclip_config cfg = vt_openclip_config_vit_h_14();
     // the text tower alone first (what VideoCrafter2 conditions on), freed before the vision one
     vt_openclip *text = vt_openclip_build(w, "", &cfg, VT_OPENCLIP_TEXT);
@@ -182,7 +204,6 @@ TEST(OpenClip, FullSizeBuildsFromManifest) {
     printf("open_clip ViT-H-14: text tower %lld, vision tower %lld, total %lld parameters\n", (long long)n_text,
            (long long)n_vis, (long long)(n_text + n_all));
     EXPECT_EQ(n_text + n_all, 986109441);
-    vt_weights_free(w);
 }
 
 // Config inference: layers / widths / context / patch from the weight shapes alone.
@@ -296,12 +317,9 @@ TEST(VaeDecoder, MisShapedKeyIsNamed) {
 // Checkpoint segments keep only block inputs on the tape: far fewer saved bytes, same gradient.
 TEST(VaeDecoder, SegmentsSaveLessAndGiveTheSameGradient) {
     Releaser R;
-    vt_fixture *fx = vt_fixture_open(SharedPath("fixtures/vc2_vae_decoder_tiny").c_str());
-    ASSERT_NE(fx, nullptr) << vt_error_message();
-    vt_vae_config cfg = vt_vae_config_videocrafter2();
-    ASSERT_VT_OK(vt_vae_config_from_json(vt_fixture_json(fx, "config"), &cfg));
-    vt_vae_decoder *d = vt_vae_decoder_build(fx->weights, "first_stage_model.", &cfg);
-    ASSERT_NE(d, nullptr) << vt_error_message();
+    TinyVae m;
+    vt_vae_decoder *d = m.d;
+    ASSERT_VT(d);
     size_t saved[2];
     vt_tensor *grad[2];
     for (int seg = 0; seg < 2; seg++) {
@@ -320,8 +338,6 @@ TEST(VaeDecoder, SegmentsSaveLessAndGiveTheSameGradient) {
     printf("saved on the tape: %zu bytes plain, %zu with segments\n", saved[0], saved[1]);
     EXPECT_LT(saved[1] * 2, saved[0]);
     EXPECT_EQ(RelErr(grad[1], grad[0]), 0.0);
-    vt_vae_decoder_free(d);
-    vt_fixture_free(fx);
 }
 
 // model.dtype bf16 / fp16 on the VAE decoder: every conv kernel 16-bit (norms and biases f32);

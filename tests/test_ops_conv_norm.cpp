@@ -128,7 +128,19 @@ struct ConvCase {
     int64_t N, C, H, W, O, kh, kw;
     int stride, pad;
     const char *name;
+    int64_t OH() const { return (H + 2 * pad - kh) / stride + 1; }
+    int64_t OW() const { return (W + 2 * pad - kw) / stride + 1; }
 };
+
+// A case's x [N, C, H, W], w [O, C, kh, kw] (times w_scale) and b [O], from seeds seed, seed + 1,
+// seed + 2; owned by R.
+struct ConvInputs {
+    vt_tensor *x, *w, *b;
+};
+ConvInputs MakeConvInputs(Releaser &R, const ConvCase &k, uint64_t seed, float w_scale = 1.0f) {
+    return {R(RandN({k.N, k.C, k.H, k.W}, seed)), R(RandN({k.O, k.C, k.kh, k.kw}, seed + 1, w_scale)),
+            R(RandN({k.O}, seed + 2))};
+}
 const ConvCase kConvCases[] = {
     {2, 3, 5, 5, 4, 1, 1, 1, 0, "1x1"},
     {2, 3, 6, 5, 4, 3, 3, 1, 1, "3x3 s1 p1"},
@@ -153,8 +165,7 @@ const ConvCase kConvCases[] = {
 TEST(Conv2d, ForwardMatchesNaiveLoop) {
     for (const ConvCase &k : kConvCases) {
         Releaser R;
-        vt_tensor *x = R(RandN({k.N, k.C, k.H, k.W}, 1)), *w = R(RandN({k.O, k.C, k.kh, k.kw}, 2));
-        vt_tensor *b = R(RandN({k.O}, 3));
+        auto [x, w, b] = MakeConvInputs(R, k, 1);
         vt_tensor *y = R(vt_conv2d(x, w, b, k.stride, k.pad));
         vt_tensor *ref = R(NaiveConv2d(x, w, b, k.stride, k.pad));
         ExpectClose(y, ref, 1e-5, k.name);
@@ -181,8 +192,7 @@ TEST(Conv2d, GradientsOfEveryInput) {
     for (const ConvCase &k : kConvCases) {
         SCOPED_TRACE(k.name);
         Releaser R;
-        vt_tensor *x = R(RandN({k.N, k.C, k.H, k.W}, 4)), *w = R(RandN({k.O, k.C, k.kh, k.kw}, 5, 0.5f));
-        vt_tensor *b = R(RandN({k.O}, 6));
+        auto [x, w, b] = MakeConvInputs(R, k, 4, 0.5f);
         for (auto *t : {x, w, b}) vt_requires_grad(t, 1);
         int s = k.stride, p = k.pad;
         ExpectGradsMatch([s, p](auto &in) { return vt_conv2d(in[0], in[1], in[2], s, p); }, {x, w, b}, Tight(1e-3));
@@ -287,8 +297,7 @@ TEST(ConvAdd, EqualsConvPlusResidual) {
     for (const ConvCase &k : kConvCases) {
         SCOPED_TRACE(k.name);
         Releaser R;
-        vt_tensor *x = R(RandN({k.N, k.C, k.H, k.W}, 1)), *w = R(RandN({k.O, k.C, k.kh, k.kw}, 2));
-        vt_tensor *b = R(RandN({k.O}, 3));
+        auto [x, w, b] = MakeConvInputs(R, k, 1);
         vt_tensor *ref = R(NaiveConv2d(x, w, b, k.stride, k.pad));
         vt_tensor *r = R(RandN(std::vector<int64_t>(ref->shape, ref->shape + 4), 4));
         ExpectClose(R(vt_conv2d_add(x, w, b, k.stride, k.pad, r)), R(vt_add(ref, r)), 1e-5, "with bias");
@@ -305,10 +314,8 @@ TEST(ConvAdd, GradientsOfEveryInput) {
     for (const ConvCase &k : kConvCases) {
         SCOPED_TRACE(k.name);
         Releaser R;
-        vt_tensor *x = R(RandN({k.N, k.C, k.H, k.W}, 4)), *w = R(RandN({k.O, k.C, k.kh, k.kw}, 5, 0.5f));
-        vt_tensor *b = R(RandN({k.O}, 6));
-        const int64_t OH = (k.H + 2 * k.pad - k.kh) / k.stride + 1, OW = (k.W + 2 * k.pad - k.kw) / k.stride + 1;
-        vt_tensor *r = R(RandN({k.N, k.O, OH, OW}, 7));
+        auto [x, w, b] = MakeConvInputs(R, k, 4, 0.5f);
+        vt_tensor *r = R(RandN({k.N, k.O, k.OH(), k.OW()}, 7));
         for (auto *t : {x, w, b, r}) vt_requires_grad(t, 1);
         int s = k.stride, p = k.pad;
         ExpectGradsMatch([s, p](auto &in) { return vt_conv2d_add(in[0], in[1], in[2], s, p, in[3]); }, {x, w, b, r},

@@ -65,14 +65,7 @@ struct TinyStep {
     }
     vt_vader_step_args Args(int K) {
         vt_vader_step_args a;
-        vt_vader_step_args_default(&a);
-        a.unet = unet;
-        a.vae = vae;
-        a.sched = &sched;
-        a.x_T = x_T;
-        a.context = ctx;
-        a.uncond_context = uctx;
-        a.fps = fps;
+        vt_vader_step_args_init(&a, unet, vae, &sched, x_T, ctx, uctx, fps);
         a.noise = noise.data();
         a.guidance = 3.0f;
         a.K = K;
@@ -84,6 +77,22 @@ struct TinyStep {
     void ZeroGrads() {
         for (int i = 0; i < vt_unet3d_n_lora(unet); i++) vt_zero_grad(vt_unet3d_lora_param(unet, i, nullptr));
     }
+    // Copies of the LoRA gradients, owned by R.
+    std::vector<vt_tensor *> CloneLoraGrads(Releaser &R) {
+        std::vector<vt_tensor *> g;
+        for (int i = 0; i < vt_unet3d_n_lora(unet); i++) g.push_back(R(vt_clone(vt_unet3d_lora_param(unet, i, nullptr)->grad)));
+        return g;
+    }
+    // Every LoRA gradient against ref[i] (CloneLoraGrads of another run): relative error < tol.
+    void ExpectLoraGradsNear(const std::vector<vt_tensor *> &ref, double tol) {
+        ASSERT_EQ(ref.size(), (size_t)vt_unet3d_n_lora(unet));
+        for (int i = 0; i < vt_unet3d_n_lora(unet); i++) {
+            const vt_tensor *g = vt_unet3d_lora_param(unet, i, nullptr)->grad;
+            ASSERT_NE(g, nullptr) << "LoRA gradient " << i;
+            ASSERT_NE(ref[i], nullptr) << "LoRA gradient " << i;
+            EXPECT_LT(RelErr(g, ref[i]), tol) << "LoRA gradient " << i;
+        }
+    }
 };
 
 TEST(VaderStep, BatchedCfgMatchesSeparateCalls) {
@@ -92,17 +101,14 @@ TEST(VaderStep, BatchedCfgMatchesSeparateCalls) {
     vt_vader_step_args a = m.Args(1);
     vt_vader_step_result r1{}, r2{};
     ASSERT_VT_OK(vt_vader_step(&a, &r1));
-    std::vector<vt_tensor *> g1;
-    for (int i = 0; i < vt_unet3d_n_lora(m.unet); i++) g1.push_back(vt_clone(vt_unet3d_lora_param(m.unet, i, nullptr)->grad));
+    Releaser R;
+    std::vector<vt_tensor *> g1 = m.CloneLoraGrads(R);
     m.ZeroGrads();
     a.batch_cfg = 0;
     ASSERT_VT_OK(vt_vader_step(&a, &r2));
     EXPECT_LT(RelErr(r2.samples, r1.samples), 1e-5);
     EXPECT_LT(RelErr(r2.frames, r1.frames), 1e-5);
-    for (int i = 0; i < vt_unet3d_n_lora(m.unet); i++) {
-        EXPECT_LT(RelErr(vt_unet3d_lora_param(m.unet, i, nullptr)->grad, g1[i]), 1e-4) << i;
-        vt_release(g1[i]);
-    }
+    m.ExpectLoraGradsNear(g1, 1e-4);
     vt_vader_step_result_free(&r1);
     vt_vader_step_result_free(&r2);
     m.ZeroGrads();
@@ -118,17 +124,14 @@ TEST(VaderStep, NogradFastPathMatchesPlainSteps) {
     vt_vader_step_result r1{}, r2{};
     ASSERT_VT_OK(vt_vader_step(&a, &r1));
     EXPECT_FALSE(vt_unet3d_lora_is_merged(m.unet));
-    std::vector<vt_tensor *> g1;
-    for (int i = 0; i < vt_unet3d_n_lora(m.unet); i++) g1.push_back(vt_clone(vt_unet3d_lora_param(m.unet, i, nullptr)->grad));
+    Releaser R;
+    std::vector<vt_tensor *> g1 = m.CloneLoraGrads(R);
     m.ZeroGrads();
     a.nograd_fast = 0;
     ASSERT_VT_OK(vt_vader_step(&a, &r2));
     for (int i = 0; i < m.S; i++) EXPECT_LT(RelErr(r2.x_prev[i], r1.x_prev[i]), 1e-5) << "x_prev " << i;
     EXPECT_LT(RelErr(r2.frames, r1.frames), 1e-5);
-    for (int i = 0; i < vt_unet3d_n_lora(m.unet); i++) {
-        EXPECT_LT(RelErr(vt_unet3d_lora_param(m.unet, i, nullptr)->grad, g1[i]), 1e-4) << i;
-        vt_release(g1[i]);
-    }
+    m.ExpectLoraGradsNear(g1, 1e-4);
     vt_vader_step_result_free(&r1);
     vt_vader_step_result_free(&r2);
     m.ZeroGrads();

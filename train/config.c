@@ -608,24 +608,35 @@ done:
     return VT_OK;
 }
 
-// One reward module from a mapping into r (r already initialised / holding values).
-static vt_err apply_module(const ctx *c, vt_config_reward *r, const char *path, yaml_node_t *n) {
-    if (!n || n->type != YAML_MAPPING_NODE) return type_error(c, n, path, "a mapping (name, weight, checkpoint, options)");
+// Every key of the mapping n at path into base through the field table tab[n_tab], where a
+// key's field is tab's entry named prefix + key: a config section (prefix "section.") or a
+// reward module (prefix ""). An unknown key is an error that lists the valid ones.
+static vt_err apply_mapping(const ctx *c, void *base, const field *tab, int n_tab, const char *prefix,
+                            const char *path, yaml_node_t *n) {
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         const char *key;
         vt_err e = check_key(c, n, p, path, &key);
         if (e) return e;
-        char fpath[300];
+        char fpath[300], name[300];
         snprintf(fpath, sizeof fpath, "%s.%s", path, key);
-        const field *f = find_field(k_reward_fields, N_REWARD_FIELDS, key);
+        snprintf(name, sizeof name, "%s%s", prefix, key);
+        const field *f = find_field(tab, n_tab, name);
         if (!f) {
-            char valid[256];
-            valid_keys(valid, sizeof valid, k_reward_fields, N_REWARD_FIELDS, "");
+            char valid[512];
+            valid_keys(valid, sizeof valid, tab, n_tab, prefix);
             return cfg_error(c, node_at(c, p->key), VT_ERR_KEY, fpath, "unknown key (valid keys: %s)", valid);
         }
-        e = apply_field(c, r, f, fpath, node_at(c, p->value));
+        e = apply_field(c, base, f, fpath, node_at(c, p->value));
         if (e) return e;
     }
+    return VT_OK;
+}
+
+// One reward module from a mapping into r (r already initialised / holding values).
+static vt_err apply_module(const ctx *c, vt_config_reward *r, const char *path, yaml_node_t *n) {
+    if (!n || n->type != YAML_MAPPING_NODE) return type_error(c, n, path, "a mapping (name, weight, checkpoint, options)");
+    vt_err e = apply_mapping(c, r, k_reward_fields, N_REWARD_FIELDS, "", path, n);
+    if (e) return e;
     if (r->kind == VT_CFG_REWARD_COUNT) {
         char list[256];
         enum_list(list, sizeof list, k_reward_names);
@@ -666,23 +677,9 @@ static vt_err apply_rewards(const ctx *c, vt_config *cfg, const char *path, yaml
 static vt_err apply_section(const ctx *c, vt_config *cfg, const char *section, yaml_node_t *n) {
     if (n && is_null(n)) return VT_OK;  // "model:" with nothing under it
     if (!n || n->type != YAML_MAPPING_NODE) return type_error(c, n, section, "a mapping");
-    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
-        const char *key;
-        vt_err e = check_key(c, n, p, section, &key);
-        if (e) return e;
-        char path[300];
-        snprintf(path, sizeof path, "%s.%s", section, key);
-        const field *f = find_field(k_fields, N_FIELDS, path);
-        if (!f) {
-            char prefix[64], valid[512];
-            snprintf(prefix, sizeof prefix, "%s.", section);
-            valid_keys(valid, sizeof valid, k_fields, N_FIELDS, prefix);
-            return cfg_error(c, node_at(c, p->key), VT_ERR_KEY, path, "unknown key (valid keys: %s)", valid);
-        }
-        e = apply_field(c, cfg, f, path, node_at(c, p->value));
-        if (e) return e;
-    }
-    return VT_OK;
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s.", section);
+    return apply_mapping(c, cfg, k_fields, N_FIELDS, prefix, section, n);
 }
 
 static vt_err apply_root(const ctx *c, vt_config *cfg, yaml_node_t *root) {

@@ -370,23 +370,10 @@ static vt_err opt_step(bench *b, vt_step_timing *tm, int dropout, named *io) {
         }
         reward_ctx rc = {b, prompts};
         vt_vader_step_args a;
-        vt_vader_step_args_default(&a);
-        a.unet = b->m.unet;
-        a.vae = b->m.vae;
-        a.sched = &b->sched;
-        a.x_T = x_T;
-        a.context = ctx;
-        a.uncond_context = uctx;
-        a.fps = fps;
+        vt_vader_step_args_init(&a, b->m.unet, b->m.vae, &b->sched, x_T, ctx, uctx, fps);
+        vt_vader_step_args_from_config(&a, c);
         a.noise = noise;
         a.rng = &b->rng;
-        a.guidance = (float)c->sampler.guidance_scale;
-        a.K = c->sampler.backprop_steps;
-        a.backprop_mode = c->sampler.backprop_mode;
-        a.backprop_step = c->sampler.backprop_step;
-        a.decode = c->memory.decode_frames;
-        a.decode_index = c->memory.decode_index;
-        a.checkpointing = c->memory.checkpointing;
         a.dropout_seed = vt_hash64(c->seed ^ 0xD0D0ull, (uint64_t)micro);
         a.reward = reward_sum;
         a.reward_user = &rc;

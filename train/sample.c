@@ -46,14 +46,7 @@ vt_err vt_sample_run(vt_unet3d *unet, vt_vae_decoder *vae, const vt_ddim_schedul
     for (int64_t b = 0; b < B; b++) vt_i64(fps)[b] = cfg->model.fps;
     vt_unet3d_set_dropout(unet, 0.0f, 0.0f);
     vt_vader_step_args a;
-    vt_vader_step_args_default(&a);
-    a.unet = unet;
-    a.vae = vae;
-    a.sched = sched;
-    a.x_T = x_T;
-    a.context = ctx;
-    a.uncond_context = uncond_ctx;
-    a.fps = fps;
+    vt_vader_step_args_init(&a, unet, vae, sched, x_T, ctx, uncond_ctx, fps);
     a.rng = rng;
     a.guidance = (float)cfg->sampler.guidance_scale;
     a.K = 0;  // no tape anywhere

@@ -809,22 +809,9 @@ static vt_err train_step(vt_trainer *t, double *row) {
         x_T = vt_move_to(x_T, t->device);  // drawn on the host: CPU and GPU runs share the noise
         if (!ctx || !uctx || !x_T || !fps) e = vt_error_code();
         vt_vader_step_args a;
-        vt_vader_step_args_default(&a);
-        a.unet = t->unet;
-        a.vae = t->vae;
-        a.sched = &t->sched;
-        a.x_T = x_T;
-        a.context = ctx;
-        a.uncond_context = uctx;
-        a.fps = fps;
+        vt_vader_step_args_init(&a, t->unet, t->vae, &t->sched, x_T, ctx, uctx, fps);
+        vt_vader_step_args_from_config(&a, c);
         a.rng = &rng;
-        a.guidance = (float)c->sampler.guidance_scale;
-        a.K = c->sampler.backprop_steps;
-        a.backprop_mode = c->sampler.backprop_mode;
-        a.backprop_step = c->sampler.backprop_step;
-        a.decode = c->memory.decode_frames;
-        a.decode_index = c->memory.decode_index;
-        a.checkpointing = c->memory.checkpointing;
         a.dropout_seed = vt_hash64(c->seed ^ 0xD0D0ull, (uint64_t)(t->step * micro_per_step(t) + g));
         a.reward = reward_sum;
         a.reward_user = &rc;

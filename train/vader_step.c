@@ -25,6 +25,28 @@ void vt_vader_step_args_default(vt_vader_step_args *a) {
     a->backward = 1;
 }
 
+void vt_vader_step_args_init(vt_vader_step_args *a, vt_unet3d *unet, vt_vae_decoder *vae, const vt_ddim_schedule *sched,
+                             vt_tensor *x_T, vt_tensor *context, vt_tensor *uncond_context, const vt_tensor *fps) {
+    vt_vader_step_args_default(a);
+    a->unet = unet;
+    a->vae = vae;
+    a->sched = sched;
+    a->x_T = x_T;
+    a->context = context;
+    a->uncond_context = uncond_context;
+    a->fps = fps;
+}
+
+void vt_vader_step_args_from_config(vt_vader_step_args *a, const vt_config *c) {
+    a->guidance = (float)c->sampler.guidance_scale;
+    a->K = c->sampler.backprop_steps;
+    a->backprop_mode = c->sampler.backprop_mode;
+    a->backprop_step = c->sampler.backprop_step;
+    a->decode = c->memory.decode_frames;
+    a->decode_index = c->memory.decode_index;
+    a->checkpointing = c->memory.checkpointing;
+}
+
 // frames [B, 3, F, H, W] -> loss [] = -mean_b reward, reward [B]
 vt_tensor *vt_color_reward(void *user, vt_tensor *frames, vt_tensor **reward) {
     *reward = NULL;

@@ -98,6 +98,12 @@ typedef struct vt_vader_step_args {
 // Fills the defaults: guidance 12, batch_cfg on, K 1, last, decode "-1", checkpointing on,
 // nograd_fast on, colour reward, loss_scale 1, backward on.
 void vt_vader_step_args_default(vt_vader_step_args *a);
+// The defaults, then the models, the schedule and the inputs every step needs.
+void vt_vader_step_args_init(vt_vader_step_args *a, vt_unet3d *unet, vt_vae_decoder *vae, const vt_ddim_schedule *sched,
+                             vt_tensor *x_T, vt_tensor *context, vt_tensor *uncond_context, const vt_tensor *fps);
+// The step options of a run config: guidance, K, backprop mode and step (sampler), decode
+// frames / index and checkpointing (memory).
+void vt_vader_step_args_from_config(vt_vader_step_args *a, const vt_config *c);
 
 typedef struct vt_vader_step_result {
     vt_tensor *samples;  // [B, C, T, h, w] final latents (detached)

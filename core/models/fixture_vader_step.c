@@ -255,15 +255,8 @@ vt_err vt_fixture_check_vader_step(vt_fixture *fx, const vt_fixture_opts *opt, v
     if ((e = read_reward_rgb(fx, rgb))) goto done;
 
     vt_vader_step_args a;
-    vt_vader_step_args_default(&a);
+    vt_vader_step_args_init(&a, u, vae, &sched, x_T, ctx, uctx, fps);
     a.reward_user = rgb;
-    a.unet = u;
-    a.vae = vae;
-    a.sched = &sched;
-    a.x_T = x_T;
-    a.context = ctx;
-    a.uncond_context = uctx;
-    a.fps = fps;
     a.noise = noise;
     a.guidance = (float)c.guidance;
     a.K = (int)c.K;

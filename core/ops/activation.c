@@ -44,10 +44,7 @@ VT_SIMD_CLONES static void act_backward_range(int kind, const float *g, const fl
     switch (kind) {
     case A_SILU:
 #pragma omp simd
-        for (int64_t i = 0; i < n; i++) {
-            const float s = vt_sigmoidf(x[i]);
-            d[i] = g[i] * (s * (1.0f + x[i] * (1.0f - s)));
-        }
+        for (int64_t i = 0; i < n; i++) d[i] = g[i] * vt_silu_gradf(x[i]);
         break;
     case A_SIGMOID:
 #pragma omp simd

@@ -105,6 +105,21 @@ VT_SIMD_CLONES static void gn_group_forward(const float *x, const float *w, cons
     }
 }
 
+// The last step of the group norm backward on one group [Cg, S], shared by group_norm and
+// group_norm_silu: dx = rstd (gy - sg - xh sgx), gy = g w[c], xh = (x - mean) rstd, given the
+// group's means sg = mean(gy), sgx = mean(gy xh). g may be dx itself (group_norm_silu parks gz
+// there): each element is read before it is written.
+static inline void gn_group_dx(const float *g, const float *x, const float *w, float *dx, int64_t Cg, int64_t S,
+                               double mu, double rs, double sg, double sgx) {
+    for (int64_t cc = 0; cc < Cg; cc++) {
+        const double wc = w ? w[cc] : 1.0;
+        const float *gc = g + cc * S, *xc = x + cc * S;
+        float *dc = dx + cc * S;
+#pragma omp simd
+        for (int64_t s = 0; s < S; s++) dc[s] = (float)(rs * (gc[s] * wc - sg - (xc[s] - mu) * rs * sgx));
+    }
+}
+
 // dx = rstd (gy - mean(gy) - xh mean(gy xh)) on one group, gy = g w[c], xh = (x - mean) rstd
 VT_SIMD_CLONES static void gn_group_backward(const float *g, const float *x, const float *w, float *dx, int64_t Cg,
                                              int64_t S, double mu, double rs) {
@@ -116,15 +131,7 @@ VT_SIMD_CLONES static void gn_group_backward(const float *g, const float *x, con
         sgx += (w ? w[cc] : 1.0) * b;
     }
     const double M = (double)(Cg * S);
-    sg /= M;
-    sgx *= rs / M;
-    for (int64_t cc = 0; cc < Cg; cc++) {
-        const double wc = w ? w[cc] : 1.0;
-        const float *gc = g + cc * S, *xc = x + cc * S;
-        float *dc = dx + cc * S;
-#pragma omp simd
-        for (int64_t s = 0; s < S; s++) dc[s] = (float)(rs * (gc[s] * wc - sg - (xc[s] - mu) * rs * sgx));
-    }
+    gn_group_dx(g, x, w, dx, Cg, S, mu, rs, sg / M, sgx * (rs / M));
 }
 
 // Per (n, g): mean and 1 / sqrt(var + eps) of the Cg*S contiguous elements of the group.
@@ -300,13 +307,6 @@ vt_tensor *vt_layer_norm(vt_tensor *x, vt_tensor *w, vt_tensor *b, float eps) {
 // f32 mean would shift every z of the group by up to half an ulp of the mean times rstd). The
 // forward uses the same rounded statistics as the backward, so both see one z.
 
-// Same sign split as activation.c's sigmoid: z and silu(z) equal vt_silu(vt_group_norm(x)).
-static inline float gns_sigmoid(float x) {
-    if (x >= 0) return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
 // (mean, rstd) in double -> the saved f32 triple
 static void gns_pack_stats(float *st, double mean, double rstd) {
     st[0] = (float)mean;
@@ -342,7 +342,7 @@ static vt_err gns_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out) 
             const double a = rs * (w ? w[c] : 1.0), sh = (b ? b[c] : 0.0) - mu * a;
             for (int64_t s = 0; s < S; s++) {
                 const float z = (float)(x[off + s] * a + sh);
-                y[off + s] = z * gns_sigmoid(z);
+                y[off + s] = z * vt_sigmoidf(z);  // activation.c's silu
             }
         }
     }
@@ -388,8 +388,7 @@ static vt_err gns_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gi
             const double wc = w ? w[c] : 1.0, a = rs * wc, sh = (b ? b[c] : 0.0) - mu * a;
             double a0 = 0, a1 = 0;
             for (int64_t s = 0; s < S; s++) {
-                const float z = (float)(x[off + s] * a + sh), sz = gns_sigmoid(z);
-                const float gz = g[off + s] * (sz * (1.0f + z * (1.0f - sz)));
+                const float z = (float)(x[off + s] * a + sh), gz = g[off + s] * vt_silu_gradf(z);
                 if (dx) dx[off + s] = gz;
                 a0 += gz;
                 a1 += gz * (x[off + s] - mu);
@@ -402,17 +401,8 @@ static vt_err gns_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gi
             sg += wc * a0;
             sgx += wc * a1;
         }
-        if (!dx) continue;
-        sg /= (double)M;
-        sgx /= (double)M;
-        for (int64_t cc = 0; cc < Cg; cc++) {
-            const double wc = w ? w[c0 + cc] : 1.0;
-            const int64_t off = base + cc * S;
-            for (int64_t s = 0; s < S; s++) {
-                const double xh = (x[off + s] - mu) * rs;
-                dx[off + s] = (float)(rs * (dx[off + s] * wc - sg - xh * sgx));
-            }
-        }
+        if (dx) gn_group_dx(dx + base, x + base, w ? w + c0 : NULL, dx + base, Cg, S, mu, rs, sg / (double)M,
+                            sgx / (double)M);
     }
     if (part) {
         float *dw = n->need[1] ? vt_f32(gin[1]) : NULL, *db = n->need[2] ? vt_f32(gin[2]) : NULL;

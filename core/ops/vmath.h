@@ -127,6 +127,11 @@ static inline float vt_normcdf(float x) {
 
 // 1 / (1 + e^-x): e^-x = inf for x < -88.7 gives 0, as it should.
 static inline float vt_sigmoidf(float x) { return 1.0f / (1.0f + vt_expf(-x)); }
+// silu'(x) = s (1 + x (1 - s)), s = sigmoid(x)
+static inline float vt_silu_gradf(float x) {
+    const float s = vt_sigmoidf(x);
+    return s * (1.0f + x * (1.0f - s));
+}
 
 // gelu(x) = x Phi(x);  gelu'(x) = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi)
 static inline float vt_geluf(float x) { return x * vt_normcdf(x); }
