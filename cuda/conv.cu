@@ -216,6 +216,16 @@ __global__ void conv_bias_grad_kernel(const float *g, float *db, long long N, lo
     if (threadIdx.x == 0) db[o] = (float)s;
 }
 
+// ---- fallback for 16-bit weights ---------------------------------------------------------
+// cuDNN may have no bf16 / f16 algorithm for a shape (few input channels: the UNet's first conv
+// has 4). Then the pass runs in f32 on the operands widened from their rounded 16-bit values:
+// exactly the CPU reference's computation, only slower.
+static vt_tensor *conv_widen(const vt_tensor *t) {
+    vt_tensor *f = vt_empty(VT_F32, VT_CUDA, t->ndim, t->shape);
+    if (f && vt_cuda_cast(vt_data(f), VT_F32, vt_data(t), t->dtype, t->numel)) vt_clear(&f);
+    return f;
+}
+
 // ---- forward ----------------------------------------------------------------------------
 // x [N, C, H, W], w [O, C, kh, kw], b [O] or NULL, r [N, O, OH, OW] or NULL -> y [N, O, OH, OW]
 // A bf16 / f16 w: cuDNN on round_w(x) into a low-precision y, widened by the bias pass.
@@ -241,8 +251,19 @@ static vt_err conv_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *out
             x = vt_data(xl.t);
             y = vt_data(yl.t);
         }
-        if (conv_pass<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>("forward", h, d, x, vt_data(w), y))
-            return vt_error_code();
+        if (conv_pass<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>("forward", h, d, x, vt_data(w), y)) {
+            if (dt == VT_F32) return vt_error_code();
+            vt_error_clear();  // no 16-bit algorithm: f32 on the widened rounded operands, into out
+            conv_scratch x32, w32;
+            conv_descs d32;
+            x32.t = conv_widen(xl.t);
+            w32.t = x32.t ? conv_widen(w) : nullptr;
+            if (!w32.t || conv_descs_init(p, VT_F32, &d32)) return vt_error_code();
+            vt_clear(&yl.t);
+            if (conv_pass<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
+                    "forward (f32 fallback)", h, d32, vt_data(x32.t), vt_data(w32.t), vt_data(out)))
+                return vt_error_code();
+        }
     }
     if (yl.t || in[2] || in[3]) return conv_bias_add(p, out, yl.t, in[2], in[3]);
     return VT_OK;
@@ -295,8 +316,19 @@ static vt_err conv_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **
             dx = vt_data(dxl.t);
         }
         if (conv_pass<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>("backward data", h, d,
-                                                                                              vt_data(wt), g, dx))
-            return vt_error_code();
+                                                                                              vt_data(wt), g, dx)) {
+            if (dt == VT_F32) return vt_error_code();
+            vt_error_clear();  // as in the forward: f32 on the widened rounded operands, into dx
+            conv_scratch g32, w32;
+            conv_descs d32;
+            g32.t = conv_widen(gl.t);
+            w32.t = g32.t ? conv_widen(wt) : nullptr;
+            if (!w32.t || conv_descs_init(p, VT_F32, &d32)) return vt_error_code();
+            vt_clear(&dxl.t);
+            if (conv_pass<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+                    "backward data (f32 fallback)", h, d32, vt_data(w32.t), vt_data(g32.t), vt_data(gin[0])))
+                return vt_error_code();
+        }
         if (dxl.t && vt_cuda_cast(vt_data(gin[0]), VT_F32, dx, dt, dxl.t->numel)) return vt_error_code();
     }
     if (n->need[1] &&
