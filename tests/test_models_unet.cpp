@@ -96,6 +96,27 @@ static void FillLoraB(vt_unet3d *u, uint64_t seed, float std) {
     for (int i = 1; i < vt_unet3d_n_lora(u); i += 2) vt_fill_normal(vt_unet3d_lora_param(u, i, nullptr), &rng, 0, std);
 }
 
+// The tiny UNet with rank-4 LoRA on q / k / v / out (B random, so the branch is live), and the
+// inputs and output cotangent the merge and 16-bit-weight tests share.
+struct LoraCase {
+    TinyUnet m;
+    Releaser R;
+    vt_tensor *x = nullptr, *ctx = nullptr, *cot = nullptr, *ts = nullptr, *fps = nullptr;
+    bool ok = false;
+    LoraCase() {
+        if (!m.u) return;
+        vt_unet3d_lora_config lc = {4, 8.0f, VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V | VT_LORA_TO_OUT, 17};
+        if (vt_unet3d_add_lora(m.u, &lc)) return;
+        FillLoraB(m.u, 23, 0.2f);
+        x = R(RandN({2, 4, 3, 4, 4}, 1));
+        ctx = R(RandN({2, 3, 24}, 2));
+        cot = R(RandN({2, 4, 3, 4, 4}, 3));
+        ts = R(I64({500, 20}));
+        fps = R(I64({24, 8}));
+        ok = true;
+    }
+};
+
 // Appends the LoRA tensors whose name contains one of parts, in the model's order.
 static void AppendLoraParams(vt_unet3d *u, std::vector<const char *> parts, std::vector<vt_tensor *> &out) {
     for (int i = 0; i < vt_unet3d_n_lora(u); i++) {
@@ -276,14 +297,11 @@ TEST(Unet3d, CrossAttentionSharesContextOverFrames) {
 // context give the untaped forward of the plain model; forwards on a tape ignore both (outputs
 // and gradients bit-identical to the plain model's); so do forwards with LoRA dropout.
 TEST(Unet3d, MergedLoraAndCachedContextMatchPlainForward) {
-    TinyUnet m;
-    ASSERT_VT(m.u);
-    vt_unet3d_lora_config lc = {4, 8.0f, VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V | VT_LORA_TO_OUT, 17};
-    ASSERT_VT_OK(vt_unet3d_add_lora(m.u, &lc));
-    FillLoraB(m.u, 23, 0.2f);
+    LoraCase c;
+    ASSERT_TRUE(c.ok) << vt_error_message();
+    auto &m = c.m;
     Releaser R;
-    vt_tensor *x = R(RandN({2, 4, 3, 4, 4}, 1)), *ctx = R(RandN({2, 3, 24}, 2)), *cot = R(RandN({2, 4, 3, 4, 4}, 3));
-    vt_tensor *ts = R(I64({500, 20})), *fps = R(I64({24, 8}));
+    vt_tensor *x = c.x, *ctx = c.ctx, *cot = c.cot, *ts = c.ts, *fps = c.fps;
     vt_tensor *ref = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 0));
     ASSERT_VT(ref);
     vt_requires_grad(x, 1);
@@ -682,17 +700,11 @@ TEST(Unet3d, TemporalCrossAttentionGradientsMatchFiniteDifferences) {
 TEST(Unet3d, HalfPrecisionWeightsTrackFp32) {
     for (vt_dtype dt : {VT_BF16, VT_F16}) {
         SCOPED_TRACE(vt_dtype_name(dt));
-        TinyUnet m;
-        ASSERT_VT(m.u);
-        vt_unet3d_lora_config lc = {4, 8.0f, VT_LORA_TO_Q | VT_LORA_TO_K | VT_LORA_TO_V | VT_LORA_TO_OUT, 17};
-        ASSERT_VT_OK(vt_unet3d_add_lora(m.u, &lc));
-        vt_rng rng;
-        vt_rng_seed(&rng, 23);
-        for (int i = 1; i < vt_unet3d_n_lora(m.u); i += 2)
-            vt_fill_normal(vt_unet3d_lora_param(m.u, i, nullptr), &rng, 0, 0.2f);
+        LoraCase c;
+        ASSERT_TRUE(c.ok) << vt_error_message();
+        auto &m = c.m;
         Releaser R;
-        vt_tensor *x = R(RandN({2, 4, 3, 4, 4}, 1)), *ctx = R(RandN({2, 3, 24}, 2)), *cot = R(RandN({2, 4, 3, 4, 4}, 3));
-        vt_tensor *ts = R(I64({500, 20})), *fps = R(I64({24, 8}));
+        vt_tensor *x = c.x, *ctx = c.ctx, *cot = c.cot, *ts = c.ts, *fps = c.fps;
         vt_tensor *ref = R(vt_unet3d_forward(m.u, x, ts, ctx, fps, 0));
         ASSERT_VT(ref);
         vt_requires_grad(x, 1);
