@@ -226,6 +226,21 @@ static vt_tensor *conv_widen(const vt_tensor *t) {
     return f;
 }
 
+// The pass in f32 on widened copies of the rounded activation a (x forward, g backward data)
+// and the weight w, into the f32 out; the pass takes them as (a, w) forward and (w, a) backward
+// data (w_first).
+template <typename perf_t, int max_algos>
+static vt_err conv_pass_widened(const char *pass, cudnnHandle_t h, const vt_conv_params *p, const vt_tensor *a,
+                                const vt_tensor *w, bool w_first, void *out) {
+    conv_scratch a32, w32;
+    conv_descs d32;
+    a32.t = conv_widen(a);
+    w32.t = a32.t ? conv_widen(w) : nullptr;
+    if (!w32.t || conv_descs_init(p, VT_F32, &d32)) return vt_error_code();
+    const void *in0 = w_first ? vt_data(w32.t) : vt_data(a32.t), *in1 = w_first ? vt_data(a32.t) : vt_data(w32.t);
+    return conv_pass<perf_t, max_algos>(pass, h, d32, in0, in1, out);
+}
+
 // ---- forward ----------------------------------------------------------------------------
 // x [N, C, H, W], w [O, C, kh, kw], b [O] or NULL, r [N, O, OH, OW] or NULL -> y [N, O, OH, OW]
 // A bf16 / f16 w: cuDNN on round_w(x) into a low-precision y, widened by the bias pass.
@@ -254,14 +269,9 @@ static vt_err conv_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *out
         if (conv_pass<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>("forward", h, d, x, vt_data(w), y)) {
             if (dt == VT_F32) return vt_error_code();
             vt_error_clear();  // no 16-bit algorithm: f32 on the widened rounded operands, into out
-            conv_scratch x32, w32;
-            conv_descs d32;
-            x32.t = conv_widen(xl.t);
-            w32.t = x32.t ? conv_widen(w) : nullptr;
-            if (!w32.t || conv_descs_init(p, VT_F32, &d32)) return vt_error_code();
             vt_clear(&yl.t);
-            if (conv_pass<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
-                    "forward (f32 fallback)", h, d32, vt_data(x32.t), vt_data(w32.t), vt_data(out)))
+            if (conv_pass_widened<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
+                    "forward (f32 fallback)", h, p, xl.t, w, false, vt_data(out)))
                 return vt_error_code();
         }
     }
@@ -319,14 +329,9 @@ static vt_err conv_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **
                                                                                               vt_data(wt), g, dx)) {
             if (dt == VT_F32) return vt_error_code();
             vt_error_clear();  // as in the forward: f32 on the widened rounded operands, into dx
-            conv_scratch g32, w32;
-            conv_descs d32;
-            g32.t = conv_widen(gl.t);
-            w32.t = g32.t ? conv_widen(wt) : nullptr;
-            if (!w32.t || conv_descs_init(p, VT_F32, &d32)) return vt_error_code();
             vt_clear(&dxl.t);
-            if (conv_pass<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
-                    "backward data (f32 fallback)", h, d32, vt_data(w32.t), vt_data(g32.t), vt_data(gin[0])))
+            if (conv_pass_widened<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+                    "backward data (f32 fallback)", h, p, gl.t, wt, true, vt_data(gin[0])))
                 return vt_error_code();
         }
         if (dxl.t && vt_cuda_cast(vt_data(gin[0]), VT_F32, dx, dt, dxl.t->numel)) return vt_error_code();
