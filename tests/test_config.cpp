@@ -195,6 +195,10 @@ TEST(Config, TypedValues) {
     EXPECT_EQ(c.seed, UINT64_MAX);
     EXPECT_EQ(c.device, VT_CFG_DEVICE_CUDA);
     EXPECT_EQ(c.dist.backend, VT_CFG_DIST_NCCL);
+    // offload parses but is refused with why (nothing to move off the device at the peak)
+    EXPECT_EQ(vt_config_validate(&c), VT_ERR_CONFIG);
+    EXPECT_NE(std::string(vt_error_message()).find("memory.offload"), std::string::npos) << vt_error_message();
+    c.memory.offload = false;
     EXPECT_EQ(vt_config_validate(&c), VT_OK) << vt_error_message();
 }
 

@@ -1263,6 +1263,12 @@ vt_err vt_config_validate(const vt_config *cfg) {
                        "%d + sampler.backprop_steps (%d) is more than sampler.steps (%d): the taped steps are "
                        "backprop_step .. backprop_step + K - 1",
                        cfg->sampler.backprop_step, K, steps);
+    // memory
+    if (cfg->memory.offload)
+        return invalid("memory.offload",
+                       "true is not supported: the text tower is freed once the prompts are encoded, and every "
+                       "other model is in use at the step's memory peak (decode + reward + backward), so keeping "
+                       "them on the host would not lower it; set false (see configs/README.md \"Memory\")");
     // lora
     if (cfg->lora.n_targets < 1) return invalid("lora.targets", "empty: no module would get LoRA");
     // reward

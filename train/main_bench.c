@@ -97,6 +97,7 @@ typedef struct bench {
     vt_weights *reward_store[MAX_REWARDS];
     vt_tensor **prompt_ctx, *uncond_ctx;
     int n_prompts;
+    int64_t n_text_params;  // the text tower, freed once the contexts are encoded
     vt_rng rng;
     vt_device dev;  // VT_CUDA for device: cuda (models moved as the trainer moves them)
 } bench;
@@ -150,11 +151,14 @@ static vt_err build(bench *b) {
     }
     const char *empty = "";
     if (!(b->uncond_ctx = vt_vader_encode_prompts(b->m.clip, b->tok, &empty, 1))) return vt_error_code();
+    // as the trainer, the text tower is done once the contexts exist (here: never uploaded)
+    b->n_text_params = b->m.clip->n_params;
+    vt_openclip_free(b->m.clip);
+    b->m.clip = NULL;
     vt_rng_seed(&b->rng, seed);
     if (vt_vc2_models_apply_dtype(&b->m, c, b->dev != VT_CPU)) return vt_error_code();
     if (b->dev != VT_CPU) {  // as the trainer: models (LoRA added) and reward modules onto the device
-        if (vt_unet3d_to_device(b->m.unet, b->dev) || vt_vae_decoder_to_device(b->m.vae, b->dev) ||
-            vt_openclip_to_device(b->m.clip, b->dev))
+        if (vt_unet3d_to_device(b->m.unet, b->dev) || vt_vae_decoder_to_device(b->m.vae, b->dev))
             return vt_error_context("device: ");
         for (int m = 0; m < MAX_REWARDS; m++)
             if (b->rewards[m] && vt_reward_to_device(b->rewards[m], b->dev)) return vt_error_context("reward.%d device: ", m);
@@ -575,7 +579,7 @@ int main(int argc, char **argv) {
             for (int i = 1; i < b.n_params; i += 2) vt_fill_normal(b.params[i], &r, 0.0f, (float)lora_b_std);
         }
         printf("models built in %.1f s (unet %.1fM, vae %.1fM, text %.1fM params; %d LoRA tensors)\n", vt_bench_now_s() - tb,
-               vt_unet3d_n_params(b.m.unet) / 1e6, vt_vae_decoder_n_params(b.m.vae) / 1e6, b.m.clip->n_params / 1e6, b.n_params);
+               vt_unet3d_n_params(b.m.unet) / 1e6, vt_vae_decoder_n_params(b.m.vae) / 1e6, b.n_text_params / 1e6, b.n_params);
         if (save_w && save_weights(save_w, &b)) {
             rc = 1;
             goto out;

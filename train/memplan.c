@@ -131,8 +131,9 @@ static void res_block(act_acc *a, double n, double in, double out, int temporal)
     a->recompute = dmax(a->recompute, full + n * (in + 2 * out));
 }
 
-// Spatial or temporal transformer of width C: GroupNorm + proj_in + proj_out outside the
-// segment (3 C), one BasicTransformerBlock per depth: norms (3 C), attn1 q/k/v inputs and
+// Spatial or temporal transformer of width C, one checkpoint segment as a whole (its input x
+// kept; unet3d_blocks.c): GroupNorm + proj_in + proj_out (3 C), one BasicTransformerBlock per
+// depth (nested segments when depth > 1: their inputs, C each): norms (3 C), attn1 q/k/v inputs and
 // outputs + out-proj input (5 C), attn2 (3 C), GEGLU: proj input C, 8 C gate, 4 C out input
 // (13 C) ~ 24 C, plus the temporal transformer's permuted copies (2 C), plus with relative
 // positions (use_relative_position: attention from recorded matmul / permute / softmax ops,
@@ -140,9 +141,9 @@ static void res_block(act_acc *a, double n, double in, double out, int temporal)
 static void transformer(act_acc *a, double n, double C, int depth, int temporal, int relpos) {
     double blk = n * C * (24 + (temporal ? 2 : 0) + (temporal && relpos ? 10 : 0));
     a->saved_full += n * C * 3 + depth * blk;
-    a->saved_ckpt += n * C * 3 + depth * n * C;
+    a->saved_ckpt += n * C;
     a->work = dmax(a->work, n * C * 15);
-    a->recompute = dmax(a->recompute, blk + n * C * 3);
+    a->recompute = dmax(a->recompute, blk + n * C * 3 + (depth > 1 ? depth * n * C : 0));
 }
 
 static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, double w, act_acc *a) {
@@ -366,7 +367,10 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     // contexts (fp32 on the host), the CFG pair's contexts, x, noise, x_prev, pred_x0, eps
     p->contexts = (double)(n_prompts + 1) * CONTEXT_TOKENS * text_width * 4 + 2 * N * CONTEXT_TOKENS * text_width * wb +
                   8 * latent * wb;
-    p->resident = p->w_unet + p->w_vae + p->w_text + p->w_reward + p->lora + p->contexts;
+    // the text tower only encodes the prompts at set-up (on the device, for speed) and is freed
+    // before the first step (vt_trainer_create): it counts towards the set-up peak alone
+    p->resident = p->w_unet + p->w_vae + p->w_reward + p->lora + p->contexts;
+    p->setup = p->resident + p->w_text;
 
     vt_step_flops f;
     if (vt_step_flops_count(cfg, &uc, &vc, &f)) return vt_error_code();
@@ -408,6 +412,7 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     if (ph_fwd > act) act = ph_fwd, p->peak_phase = "taped forward";
     if (ph_bwd > act) act = ph_bwd, p->peak_phase = grad ? "decode + reward + backward" : "decode + reward";
     p->peak = p->resident + act;
+    if (p->setup > p->peak) p->peak = p->setup, p->peak_phase = "set-up (text tower encoding the prompts)";
     return VT_OK;
 }
 
@@ -463,7 +468,7 @@ void vt_memplan_format(const vt_memplan *p, char *buf, size_t n) {
     char a[16][32];
     snprintf(buf, n,
              "memory plan (%s UNet / VAE weights, %s activations): predicted peak %s (during %s)\n"
-             "  frozen weights     unet %s, vae %s, text %s, reward %s\n"
+             "  frozen weights     unet %s, vae %s, reward %s (text %s: freed once the prompts are encoded)\n"
              "  lora + adamw       %s (%lld params)\n"
              "  contexts, latents  %s\n"
              "  sampling forward   %s (no-grad UNet working set)\n"
@@ -472,7 +477,7 @@ void vt_memplan_format(const vt_memplan *p, char *buf, size_t n) {
              "  reward activations %s\n"
              "  backward working   %s\n",
              p->weight_bytes == 4 ? "fp32" : "16-bit", p->act_bytes == 4 ? "fp32" : "16-bit", human(p->peak, a[0], 32), p->peak_phase, human(p->w_unet, a[1], 32),
-             human(p->w_vae, a[2], 32), human(p->w_text, a[3], 32), human(p->w_reward, a[4], 32),
+             human(p->w_vae, a[2], 32), human(p->w_reward, a[4], 32), human(p->w_text, a[3], 32),
              human(p->lora, a[5], 32), (long long)p->n_lora, human(p->contexts, a[6], 32), human(p->sampling, a[7], 32),
              human(p->taped, a[8], 32), human(p->taped_ckpt, a[9], 32), human(p->taped_full, a[10], 32),
              human(p->decode, a[11], 32), human(p->reward, a[12], 32), human(p->backward, a[13], 32));
@@ -531,8 +536,6 @@ vt_err vt_memplan_check(const vt_config *cfg, int cuda_device, size_t limit, FIL
         ADVISE("; sampler.backprop_steps: 1 with backprop_mode last (taped steps now %s)", human(p.taped, a[2], 32));
     if (cfg->memory.decode_frames != VT_CFG_DECODE_RANDOM && cfg->memory.decode_frames != VT_CFG_DECODE_INDEX)
         ADVISE("; memory.decode_frames: \"-1\" (one frame; decode + reward now %s)", human(p.decode + p.reward, a[3], 32));
-    if (!cfg->memory.offload && p.w_reward + p.w_text > 0.1 * p.peak)
-        ADVISE("; memory.offload: true (text and reward weights %s)", human(p.w_reward + p.w_text, a[4], 32));
     if (cfg->data.batch_size > 1) ADVISE("; data.batch_size: 1 (with optim.accumulation for the same batch)");
     ADVISE("; or a smaller model.height/width/frames (now %dx%d x %d)", cfg->model.width, cfg->model.height,
            cfg->model.frames);
@@ -541,7 +544,7 @@ vt_err vt_memplan_check(const vt_config *cfg, int cuda_device, size_t limit, FIL
                     "memory plan: this run needs about %s (peak during %s: weights %s, taped steps %s, decode + reward "
                     "%s, backward %s) but %s allows %s. Change: %s",
                     human(p.peak, a[0], 32), p.peak_phase,
-                    human(p.w_unet + p.w_vae + p.w_text + p.w_reward, a[1], 32), human(p.taped, a[2], 32),
+                    human(p.w_unet + p.w_vae + p.w_reward, a[1], 32), human(p.taped, a[2], 32),
                     human(p.decode + p.reward, a[3], 32), human(p.backward, a[4], 32), src, human((double)limit, a[5], 32),
                     advice + 2);
 }

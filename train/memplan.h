@@ -34,7 +34,8 @@ typedef struct vt_memplan {
     double w_unet, w_vae, w_text, w_reward;  // frozen weights
     double lora;                             // LoRA params + grads + AdamW m, v
     double contexts;                         // prompt contexts (+ x, noise: a few latents)
-    double resident;                         // sum of the above
+    double resident;                         // what stays on the device all run: the above but text
+    double setup;                            // resident + the text tower (freed after the prompts)
     double sampling;                         // no-grad UNet forward working set
     double taped_ckpt, taped_full;           // taped steps' saved tensors with / without checkpointing
     double taped;                            // the one the config uses

@@ -40,7 +40,7 @@ struct vt_trainer {
     vt_train_options opt;
     vt_unet3d *unet;
     vt_vae_decoder *vae;
-    vt_openclip *clip;
+    vt_openclip *clip;  // the text tower: encodes the prompt contexts at set-up, then freed (NULL)
     vt_tokenizer *tok;
     vt_ddim_schedule sched;
     vt_tensor **params;
@@ -716,6 +716,12 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
             if (!e && !(t->writer = vt_file_writer_start())) vt_error_clear();
         }
         if (!e) e = eval_create(t);
+        // every context the run uses is encoded now (training and eval prompts, ""): the text
+        // tower's memory goes to the step's activations (train/memplan.c counts it at set-up only)
+        if (!e) {
+            vt_openclip_free(t->clip);
+            t->clip = NULL;
+        }
     }
     if (e) {
         vt_trainer_free(t);

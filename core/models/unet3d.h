@@ -11,7 +11,9 @@
 // Autograd: the forward runs on the current tape. Frozen weights get no gradient unless
 // marked (vt_unet3d_param + vt_requires_grad, as the fixture check does); LoRA A/B are
 // fp32 leaves with requires_grad. With checkpointing on, every ResBlock (with its temporal
-// conv) and every BasicTransformerBlock is a vt_segment (lvdm's use_checkpoint granularity).
+// conv) and every Spatial / Temporal transformer as a whole is a vt_segment (lvdm checkpoints
+// each BasicTransformerBlock; the whole transformer keeps 1 activation on the tape instead of
+// 4; depth > 1 nests a segment per block).
 //
 // Dropout (off by default = the fixtures' eval mode): temporal conv Dropout(p) before conv2..4
 // (0.1 upstream, active during VADER training) and LoRA dropout on the LoRA branch input

@@ -414,9 +414,11 @@ static vt_tensor *tblock_segment_fn(void *ctx, vt_tensor *const *in, int n_in) {
     return tblock_forward(sg->f, sg->module, in[0], n_in > 1 ? in[1] : NULL);
 }
 
-static vt_tensor *tblock_run(const unet_frame *f, const unet_tblock *t, vt_tensor *x, vt_tensor *ctx) {
+// nested: a segment of its own inside the transformer's segment (depth > 1, see
+// unet_transformer_forward); otherwise inline.
+static vt_tensor *tblock_run(const unet_frame *f, const unet_tblock *t, vt_tensor *x, vt_tensor *ctx, int nested) {
     if (!x || (t->cross && !ctx)) return NULL;
-    if (!f->checkpoint) return tblock_forward(f, t, x, ctx);
+    if (!nested) return tblock_forward(f, t, x, ctx);
     unet_seg *sg = unet_keep(f->u, malloc(sizeof *sg));
     if (!sg) return NULL;
     sg->f = f;
@@ -444,7 +446,7 @@ static vt_tensor *temporal_context(vt_tensor *ctx, int64_t T, int64_t HW) {
 // Spatial: x [(B*T), C, H, W] -> GroupNorm -> tokens [(B*T), H*W, C] (token y*W + x).
 // Temporal: x unfolded to [B, C, T, H, W] -> GroupNorm over (C/32, T, H, W) per sample ->
 // tokens [(B*H*W), T, C] (row b*H*W + y*W + x). Both: proj_in, blocks, proj_out, + x.
-vt_tensor *unet_transformer_forward(const unet_frame *f, const unet_transformer *t, vt_tensor *x, vt_tensor *context) {
+static vt_tensor *transformer_body(const unet_frame *f, const unet_transformer *t, vt_tensor *x, vt_tensor *context) {
     if (!x) return NULL;
     scope s = {0};
     int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
@@ -463,7 +465,7 @@ vt_tensor *unet_transformer_forward(const unet_frame *f, const unet_transformer 
     }
     vt_tensor *h = tok && (!t->cross || context) ? unet_linear_forward(f, &t->proj_in, tok) : NULL;
     for (int i = 0; h && i < t->depth; i++) {
-        vt_tensor *nh = tblock_run(f, &t->blocks[i], h, context);
+        vt_tensor *nh = tblock_run(f, &t->blocks[i], h, context, f->checkpoint && t->depth > 1);
         vt_release(h);
         h = nh;
     }
@@ -481,6 +483,28 @@ vt_tensor *unet_transformer_forward(const unet_frame *f, const unet_transformer 
     vt_tensor *out = vt_add(back, x);
     scope_end(&s);
     return out;
+}
+
+static vt_tensor *transformer_segment_fn(void *ctx, vt_tensor *const *in, int n_in) {
+    const unet_seg *sg = ctx;
+    return transformer_body(sg->f, sg->module, in[0], n_in > 1 ? in[1] : NULL);
+}
+
+// With checkpointing, the whole transformer (GroupNorm, the token permutes, proj_in, blocks,
+// proj_out, residual) is one segment that keeps only x (and the context): lvdm checkpoints
+// each BasicTransformerBlock alone, which leaves the GroupNorm input, the permuted tokens,
+// the block input and proj_out's input on the tape, 4 activations of x's size per
+// transformer instead of 1 (the taped step's largest term at full size). The recompute
+// re-runs the norm and the two 1x1 projections, a few % of the block's FLOPs. Deeper
+// transformers nest a segment per block so the recompute still holds one block's tape.
+vt_tensor *unet_transformer_forward(const unet_frame *f, const unet_transformer *t, vt_tensor *x, vt_tensor *context) {
+    if (!f->checkpoint || !x || (t->cross && !context)) return transformer_body(f, t, x, context);
+    unet_seg *sg = unet_keep(f->u, malloc(sizeof *sg));
+    if (!sg) return NULL;
+    sg->f = f;
+    sg->module = t;
+    vt_tensor *in[2] = {x, context};
+    return vt_segment(transformer_segment_fn, sg, in, t->cross ? 2 : 1);
 }
 
 // ---- TemporalConvBlock --------------------------------------------------------------------
