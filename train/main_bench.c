@@ -635,9 +635,10 @@ report:;
         double rate = fl.total / tmin;
         printf("achieved: %.4g GFLOP/s (best step) = %.2f%% of the device peak %.4g TFLOP/s\n", rate / 1e9,
                100 * rate / (peak_tflops * 1e12), peak_tflops);
-        printf("memory: predicted peak %.1f MiB, measured %s allocator peak %.1f MiB (ratio %.3f)\n", plan.peak / 1048576.0,
+        // the timed steps only: set-up (the text tower's encoding) is before the measurement
+        printf("memory: predicted step peak %.1f MiB, measured %s allocator peak %.1f MiB (ratio %.3f)\n", plan.step_peak / 1048576.0,
                b.dev == VT_CUDA ? "CUDA device" : "CPU", measured_peak / 1048576.0,
-               measured_peak ? plan.peak / (double)measured_peak : 0.0);
+               measured_peak ? plan.step_peak / (double)measured_peak : 0.0);
     } else {
         printf("dry run: predicted peak %.1f MiB; %.4g TFLOP per step\n", plan.peak / 1048576.0, fl.total / 1e12);
     }
@@ -713,11 +714,12 @@ report:;
         cJSON_AddNumberToObject(j, "fraction_of_peak", tmin > 0 ? fl.total / tmin / (peak_tflops * 1e12) : 0);
         cJSON *m = cJSON_AddObjectToObject(j, "memory");
         cJSON_AddNumberToObject(m, "predicted_peak_bytes", plan.peak);
+        cJSON_AddNumberToObject(m, "predicted_step_peak_bytes", plan.step_peak);
         cJSON_AddNumberToObject(m, "measured_peak_bytes", (double)measured_peak);
         cJSON_AddStringToObject(m, "measured_by", b.dev == VT_CUDA ? "CUDA device allocator peak (vt_mem_stats)"
                                                                    : "CPU allocator peak (vt_mem_stats)");
         cJSON_AddStringToObject(m, "predicted_peak_phase", plan.peak_phase);
-        cJSON_AddNumberToObject(m, "weights_bytes", plan.w_unet + plan.w_vae + plan.w_text + plan.w_reward);
+        cJSON_AddNumberToObject(m, "weights_bytes", plan.w_unet + plan.w_vae + plan.w_reward);  // resident (text freed)
         cJSON_AddNumberToObject(m, "lora_adamw_bytes", plan.lora);
         cJSON_AddNumberToObject(m, "sampling_bytes", plan.sampling);
         cJSON_AddNumberToObject(m, "taped_bytes", plan.taped);

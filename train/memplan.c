@@ -411,7 +411,7 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     p->peak_phase = "sampling";
     if (ph_fwd > act) act = ph_fwd, p->peak_phase = "taped forward";
     if (ph_bwd > act) act = ph_bwd, p->peak_phase = grad ? "decode + reward + backward" : "decode + reward";
-    p->peak = p->resident + act;
+    p->peak = p->step_peak = p->resident + act;
     if (p->setup > p->peak) p->peak = p->setup, p->peak_phase = "set-up (text tower encoding the prompts)";
     return VT_OK;
 }

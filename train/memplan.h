@@ -42,7 +42,8 @@ typedef struct vt_memplan {
     double decode_ckpt, decode_full, decode; // VAE decode saved tensors (+ output frames)
     double reward;                           // reward towers' saved activations (+ preprocessing)
     double backward;                         // largest recompute + gradient working set
-    double peak;
+    double peak;                             // max(step_peak, setup)
+    double step_peak;                        // resident + the step's largest phase
     const char *peak_phase;                  // "sampling", "taped forward", "backward"
     int64_t n_unet, n_vae, n_text, n_reward, n_lora;  // parameter counts
     int act_bytes;                           // bytes per activation element
