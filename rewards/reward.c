@@ -213,7 +213,12 @@ static vt_weights *open_checkpoints(const char *name, const char *list) {
         vt_error(VT_ERR_CONFIG, "reward %s: empty checkpoint list", name);
         return NULL;
     }
-    vt_weights *w = vt_weights_open(paths, n);
+    // a manifest (.txt, shared/manifests): the checkpoint's shapes with deterministic random
+    // values (model.random_weights, train/models.h vt_vc2_random_weight_fallback)
+    size_t len = strlen(paths[0]);
+    vt_weights *w = n == 1 && len > 4 && !strcmp(paths[0] + len - 4, ".txt")
+                        ? vt_weights_from_manifest(paths[0], 1, vt_hash64(0x7265776172640000ull, len))
+                        : vt_weights_open(paths, n);
     if (!w) vt_error_context("reward %s: ", name);
     return w;
 }

@@ -94,7 +94,6 @@ typedef struct bench {
     vt_adamw adam;
     int adam_ready;
     vt_reward *rewards[MAX_REWARDS];
-    vt_weights *reward_store[MAX_REWARDS];
     vt_tensor **prompt_ctx, *uncond_ctx;
     int n_prompts;
     int64_t n_text_params;  // the text tower, freed once the contexts are encoded
@@ -118,8 +117,8 @@ static vt_err build(bench *b) {
     b->adam_ready = 1;
     vt_ddim_options dopt = vt_ddim_default_options(c->sampler.steps, c->sampler.eta);
     if (vt_ddim_init(&b->sched, &dopt)) return vt_error_code();
-    // rewards: the config's checkpoints; a CLIP-H reward without one gets the ViT-H-14 manifest
-    // with random values (full-size benchmarks without the real weights)
+    // rewards: the config's checkpoints (with model.random_weights, an hps reward without one
+    // was given the ViT-H-14 manifest by vt_vc2_random_weight_fallback)
     for (int m = 0; m < c->reward.n_modules; m++) {
         const vt_config_reward *rm = &c->reward.modules[m];
         vt_reward_kv kv[32];
@@ -127,16 +126,7 @@ static vt_err build(bench *b) {
         for (int i = 0; i < n; i++) kv[i].key = rm->options[i].key, kv[i].value = rm->options[i].value;
         vt_reward_options o = {rm->checkpoint, NULL, NULL, kv, n};
         const char *name = vt_cfg_reward_name(rm->kind);
-        if (!rm->checkpoint && (rm->kind == VT_CFG_REWARD_HPS || rm->kind == VT_CFG_REWARD_HPSV21)) {
-            char path[4200];
-            snprintf(path, sizeof path, "%s/manifests/openclip_vit_h_14.txt",
-                     getenv("VADER_SHARED") ? getenv("VADER_SHARED") : VADER_SHARED_DIR);
-            if (!(b->reward_store[m] = vt_weights_from_manifest(path, 1, vt_hash64(seed, 40 + (uint64_t)m))))
-                return vt_error_context("reward.%d: ", m);
-            b->rewards[m] = vt_reward_create_from_weights(name, b->reward_store[m], &o);
-        } else {
-            b->rewards[m] = vt_reward_create(name, &o);
-        }
+        b->rewards[m] = vt_reward_create(name, &o);
         if (!b->rewards[m]) return vt_error_context("reward.%d (%s): ", m, name);
         b->rewards[m]->segments = c->memory.checkpointing;
     }
@@ -181,7 +171,6 @@ static void bench_sync(const bench *b) {
 static void bench_free(bench *b) {
     for (int m = 0; m < MAX_REWARDS; m++) {
         vt_reward_free(b->rewards[m]);
-        vt_weights_free(b->reward_store[m]);
     }
     for (int i = 0; b->prompt_ctx && i < b->n_prompts; i++) vt_release(b->prompt_ctx[i]);
     free(b->prompt_ctx);
@@ -490,6 +479,7 @@ int main(int argc, char **argv) {
     for (int i = 0; !e && i < n_sets; i++) e = vt_config_set(&b.cfg, sets[i]);
     free(sets);
     if (!e) e = vt_config_validate(&b.cfg);
+    if (!e) e = vt_vc2_random_weight_fallback(&b.cfg, stderr);  // absent checkpoints -> manifests
     if (!e && b.cfg.data.batch_size > MAX_B) e = vt_error(VT_ERR_CONFIG, "data.batch_size: at most %d", MAX_B);
     if (e) {
         fprintf(stderr, "vader-bench: %s\n", vt_error_message());

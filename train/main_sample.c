@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "train/config.h"
+#include "train/models.h"
 #include "train/sample.h"
 
 static void usage(FILE *f) {
@@ -71,6 +72,7 @@ int main(int argc, char **argv) {
                            : vt_config_load_string(&cfg, vt_config_default_yaml, "configs/tiny-cpu.yaml (embedded)");
     for (int i = 0; !e && i < n_sets; i++) e = vt_config_set(&cfg, sets[i]);
     if (!e) e = vt_config_validate(&cfg);
+    if (!e) e = vt_vc2_random_weight_fallback(&cfg, stderr);  // absent checkpoints -> manifests
     if (e) {
         fprintf(stderr, "vader-sample: %s\n", vt_error_message());
         goto done;

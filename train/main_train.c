@@ -1,5 +1,6 @@
 // vader-train — fine-tunes the video UNet's LoRA with VADER.
 //   vader-train [CONFIG] [--set a.b=c]... [--resume DIR|auto] [--steps N] [--max-bad-steps N]
+//               [--random-weights]
 // With no CONFIG the embedded tiny CPU config (configs/tiny-cpu.yaml) runs.
 // Under an MPI launcher (`mpirun -np N vader-train CONFIG`) every process is one rank of a
 // data-parallel job (train/dist.h, README "Multi-GPU runs"); an error on any rank ends the
@@ -12,13 +13,14 @@
 #include <string.h>
 #include "train/config.h"
 #include "train/memplan.h"
+#include "train/models.h"
 #include "train/dist.h"
 #include "train/trainer.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: vader-train [CONFIG] [--set a.b=c]... [--resume DIR|auto] [--steps N] [--max-bad-steps N]\n"
-            "                   [--memory-limit SIZE] [--print-config]\n"
+            "                   [--memory-limit SIZE] [--random-weights] [--print-config]\n"
             "  CONFIG            YAML training config (default: the embedded configs/tiny-cpu.yaml)\n"
             "  --set a.b=c       override one config field (YAML value), repeatable\n"
             "  --resume DIR|auto continue from the latest state-STEP.safetensors in DIR (auto: output.dir)\n"
@@ -27,6 +29,8 @@ static void usage(FILE *f) {
             "                    optim.steps); a checkpoint is written at the stop\n"
             "  --max-bad-steps N stop after N steps in a row with a non-finite loss or gradient: the same as\n"
             "                    --set optim.max_bad_steps=N (default 5)\n"
+            "  --random-weights  = --set model.random_weights=true: checkpoints the config names but that\n"
+            "                    are absent become the full-size shapes with random values (shared/manifests)\n"
             "  --print-config    print the resolved config and exit\n"
             "  --memory-limit S  memory the run may use (bytes, or with K/M/G suffix); default: the\n"
             "                    device's (CPU: MemAvailable). A run whose planned peak exceeds it is refused\n");
@@ -58,7 +62,7 @@ int main(int argc, char **argv) {
     vt_train_options opt = vt_train_options_default();
     opt.progress = stdout;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
-    int n_sets = 0, print_config = 0;
+    int n_sets = 0, print_config = 0, random_weights = 0;
     const char *dump_lora = NULL;
     char max_bad_set[128];
     if (!sets) return 1;
@@ -99,6 +103,8 @@ int main(int argc, char **argv) {
             }
         } else if (strcmp(a, "--debug-dump-lora") == 0 && i + 1 < argc) {
             dump_lora = argv[++i];
+        } else if (strcmp(a, "--random-weights") == 0) {
+            random_weights = 1;
         } else if (strcmp(a, "--print-config") == 0) {
             print_config = 1;
         } else if (a[0] == '-' || config_path) {
@@ -115,7 +121,13 @@ int main(int argc, char **argv) {
                            : vt_config_load_string(&cfg, vt_config_default_yaml, "configs/tiny-cpu.yaml (embedded)");
     for (int i = 0; !e && i < n_sets; i++) e = vt_config_set(&cfg, sets[i]);
     free(sets);
+    if (!e && random_weights) cfg.model.random_weights = true;
     if (!e) e = vt_config_validate(&cfg);
+    if (!e) {  // absent checkpoints -> manifests (model.random_weights); said once, by rank 0
+        vt_dist_launch l;
+        int quiet = vt_dist_launch_from_env(&l, NULL) == VT_OK && l.launched && l.rank > 0;
+        e = vt_vc2_random_weight_fallback(&cfg, quiet ? NULL : stderr);
+    }
     if (e) {
         vt_config_free(&cfg);
         return fail_before_dist(vt_error_message());

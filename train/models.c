@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "core/weights.h"
 #include "train/tiny_models.h"
 
@@ -83,10 +84,14 @@ void vt_vc2_models_free(vt_vc2_models *m) {
     memset(m, 0, sizeof *m);
 }
 
+static const char *shared_dir(void) {
+    const char *d = getenv("VADER_SHARED");
+    return d && *d ? d : VADER_SHARED_DIR;
+}
+
 vt_tokenizer *vt_vc2_tokenizer_open(void) {
     char path[4200];
-    snprintf(path, sizeof path, "%s/tokenizer/bpe_simple_vocab_16e6.txt.gz",
-             getenv("VADER_SHARED") ? getenv("VADER_SHARED") : VADER_SHARED_DIR);
+    snprintf(path, sizeof path, "%s/tokenizer/bpe_simple_vocab_16e6.txt.gz", shared_dir());
     vt_tokenizer *t = vt_tokenizer_open(path);
     if (!t) vt_error_context("tokenizer: ");
     return t;
@@ -99,5 +104,43 @@ vt_err vt_vc2_models_apply_dtype(vt_vc2_models *m, const vt_config *cfg, int on_
     if (dt == VT_F32) return VT_OK;
     if ((m->unet && vt_unet3d_set_weight_dtype(m->unet, dt)) || (m->vae && vt_vae_decoder_set_weight_dtype(m->vae, dt)))
         return vt_error_context("model.dtype %s: ", vt_cfg_dtype_name(d));
+    return VT_OK;
+}
+
+// ---- random weights for absent checkpoints ---------------------------------------------------
+
+// *path (owned by the config) -> the shared manifest `name` when *path is NULL (only if
+// when_unset) or names no readable file.
+static vt_err substitute(char **path, int when_unset, const char *field, const char *name, FILE *log) {
+    if (*path ? access(*path, R_OK) == 0 : !when_unset) return VT_OK;
+    char m[4200];
+    snprintf(m, sizeof m, "%s/manifests/%s", shared_dir(), name);
+    if (access(m, R_OK) != 0)
+        return vt_error(VT_ERR_IO, "%s: %s is absent and so is the manifest %s for random weights (set VADER_SHARED)",
+                        field, *path ? *path : "(not set)", m);
+    if (log)
+        fprintf(log, "vader: %s: %s absent: full-size random weights from %s (model.random_weights)\n", field,
+                *path ? *path : "no checkpoint", m);
+    char *dup = strdup(m);
+    if (!dup) return vt_error(VT_ERR_OOM, "%s: out of host memory", field);
+    free(*path);
+    *path = dup;
+    return VT_OK;
+}
+
+vt_err vt_vc2_random_weight_fallback(vt_config *c, FILE *log) {
+    if (!c->model.random_weights) return VT_OK;
+    if (substitute(&c->model.unet, 0, "model.unet", "videocrafter2_unet.txt", log) ||
+        substitute(&c->model.vae, 0, "model.vae", "videocrafter2_vae_decoder.txt", log) ||
+        substitute(&c->model.text, 0, "model.text", "openclip_vit_h_14.txt", log))
+        return vt_error_code();
+    for (int m = 0; m < c->reward.n_modules; m++) {
+        vt_config_reward *r = &c->reward.modules[m];
+        if (r->kind != VT_CFG_REWARD_HPS && r->kind != VT_CFG_REWARD_HPSV21) continue;
+        if (r->checkpoint && strchr(r->checkpoint, ',')) continue;  // a list: opened as given
+        char field[64];
+        snprintf(field, sizeof field, "reward.%d.checkpoint", m);
+        if (substitute(&r->checkpoint, 1, field, "openclip_vit_h_14.txt", log)) return vt_error_code();
+    }
     return VT_OK;
 }

@@ -10,6 +10,7 @@
 #include "core/models/vae_decoder.h"
 #include "core/tokenizer.h"
 #include "train/config.h"
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -30,6 +31,16 @@ void vt_vc2_models_free(vt_vc2_models *m);
 // after building (LoRA may be added before or after) and before the models move to the GPU,
 // so the weights are converted once on the host and uploaded at their final size.
 vt_err vt_vc2_models_apply_dtype(vt_vc2_models *m, const vt_config *cfg, int on_cuda);
+
+// model.random_weights: true turns each checkpoint the config NAMES but that is absent into
+// the full-size shapes with random values: model.unet / vae / text -> the shared folder's
+// manifests/videocrafter2_unet.txt, videocrafter2_vae_decoder.txt, openclip_vit_h_14.txt, and
+// an hps / hpsv21 reward -> manifests/openclip_vit_h_14.txt (also when it names none); one
+// line per substitution goes to log (may be NULL). Unset model paths keep the tiny preset;
+// present files are used as they are; a reward with no manifest (aesthetic, pickscore, ...)
+// keeps its path and fails at creation naming it. Nothing changes when random_weights is
+// false. So `vader-train configs/hps.yaml --random-weights` runs the paper's shapes anywhere.
+vt_err vt_vc2_random_weight_fallback(vt_config *cfg, FILE *log);
 
 // The CLIP BPE tokenizer from the shared folder ($VADER_SHARED or the build's default).
 vt_tokenizer *vt_vc2_tokenizer_open(void);
