@@ -20,6 +20,8 @@
 #   bench_tiny     vader-bench --device cuda --steps 1       the embedded tiny config
 #   bench_mid      vader-bench, full-size VideoCrafter2 shapes (manifests, random values) at
 #                  128x128, 4 frames, DDIM 2, colour reward
+#   train_full     vader-train configs/hps.yaml --random-weights: the paper's shapes and HPS
+#                  reward, one step of one micro-batch, DDIM 4
 # A deadline (VADER_GPU_DEADLINE seconds after the start, default 570) caps every step's
 # timeout so the summary is always written inside the device tool's 600 s; a step with no time
 # left is recorded as skipped. Follow-up calls can run a part: VADER_GPU_STEPS (an extended
@@ -272,6 +274,13 @@ step bench_mid 150 "$OUT/bench.log" "$B/vader-bench" configs/tiny-cpu.yaml --dev
     --set "model.text=$M/openclip_vit_h_14.txt" --set model.height=128 --set model.width=128 --set model.frames=4 \
     --set sampler.steps=2 --json "$BJ"
 [ -f "$BJ" ] && { echo "---- bench_mid json"; cat "$BJ"; echo; } >>"$OUT/bench.log" && rm -f "$BJ"
+# the full-size run: configs/hps.yaml at 512x320 x 12 frames on random full-size
+# weights (--random-weights: the absent checkpoints become the manifests), one optimisation step
+# of one micro-batch, DDIM 4 (1 taped) to fit the call
+rm -rf /tmp/vader-gpu-full
+step train_full 200 "$OUT/bench.log" "$B/vader-train" configs/hps.yaml --random-weights --steps 1 \
+    --set device=cuda --set optim.accumulation=1 --set sampler.steps=4 --set output.eval_every=0 \
+    --set output.checkpoint_every=0 --set output.dir=/tmp/vader-gpu-full
 fi
 
 # initcheck last: only with time to spare
