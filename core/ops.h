@@ -61,6 +61,10 @@ vt_tensor *vt_dropout(vt_tensor *x, float p, uint64_t seed);
 // bf16 / f16 tensors with f32 compute, whose output (y, dx) is itself rounded to w's dtype once
 // before the f32 bias / residual pass: within bf16 (f16) tolerance of the CPU reference.
 
+// x converted to dt (f32 <-> bf16 / f16, round to nearest even), on x's device; recorded with a
+// straight-through gradient (gin = gout, f32). Same dtype: a copy. (core/ops/cast.c)
+vt_tensor *vt_cast(vt_tensor *x, vt_dtype dt);
+
 // ---- linear algebra (core/ops/linear.c) --------------------------------------------------
 // x [..., in], w [out, in] (f32, or frozen bf16 / f16: see above), b [out] or NULL -> [..., out]
 vt_tensor *vt_linear(vt_tensor *x, vt_tensor *w, vt_tensor *b);

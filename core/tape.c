@@ -12,6 +12,7 @@ struct vt_tape {
     int n, cap;
     vt_tape *prev;  // tape that was current before this one
     vt_tape_stats st;
+    vt_dtype saved_dtype;  // of checkpoint segments' activation inputs (vt_tape_set_saved_dtype)
 };
 
 static _Thread_local vt_tape *g_current = NULL;
@@ -41,6 +42,14 @@ vt_tape *vt_nograd_begin(void) {
 void vt_nograd_end(vt_tape *token) { g_current = token; }
 
 vt_tape_stats vt_tape_stats_get(const vt_tape *t) { return t->st; }
+
+vt_err vt_tape_set_saved_dtype(vt_tape *t, vt_dtype dt) {
+    if (!t) return vt_error(VT_ERR_ARG, "vt_tape_set_saved_dtype: no tape");
+    if (dt != VT_F32 && dt != VT_BF16 && dt != VT_F16)
+        return vt_error(VT_ERR_DTYPE, "tape saved dtype %s: f32, bf16 or f16", vt_dtype_name(dt));
+    t->saved_dtype = dt;
+    return VT_OK;
+}
 
 void vt_requires_grad(vt_tensor *t, int on) {
     if (!t) return;
@@ -314,7 +323,29 @@ static vt_err accumulate(vt_tensor **dst, vt_tensor *g) {
 typedef struct segment_closure {
     vt_segment_fn fn;
     void *ctx;
+    // inputs saved packed in the tape's saved dtype: the producing node each one stands for
+    // (-1: saved as it was)
+    int packed_node[VT_MAX_INPUTS];
 } segment_closure;
+
+// Segment inputs smaller than this stay f32 (contexts, embeddings: bytes that do not matter).
+#define PACK_MIN_NUMEL 4096
+
+// Whether a segment input is kept in t's saved dtype: an f32 activation produced on t (so its
+// gradient goes to a node, which a widened copy can stand for: leaves must receive theirs in
+// their own ->grad, and constants keep their exact values).
+static int packable(const vt_tape *t, const vt_tensor *x) {
+    return t->saved_dtype != VT_F32 && x->dtype == VT_F32 && x->requires_grad && x->tape_id == t->id && x->node >= 0 &&
+           x->numel >= PACK_MIN_NUMEL;
+}
+
+// The packed copy (no history) of x, or NULL + error.
+static vt_tensor *cast_untaped(vt_tensor *x, vt_dtype dt) {
+    vt_tape *tok = vt_nograd_begin();
+    vt_tensor *c = vt_cast(x, dt);
+    vt_nograd_end(tok);
+    return c;
+}
 
 static vt_err segment_forward_unused(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
     (void)n; (void)in; (void)out;
@@ -354,7 +385,13 @@ vt_tensor *vt_segment(vt_segment_fn fn, void *ctx, vt_tensor *const *in, int n_i
     n->out_ndim = out->ndim;
     for (int i = 0; i < n_in; i++) {
         node_link_input(t, n, i, in[i]);
-        node_save(t, n, in[i]);
+        c->packed_node[i] = -1;
+        vt_tensor *p = NULL;
+        if (packable(t, in[i]) && !(p = cast_untaped(in[i], t->saved_dtype)))
+            vt_error_clear();  // no memory for the packed copy: keep x itself
+        if (p) c->packed_node[i] = in[i]->node;
+        node_save(t, n, p ? p : in[i]);
+        vt_release(p);
     }
     // The result is treated as needing gradient: parameters inside fn (LoRA) may want one
     // even when no input does.
@@ -369,11 +406,27 @@ static vt_err backward_range(vt_tape *t, int hi, int lo);
 // segment; then walks just those new nodes.
 static vt_err segment_backward(vt_tape *t, vt_node *n) {
     segment_closure *c = n->user;
+    // packed inputs widened back to f32, each standing for its producing node again
+    vt_tensor *in[VT_MAX_INPUTS] = {0};
+    for (int i = 0; i < n->n_in; i++) {
+        if (c->packed_node[i] < 0) {
+            in[i] = vt_retain(n->saved[i]);
+            continue;
+        }
+        if (!(in[i] = cast_untaped(n->saved[i], VT_F32))) {
+            for (int j = 0; j < i; j++) vt_release(in[j]);
+            return vt_error_context("segment recompute: widening a saved input: ");
+        }
+        in[i]->requires_grad = 1;
+        in[i]->tape_id = t->id;
+        in[i]->node = c->packed_node[i];
+    }
     vt_tape *saved_current = g_current;
     g_current = t;
     int start = t->n;
-    vt_tensor *out = c->fn(c->ctx, n->saved, n->n_in);
+    vt_tensor *out = c->fn(c->ctx, in, n->n_in);
     g_current = saved_current;
+    for (int i = 0; i < n->n_in; i++) vt_release(in[i]);
     if (!out) return vt_error_context("segment recompute: ");
     vt_err e = VT_OK;
     if (out->tape_id == t->id && out->node >= start) {

@@ -104,6 +104,9 @@ typedef struct vt_tape_stats {
     int n_backward_calls;
 } vt_tape_stats;
 vt_tape_stats vt_tape_stats_get(const vt_tape *t);
+// The dtype checkpoint segments keep their activation inputs in (VT_F32, the default: exact;
+// VT_BF16 / VT_F16: packed, see vt_segment). VT_ERR_DTYPE for other dtypes.
+vt_err vt_tape_set_saved_dtype(vt_tape *t, vt_dtype dt);
 
 // Marks a tensor as a leaf that wants a gradient.
 void vt_requires_grad(vt_tensor *t, int on);
@@ -112,6 +115,11 @@ void vt_zero_grad(vt_tensor *t);
 
 // Checkpoint segment: out = fn(ctx, in, n_in). fn must be deterministic (dropout takes its
 // seed from ctx) and must not keep references to in[]. ctx must outlive the backward.
+// With a saved dtype of bf16 / f16 on the tape (vt_tape_set_saved_dtype), an input that is an
+// f32 activation of this tape (not a leaf, not a constant) of at least 4096 elements is kept
+// packed in that dtype and widened for the recompute: half the bytes the segments hold between
+// forward and backward, and the backward then differentiates at the rounded input (the
+// forward's output itself is computed from the unrounded one).
 typedef vt_tensor *(*vt_segment_fn)(void *ctx, vt_tensor *const *in, int n_in);
 vt_tensor *vt_segment(vt_segment_fn fn, void *ctx, vt_tensor *const *in, int n_in);
 

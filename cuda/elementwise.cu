@@ -2,6 +2,7 @@
 // axpby, the unary family), forward and backward side by side, registered under the same op
 // names as core/ops/elementwise.c. f32 for now (bf16 activations come with the GEMM work).
 #include "cuda/check.cuh"
+#include "cuda/common.cuh"
 #include "core/tape.h"
 #include "core/ops/params.h"
 
@@ -177,7 +178,30 @@ static vt_err unary_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor *
     return VT_OK;
 }
 
+// ---- cast (core/ops/cast.c): f32 <-> bf16 / f16 through vt_cuda_cast; same dtype: a copy --
+static vt_err cast_into(vt_tensor *dst, const vt_tensor *src) {
+    if (dst->dtype == src->dtype) {
+        if (src->numel) VT_CUDA_CHECK(cudaMemcpyAsync(vt_data(dst), vt_data(src), vt_nbytes(src), cudaMemcpyDeviceToDevice));
+        return VT_OK;
+    }
+    return vt_cuda_cast(vt_data(dst), dst->dtype, vt_data(src), src->dtype, src->numel);
+}
+
+static vt_err cast_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *out) {
+    (void)n;
+    return cast_into(out, in[0]);
+}
+
+// straight-through: gin = gout as f32
+static vt_err cast_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
+    if (!n->need[0]) return VT_OK;
+    gin[0] = vt_empty(VT_F32, VT_CUDA, gout->ndim, gout->shape);
+    if (!gin[0]) return vt_error_code();
+    return cast_into(gin[0], gout);
+}
+
 extern "C" vt_err vt_cuda_register_elementwise(void) {
+    if (vt_register_kernels("cast", VT_CUDA, cast_forward_cuda, cast_backward_cuda) != VT_OK) return vt_error_code();
     static const char *binary_ops[] = {"add", "sub", "mul"};
     for (const char *name : binary_ops)
         if (vt_register_kernels(name, VT_CUDA, binary_forward_cuda, binary_backward_cuda) != VT_OK) return vt_error_code();

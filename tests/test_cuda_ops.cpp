@@ -5,6 +5,7 @@
 #include "cuda/backend.h"
 #endif
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <string>
 
@@ -76,6 +77,26 @@ TEST_F(CudaOps, Elementwise) {
     ExpectCudaMatchesCpu([](auto &in) { return vt_sqrt(in[0]); }, {p}, 1e-5);
     ExpectCudaMatchesCpu([](auto &in) { return vt_log(in[0]); }, {p}, 1e-5);
     ExpectCudaMatchesCpu([](auto &in) { return vt_exp(in[0]); }, {a}, 1e-5);
+}
+
+// cast: the GPU's rounding is the CPU's bit for bit (both nearest even), gradient straight through
+TEST_F(CudaOps, Cast) {
+    Releaser R;
+    vt_tensor *a = R(RandN({5, 300}, 5, 4.0f));
+    vt_requires_grad(a, 1);
+    for (vt_dtype dt : {VT_BF16, VT_F16}) {
+        ExpectCudaMatchesCpu([dt](auto &in) {
+            vt_tensor *l = vt_cast(in[0], dt);
+            vt_tensor *w = vt_cast(l, VT_F32);
+            vt_release(l);
+            return w;
+        }, {a}, 0.0);
+        vt_tensor *g = R(vt_to_device(a, VT_CUDA));
+        vt_tensor *lg = R(vt_cast(g, dt)), *lc = R(vt_cast(a, dt));
+        ASSERT_NE(lg, nullptr) << vt_error_message();
+        vt_tensor *back = R(vt_to_device(lg, VT_CPU));
+        EXPECT_EQ(0, memcmp(vt_data(back), vt_data(lc), vt_nbytes(lc))) << vt_dtype_name(dt);
+    }
 }
 
 // i64 cpu tensor from values

@@ -229,3 +229,37 @@ TEST(LowPrecisionWeights, TrainableOrNonFloatWeightsAreRefused) {
     expect_error(vt_linear(x, wi, nullptr), "linear", {"weight", "i64"});
     expect_error(vt_conv2d(xc, wci, nullptr, 1, 1), "conv2d", {"weight", "i64"});
 }
+
+// vt_cast: the same rounding as vt_to_dtype (nearest even), exact widening, a straight-through
+// gradient, and no other dtypes.
+TEST(Cast, RoundsWidensAndPassesTheGradientThrough) {
+    Releaser K;
+    vt_tensor *x = K(RandN({3, 70}, 41, 3.0f));
+    vt_f32(x)[0] = 1.0f + 1.0f / 512;  // a bf16 tie: rounds to even (1.0)
+    for (vt_dtype dt : {VT_BF16, VT_F16}) {
+        vt_tensor *l = K(vt_cast(x, dt));
+        ASSERT_VT(l);
+        ASSERT_EQ(l->dtype, dt);
+        vt_tensor *ref = K(vt_to_dtype(x, dt));
+        EXPECT_EQ(0, std::memcmp(vt_data(l), vt_data(ref), vt_nbytes(l))) << vt_dtype_name(dt);
+        vt_tensor *w = K(vt_cast(l, VT_F32));
+        vt_tensor *r = K(Rounded(x, dt));
+        EXPECT_EQ(0, std::memcmp(vt_data(w), vt_data(r), vt_nbytes(w))) << vt_dtype_name(dt);
+        if (dt == VT_BF16) EXPECT_EQ(vt_f32(w)[0], 1.0f);
+        EXPECT_NE(0, std::memcmp(vt_data(w), vt_data(x), vt_nbytes(w)));  // it did round
+    }
+    // d/dx cast(cast(x, bf16), f32) . R = R
+    vt_tensor *R = K(RandN({3, 70}, 42));
+    ::Run run([&] {
+        vt_tensor *l = vt_cast(x, VT_BF16);
+        vt_tensor *y = vt_cast(l, VT_F32);
+        vt_release(l);
+        return y;
+    }, {x}, R);
+    ASSERT_NE(run.grads[0], nullptr);
+    EXPECT_EQ(0, std::memcmp(vt_data(run.grads[0]), vt_data(R), vt_nbytes(R)));
+    const int64_t four[1] = {4};
+    vt_tensor *ids = K(vt_empty(VT_I64, VT_CPU, 1, four));
+    EXPECT_EQ(vt_cast(ids, VT_F32), nullptr);
+    EXPECT_NE(std::string(vt_error_message()).find("i64"), std::string::npos) << vt_error_message();
+}

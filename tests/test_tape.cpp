@@ -157,6 +157,69 @@ TEST(Tape, SegmentsGiveBitIdenticalGradients) {
     EXPECT_LT(saved_seg, saved_plain);  // segments keep only their inputs
 }
 
+// Saved dtype bf16 / f16: a segment whose input is an activation of the tape keeps it packed and
+// recomputes from the rounded value, so its gradients are exactly those of the plain tape run on
+// round(a) (straight-through casts); they differ from the f32 segment's, and the segment holds
+// half the bytes. A leaf input (x itself) is never packed: its gradient stays exact.
+TEST(Tape, PackedSegmentInputsDifferentiateAtTheRoundedInput) {
+    Releaser R;
+    BlockCtx c = MakeBlock(R);
+    vt_tensor *x = R(RandN({1024, 8}, 6));  // 8192 elements: above the packing threshold
+    vt_tensor *G = R(RandN({1024, 8}, 7));
+    vt_requires_grad(x, 1);
+    struct Grads {
+        std::vector<float> x, A, B;
+        size_t saved;
+    };
+    // mode 0: f32 segment, 1: packed segment, 2: plain tape on the rounded activation, 3: packed
+    // segment directly on the leaf x
+    auto run = [&](int mode, vt_dtype dt) {
+        Grads g;
+        vt_tape *t = vt_tape_begin();
+        if (mode == 1 || mode == 3) EXPECT_EQ(vt_tape_set_saved_dtype(t, dt), VT_OK);
+        vt_tensor *a = mode == 3 ? vt_retain(x) : vt_scale(x, 2.0f);
+        vt_tensor *y;
+        if (mode == 2) {
+            vt_tensor *l = vt_cast(a, dt), *ar = vt_cast(l, VT_F32);
+            y = Block(&c, &ar, 1);
+            vt_release(l);
+            vt_release(ar);
+        } else {
+            y = vt_segment(Block, &c, &a, 1);
+        }
+        vt_release(a);
+        vt_tape_end(t);
+        g.saved = vt_tape_stats_get(t).saved_bytes;
+        EXPECT_EQ(vt_backward(t, y, G), VT_OK) << vt_error_message();
+        vt_release(y);
+        vt_tape_free(t);
+        g.x.assign(vt_f32(x->grad), vt_f32(x->grad) + x->numel);
+        g.A.assign(vt_f32(c.A->grad), vt_f32(c.A->grad) + c.A->numel);
+        g.B.assign(vt_f32(c.B->grad), vt_f32(c.B->grad) + c.B->numel);
+        vt_zero_grad(x);
+        vt_zero_grad(c.A);
+        vt_zero_grad(c.B);
+        return g;
+    };
+    for (vt_dtype dt : {VT_BF16, VT_F16}) {
+        Grads f32 = run(0, dt), packed = run(1, dt), ref = run(2, dt);
+        EXPECT_EQ(packed.x, ref.x) << vt_dtype_name(dt);
+        EXPECT_EQ(packed.A, ref.A) << vt_dtype_name(dt);
+        EXPECT_EQ(packed.B, ref.B) << vt_dtype_name(dt);
+        EXPECT_NE(packed.A, f32.A) << vt_dtype_name(dt);  // the rounding is really there
+        EXPECT_EQ(f32.saved - packed.saved, (size_t)x->numel * 2) << vt_dtype_name(dt);
+        Grads leaf = run(3, dt);
+        EXPECT_EQ(leaf.saved, (size_t)x->numel * 4) << "a leaf input is saved as it is";
+        Grads leaf_f32 = run(3, VT_F32);
+        EXPECT_EQ(leaf.x, leaf_f32.x);
+        EXPECT_EQ(leaf.A, leaf_f32.A);
+    }
+    vt_tape *t = vt_tape_begin();
+    EXPECT_EQ(vt_tape_set_saved_dtype(t, VT_I64), VT_ERR_DTYPE);
+    vt_tape_end(t);
+    vt_tape_free(t);
+}
+
 TEST(Tape, SegmentWithConstantInputStillTrainsItsParameters) {
     // As in truncated backprop: x is a constant, only the LoRA weights inside want gradients.
     Releaser R;
