@@ -128,6 +128,10 @@ TEST(Memplan, PredictsTinyPeakWithoutCheckpointing) {
     ExpectPlanMatchesRun({"memory.checkpointing=false", "memory.decode_frames=alt"});
 }
 
+TEST(Memplan, PredictsTinyPeakWithPackedSegmentInputs) {
+    ExpectPlanMatchesRun({"memory.saved_dtype=bf16", "model.height=128", "model.width=128"});
+}
+
 TEST(Memplan, RefusesTooSmallLimitNamingWhatToChange) {
     std::string dir = TempDir();
     Cfg c(vt_config_default_yaml, {"output.dir=" + dir, "memory.checkpointing=false", "memory.decode_frames=all"});
@@ -161,11 +165,11 @@ TEST(Memplan, CountsTheDtypeTheRunUses) {
         const char *dev, *dtype;
         int weight_bytes;
         const char *label;
-    } cases[] = {{"device=cpu", "model.dtype=auto", 4, "(fp32 UNet / VAE weights, fp32 activations)"},
-                 {"device=cuda", "model.dtype=auto", 2, "(16-bit UNet / VAE weights, fp32 activations)"},
-                 {"device=cuda", "model.dtype=fp32", 4, "(fp32 UNet / VAE weights, fp32 activations)"},
-                 {"device=cpu", "model.dtype=bf16", 2, "(16-bit UNet / VAE weights, fp32 activations)"},
-                 {"device=cpu", "model.dtype=fp16", 2, "(16-bit UNet / VAE weights, fp32 activations)"}};
+    } cases[] = {{"device=cpu", "model.dtype=auto", 4, "(fp32 UNet / VAE weights, fp32 activations, fp32 saved"},
+                 {"device=cuda", "model.dtype=auto", 2, "(16-bit UNet / VAE weights, fp32 activations, 16-bit saved"},
+                 {"device=cuda", "model.dtype=fp32", 4, "(fp32 UNet / VAE weights, fp32 activations, 16-bit saved"},
+                 {"device=cpu", "model.dtype=bf16", 2, "(16-bit UNet / VAE weights, fp32 activations, fp32 saved"},
+                 {"device=cpu", "model.dtype=fp16", 2, "(16-bit UNet / VAE weights, fp32 activations, fp32 saved"}};
     for (const auto &k : cases) {
         SCOPED_TRACE(std::string(k.dev) + " " + k.dtype);
         Cfg c(vt_config_default_yaml, {k.dev, k.dtype});
@@ -184,6 +188,37 @@ TEST(Memplan, CountsTheDtypeTheRunUses) {
     Cfg cpu(vt_config_default_yaml, {"device=cpu"}), gpu(vt_config_default_yaml, {"device=cuda"});
     EXPECT_EQ(vt_memplan_on_cuda(&cpu.c), 0);
     EXPECT_EQ(vt_memplan_on_cuda(&gpu.c), 1);
+}
+
+// memory.saved_dtype: auto = bf16 on the GPU, fp32 on the CPU, as named otherwise; 16-bit halves
+// exactly the segment inputs of the taped steps (the rest of the tape stays fp32), and a plan
+// that does not fit suggests it.
+TEST(Memplan, SavedDtypeHalvesTheSegmentInputs) {
+    Cfg a(vt_config_default_yaml, {}), b32(vt_config_default_yaml, {"memory.saved_dtype=fp32"}),
+        b16(vt_config_default_yaml, {"memory.saved_dtype=fp16"});
+    EXPECT_EQ(vt_memplan_saved_dtype(&a.c, 1), VT_CFG_DTYPE_BF16);
+    EXPECT_EQ(vt_memplan_saved_dtype(&a.c, 0), VT_CFG_DTYPE_FP32);
+    EXPECT_EQ(vt_memplan_saved_dtype(&b32.c, 1), VT_CFG_DTYPE_FP32);
+    EXPECT_EQ(vt_memplan_saved_dtype(&b16.c, 0), VT_CFG_DTYPE_FP16);
+    Cfg f(vt_config_default_yaml, {"device=cpu"}), h(vt_config_default_yaml, {"device=cpu", "memory.saved_dtype=bf16"});
+    ASSERT_TRUE(f.ok && h.ok) << vt_error_message();
+    vt_memplan pf, ph;
+    ASSERT_VT_OK(vt_memplan_compute(&f.c, &pf));
+    ASSERT_VT_OK(vt_memplan_compute(&h.c, &ph));
+    EXPECT_EQ(pf.saved_bytes, 4);
+    EXPECT_EQ(ph.saved_bytes, 2);
+    EXPECT_GT(ph.taped_seg_in, 0);
+    EXPECT_DOUBLE_EQ(pf.taped_seg_in, 2 * ph.taped_seg_in);
+    EXPECT_DOUBLE_EQ(pf.taped_ckpt - ph.taped_ckpt, ph.taped_seg_in);
+    EXPECT_LT(ph.decode_ckpt, pf.decode_ckpt);
+    EXPECT_DOUBLE_EQ(pf.taped_full, ph.taped_full);  // without checkpointing nothing is packed
+    // too small a limit: the advice names memory.saved_dtype with the figure it would give
+    ASSERT_EQ(vt_memplan_check(&f.c, 0, 1024, nullptr, nullptr), VT_ERR_OOM);
+    std::string msg = vt_error_message();
+    EXPECT_NE(msg.find("memory.saved_dtype: bf16"), std::string::npos) << msg;
+    ASSERT_EQ(vt_memplan_check(&h.c, 0, 1024, nullptr, nullptr), VT_ERR_OOM);
+    msg = vt_error_message();
+    EXPECT_EQ(msg.find("memory.saved_dtype"), std::string::npos) << msg;
 }
 
 // model.dtype is honoured on both backends (never swapped); auto resolves per device and says so

@@ -136,6 +136,36 @@ TEST(Trainer, Bf16WeightsTrainLikeFp32) {
     }
 }
 
+// memory.saved_dtype bf16: the forward is the fp32 one (step 0's reward bit for bit), the
+// gradient is taken at the rounded segment inputs (a different, close grad norm), and training
+// follows the fp32 run.
+TEST(Trainer, Bf16SavedSegmentInputsTrainLikeFp32) {
+    std::vector<double> r[2], g[2];
+    const char *dtypes[2] = {"fp32", "bf16"};
+    for (int k = 0; k < 2; k++) {
+        std::string dir = TempDir() + "/saved_" + dtypes[k];
+        // 128 x 128: the segment inputs are above the packing threshold (4096 elements)
+        Cfg c(dir, {"optim.steps=3", "output.checkpoint_every=0", "model.frames=1", "memory.decode_frames=0",
+                    "model.height=128", "model.width=128", std::string("memory.saved_dtype=") + dtypes[k]});
+        ASSERT_TRUE(c.ok) << vt_error_message();
+        vt_trainer_stats s{};
+        ASSERT_VT_OK(Train(&c.c, nullptr, 0, &s));
+        r[k] = ReadColumn(dir + "/rewards.h5", "reward_mean");
+        g[k] = ReadColumn(dir + "/rewards.h5", "grad_norm");
+        ASSERT_EQ(r[k].size(), 3u);
+        ASSERT_EQ(g[k].size(), 3u);
+    }
+    EXPECT_EQ(r[0][0], r[1][0]) << "the forward must not see the packing";
+    EXPECT_NE(g[0][0], g[1][0]) << "bf16 segment inputs gave the fp32 gradient bit for bit";
+    EXPECT_NEAR(g[1][0], g[0][0], 0.05 * g[0][0]);
+    std::printf("grad norm step 0: fp32 %.6g, bf16 saved %.6g (rel %.2e)\n", g[0][0], g[1][0],
+                std::fabs(g[1][0] - g[0][0]) / g[0][0]);
+    for (int i = 1; i < 3; i++) {
+        EXPECT_TRUE(std::isfinite(r[1][i]));
+        EXPECT_NEAR(r[1][i], r[0][i], 0.02 * std::max(1.0, std::fabs(r[0][i]))) << "step " << i;
+    }
+}
+
 TEST(Trainer, NonFiniteStepsAreSkippedThenStop) {
     std::string dir = TempDir() + "/nan";
     Cfg c(dir, {"sampler.guidance_scale=1e38", "optim.steps=5"});

@@ -102,6 +102,7 @@ static const field k_fields[] = {
     {.path = "memory.checkpointing", .type = FT_BOOL, .off = OFF(memory.checkpointing)},
     {.path = "memory.decode_frames", .type = FT_DECODE, .off = OFF(memory.decode_frames), .off_n = OFF(memory.decode_index)},
     {.path = "memory.offload", .type = FT_BOOL, .off = OFF(memory.offload)},
+    {.path = "memory.saved_dtype", .type = FT_ENUM, .off = OFF(memory.saved_dtype), .names = k_dtype_names},
     {.path = "data.prompt_file", .type = FT_STR, .off = OFF(data.prompt_file)},
     {.path = "data.prompts", .type = FT_STRLIST, .off = OFF(data.prompts), .off_n = OFF(data.n_prompts)},
     {.path = "data.eval_prompts", .type = FT_STRLIST, .off = OFF(data.eval_prompts), .off_n = OFF(data.n_eval_prompts)},
@@ -865,6 +866,7 @@ vt_err vt_config_defaults(vt_config *cfg) {
     cfg->memory.decode_frames = VT_CFG_DECODE_RANDOM;
     cfg->memory.decode_index = 0;
     cfg->memory.offload = false;
+    cfg->memory.saved_dtype = VT_CFG_DTYPE_AUTO;
     cfg->data.batch_size = 1;
     cfg->data.global_batch_size = 0;
     cfg->dist.backend = VT_CFG_DIST_AUTO;

@@ -97,7 +97,8 @@ typedef struct vt_config {
         bool checkpointing;       // checkpoint segments (recompute in backward)
         vt_cfg_decode decode_frames;
         int decode_index;         // frame index when decode_frames == VT_CFG_DECODE_INDEX
-        bool offload;             // keep models not in use on the host
+        bool offload;             // refused when true (nothing the peak uses can live on the host)
+        vt_cfg_dtype saved_dtype; // checkpoint segments' saved activation inputs (auto: bf16 on a GPU)
     } memory;
     struct {
         char *prompt_file;        // one prompt a line

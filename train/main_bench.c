@@ -365,6 +365,7 @@ static vt_err opt_step(bench *b, vt_step_timing *tm, int dropout, named *io) {
         vt_vader_step_args a;
         vt_vader_step_args_init(&a, b->m.unet, b->m.vae, &b->sched, x_T, ctx, uctx, fps);
         vt_vader_step_args_from_config(&a, c);
+        a.saved_dtype = vt_memplan_weight_dtype(vt_memplan_saved_dtype(c, b->dev != VT_CPU));  // auto: per device
         a.noise = noise;
         a.rng = &b->rng;
         a.dropout_seed = vt_hash64(c->seed ^ 0xD0D0ull, (uint64_t)micro);

@@ -116,6 +116,7 @@ typedef struct act_acc {
     double work;          // largest no-grad working set of one block
     double saved_full;    // every op's saved tensors
     double saved_ckpt;    // segment inputs + ops outside segments
+    double seg_in;        // the segment inputs among them (kept in memory.saved_dtype)
     double recompute;     // largest segment tape + its gradients
 } act_acc;
 
@@ -127,6 +128,7 @@ static void res_block(act_acc *a, double n, double in, double out, int temporal)
     double full = n * (2 * in + 2 * out + (temporal ? 8 * out : 0) + (in != out ? in : 0));
     a->saved_full += full;
     a->saved_ckpt += n * in;                        // segment input
+    a->seg_in += n * in;
     a->work = dmax(a->work, n * (2 * in + 3 * out));
     a->recompute = dmax(a->recompute, full + n * (in + 2 * out));
 }
@@ -142,6 +144,7 @@ static void transformer(act_acc *a, double n, double C, int depth, int temporal,
     double blk = n * C * (24 + (temporal ? 2 : 0) + (temporal && relpos ? 10 : 0));
     a->saved_full += n * C * 3 + depth * blk;
     a->saved_ckpt += n * C;
+    a->seg_in += n * C;
     a->work = dmax(a->work, n * C * 15);
     a->recompute = dmax(a->recompute, blk + n * C * 3 + (depth > 1 ? depth * n * C : 0));
 }
@@ -224,12 +227,14 @@ static void vae_acts(const vt_vae_config *c, double n, double h, double w, act_a
             double f_ = n * px * (2 * (in) + 2 * (out) + ((in) != (out) ? (in) : 0));      \
             a->saved_full += f_;                                                           \
             a->saved_ckpt += n * px * (in);                                                \
+            a->seg_in += n * px * (in);                                                    \
             a->work = dmax(a->work, n * px * ((in) + 3 * (out)));                          \
             a->recompute = dmax(a->recompute, f_ + n * px * ((in) + 2 * (out)));           \
         } while (0)
     VRES(ch, ch);
     a->saved_full += n * px * ch * 6;  // mid attention
     a->saved_ckpt += n * px * ch;
+    a->seg_in += n * px * ch;
     VRES(ch, ch);
     for (int i = c->n_levels - 1; i >= 0; i--) {
         double out = (double)c->ch * c->ch_mult[i];
@@ -252,13 +257,15 @@ static void vae_acts(const vt_vae_config *c, double n, double h, double w, act_a
 // A reward vision tower on n frames: per layer 2 LayerNorms, qkv, attention, out, MLP in,
 // GELU (mlp), MLP out: ~ 8 W + 2 mlp per token; segment input W. Preprocessing: the frames
 // clamped / resized to 224 (a few 3 x 224 x 224 copies).
-static void reward_acts(const vt_flops_vit *v, double n, int ckpt, double *saved, double *recompute) {
+static void reward_acts(const vt_flops_vit *v, double n, int ckpt, double *saved, double *seg_in, double *recompute) {
     *saved = 0;
+    *seg_in = 0;
     *recompute = 0;
     if (v->width <= 0) return;
     double g = v->image_size / v->patch_size, tok = n * (g * g + 1), W = v->width;
     double layer = tok * (8 * W + 2 * v->mlp);
-    *saved = n * 6 * 3 * v->image_size * v->image_size + (ckpt ? v->layers * tok * W : v->layers * layer);
+    *seg_in = ckpt ? v->layers * tok * W : 0;
+    *saved = n * 6 * 3 * v->image_size * v->image_size + (ckpt ? *seg_in : v->layers * layer);
     *recompute = ckpt ? layer + tok * W * 3 : tok * W * 3;
 }
 
@@ -283,6 +290,13 @@ vt_err vt_memplan_run_dtype(const vt_config *cfg, int on_cuda, vt_cfg_dtype *dty
     return VT_OK;
 }
 
+vt_cfg_dtype vt_memplan_saved_dtype(const vt_config *cfg, int on_cuda) {
+    // auto as model.dtype: bf16 on the GPU (half the bytes the taped steps hold), fp32 (exact
+    // segment gradients) on the CPU
+    if (cfg->memory.saved_dtype != VT_CFG_DTYPE_AUTO) return cfg->memory.saved_dtype;
+    return on_cuda ? VT_CFG_DTYPE_BF16 : VT_CFG_DTYPE_FP32;
+}
+
 vt_dtype vt_memplan_weight_dtype(vt_cfg_dtype d) {
     return d == VT_CFG_DTYPE_BF16 ? VT_BF16 : d == VT_CFG_DTYPE_FP16 ? VT_F16 : VT_F32;
 }
@@ -297,8 +311,10 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
         dt = VT_CFG_DTYPE_FP32;
     }
     const int wb = 4, gw = dt == VT_CFG_DTYPE_FP32 ? 4 : 2;
+    const int sb = vt_memplan_saved_dtype(cfg, vt_memplan_on_cuda(cfg)) == VT_CFG_DTYPE_FP32 ? 4 : 2;
     p->act_bytes = wb;
     p->weight_bytes = gw;
+    p->saved_bytes = sb;
     vt_unet3d_config uc = cfg->model.unet ? vt_unet3d_config_videocrafter2() : vt_tiny_unet_config();
     vt_vae_config vc = cfg->model.vae ? vt_vae_config_videocrafter2() : vt_tiny_vae_config();
     // parameter counts
@@ -381,22 +397,23 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     // the untaped steps' merged LoRA weights (vt_vader_step's nograd_fast: fp32 weights and no
     // LoRA dropout only); the cached text K/V are a few MiB even at full size
     if (gw == 4 && cfg->lora.dropout <= 0) p->sampling += (double)n_merged * 4;
-    p->taped_ckpt = tape * ua.saved_ckpt * wb;
+    p->taped_ckpt = tape * ((ua.saved_ckpt - ua.seg_in) * wb + ua.seg_in * sb);
+    p->taped_seg_in = tape * ua.seg_in * sb;
     p->taped_full = tape * ua.saved_full * wb;
     p->taped = ck ? p->taped_ckpt : p->taped_full;
     act_acc va;
     double nfr = f.frames_decoded;
     vae_acts(&vc, nfr, h, w, &va);
     double grad = tape > 0;
-    p->decode_ckpt = va.saved_ckpt * wb;
+    p->decode_ckpt = (va.saved_ckpt - va.seg_in) * wb + va.seg_in * sb;
     p->decode_full = va.saved_full * wb;
     p->decode = grad ? (ck ? p->decode_ckpt : p->decode_full) : va.work * wb;
     double rsave = 0, rrec = 0;
     for (int m = 0; m < cfg->reward.n_modules; m++) {
         vt_flops_vit v = vt_flops_reward_tower(cfg->reward.modules[m].kind, NULL);
-        double s, r;
-        reward_acts(&v, nfr, ck, &s, &r);
-        rsave += s;
+        double s, si, r;
+        reward_acts(&v, nfr, ck, &s, &si, &r);
+        rsave += s - si + si * sb / wb;
         rrec = dmax(rrec, r);
     }
     p->reward = rsave * wb;
@@ -467,7 +484,7 @@ static const char *human(double b, char *buf, size_t n) {
 void vt_memplan_format(const vt_memplan *p, char *buf, size_t n) {
     char a[16][32];
     snprintf(buf, n,
-             "memory plan (%s UNet / VAE weights, %s activations): predicted peak %s (during %s)\n"
+             "memory plan (%s UNet / VAE weights, %s activations, %s saved segment inputs): predicted peak %s (during %s)\n"
              "  frozen weights     unet %s, vae %s, reward %s (text %s: freed once the prompts are encoded)\n"
              "  lora + adamw       %s (%lld params)\n"
              "  contexts, latents  %s\n"
@@ -476,7 +493,8 @@ void vt_memplan_format(const vt_memplan *p, char *buf, size_t n) {
              "  vae decode         %s\n"
              "  reward activations %s\n"
              "  backward working   %s\n",
-             p->weight_bytes == 4 ? "fp32" : "16-bit", p->act_bytes == 4 ? "fp32" : "16-bit", human(p->peak, a[0], 32), p->peak_phase, human(p->w_unet, a[1], 32),
+             p->weight_bytes == 4 ? "fp32" : "16-bit", p->act_bytes == 4 ? "fp32" : "16-bit",
+             p->saved_bytes == 4 ? "fp32" : "16-bit", human(p->peak, a[0], 32), p->peak_phase, human(p->w_unet, a[1], 32),
              human(p->w_vae, a[2], 32), human(p->w_reward, a[4], 32), human(p->w_text, a[3], 32),
              human(p->lora, a[5], 32), (long long)p->n_lora, human(p->contexts, a[6], 32), human(p->sampling, a[7], 32),
              human(p->taped, a[8], 32), human(p->taped_ckpt, a[9], 32), human(p->taped_full, a[10], 32),
@@ -529,6 +547,9 @@ vt_err vt_memplan_check(const vt_config *cfg, int cuda_device, size_t limit, FIL
     if (p.weight_bytes == 4)
         ADVISE("; model.dtype: bf16 (UNet / VAE weights %s -> %s)", human(p.w_unet + p.w_vae, a[6], 32),
                human((p.w_unet + p.w_vae) / 2, a[7], 32));
+    if (cfg->memory.checkpointing && p.saved_bytes == 4)
+        ADVISE("; memory.saved_dtype: bf16 (taped steps %s -> %s)", human(p.taped, a[6], 32),
+               human(p.taped - p.taped_seg_in / 2, a[7], 32));
     if (!cfg->memory.checkpointing && p.taped_full > p.taped_ckpt)
         ADVISE("; memory.checkpointing: true (taped steps %s -> %s)", human(p.taped_full, a[0], 32),
                human(p.taped_ckpt, a[1], 32));

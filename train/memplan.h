@@ -39,6 +39,7 @@ typedef struct vt_memplan {
     double sampling;                         // no-grad UNet forward working set
     double taped_ckpt, taped_full;           // taped steps' saved tensors with / without checkpointing
     double taped;                            // the one the config uses
+    double taped_seg_in;                     // the checkpointed taped steps' segment inputs
     double decode_ckpt, decode_full, decode; // VAE decode saved tensors (+ output frames)
     double reward;                           // reward towers' saved activations (+ preprocessing)
     double backward;                         // largest recompute + gradient working set
@@ -48,6 +49,7 @@ typedef struct vt_memplan {
     int64_t n_unet, n_vae, n_text, n_reward, n_lora;  // parameter counts
     int act_bytes;                           // bytes per activation element
     int weight_bytes;                        // bytes per UNet / VAE GEMM weight element (model.dtype)
+    int saved_bytes;                         // bytes per saved segment input (memory.saved_dtype)
 } vt_memplan;
 
 // Whether the run of cfg computes on the GPU: device cuda, or device auto with a GPU visible
@@ -61,8 +63,12 @@ int vt_memplan_on_cuda(const vt_config *cfg);
 // kernels have no 16-bit activations yet). *notice (when not NULL) gets a one-line note when
 // auto resolves to something the user may not expect, else NULL. Never fails today.
 vt_err vt_memplan_run_dtype(const vt_config *cfg, int on_cuda, vt_cfg_dtype *dtype, const char **notice);
-// VT_F32 / VT_BF16 / VT_F16 for a resolved model.dtype
+// VT_F32 / VT_BF16 / VT_F16 for a resolved model.dtype (or memory.saved_dtype)
 vt_dtype vt_memplan_weight_dtype(vt_cfg_dtype d);
+// memory.saved_dtype as a run resolves it: the dtype the checkpoint segments keep their
+// activation inputs in between forward and backward (core/tape.h vt_tape_set_saved_dtype),
+// auto = bf16 on a GPU run, fp32 on the CPU; fp32 / bf16 / fp16 as named on either backend.
+vt_cfg_dtype vt_memplan_saved_dtype(const vt_config *cfg, int on_cuda);
 
 // Computes the plan for cfg. Parameter counts come from the checkpoints / manifests named by
 // the config (their headers only), the tiny presets when the config names none, and the

@@ -817,6 +817,7 @@ static vt_err train_step(vt_trainer *t, double *row) {
         vt_vader_step_args a;
         vt_vader_step_args_init(&a, t->unet, t->vae, &t->sched, x_T, ctx, uctx, fps);
         vt_vader_step_args_from_config(&a, c);
+        a.saved_dtype = vt_memplan_weight_dtype(vt_memplan_saved_dtype(c, t->device != VT_CPU));  // auto: per device
         a.rng = &rng;
         a.dropout_seed = vt_hash64(c->seed ^ 0xD0D0ull, (uint64_t)(t->step * micro_per_step(t) + g));
         a.reward = reward_sum;

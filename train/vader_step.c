@@ -7,6 +7,7 @@
 #ifdef VADER_HAVE_CUDA
 #include "cuda/backend.h"
 #endif
+#include "train/memplan.h"
 
 // VADER's colour-reward fixture uses this projection (vader_step_tiny.json "reward").
 const float vt_color_reward_rgb[3] = {0.7f, -0.2f, 0.5f};
@@ -45,6 +46,10 @@ void vt_vader_step_args_from_config(vt_vader_step_args *a, const vt_config *c) {
     a->decode = c->memory.decode_frames;
     a->decode_index = c->memory.decode_index;
     a->checkpointing = c->memory.checkpointing;
+    // memory.saved_dtype auto resolves per backend: the caller that knows the device sets it
+    // (vt_memplan_saved_dtype); as named otherwise
+    a->saved_dtype = vt_memplan_weight_dtype(c->memory.saved_dtype == VT_CFG_DTYPE_AUTO ? VT_CFG_DTYPE_FP32
+                                                                                          : c->memory.saved_dtype);
 }
 
 // frames [B, 3, F, H, W] -> loss [] = -mean_b reward, reward [B]
@@ -309,7 +314,11 @@ vt_err vt_vader_step(const vt_vader_step_args *a, vt_vader_step_result *r) {
             e = vt_error_code() ? vt_error_code() : vt_error(VT_ERR_ARG, "vader step: noise %d missing", i);
             goto done;
         }
-        if (taped && !tape) tape = vt_tape_begin();
+        if (taped && !tape && (tape = vt_tape_begin()) && vt_tape_set_saved_dtype(tape, a->saved_dtype)) {
+            e = vt_error_context("vader step: ");
+            vt_release(noise);
+            goto done;
+        }
         set_lora_grad(a->unet, taped && i <= end);
         vt_tape *tok = taped ? NULL : vt_nograd_begin();
         vt_tensor *eps = guided_eps(a, x, sc->timesteps[index], ctx2, fps2, vt_hash64(a->dropout_seed, (uint64_t)i));

@@ -81,6 +81,8 @@ typedef struct vt_vader_step_args {
     vt_cfg_decode decode;
     int decode_index;           // for VT_CFG_DECODE_INDEX
     int checkpointing;          // UNet and VAE blocks as checkpoint segments
+    vt_dtype saved_dtype;       // the segments' saved activation inputs (vt_tape_set_saved_dtype;
+                                // VT_F32 default: exact)
     int nograd_fast;            // untaped steps on merged LoRA weights and the context's K/V
                                 // projected once (vt_unet3d_lora_merge / cache_context; only
                                 // with LoRA dropout 0, where it is the same function)
