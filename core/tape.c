@@ -282,10 +282,10 @@ vt_tensor *vt_op_run(const vt_op *op, vt_tensor *const *in, int n_in, const void
         }
     }
     if (recording) {
-        for (int i = 0; i < n_in; i++) {
-            node_link_input(t, n, i, in[i]);
-            if (op->save_inputs & (1u << i)) node_save(t, n, in[i]);
-        }
+        for (int i = 0; i < n_in; i++) node_link_input(t, n, i, in[i]);
+        const unsigned keep = op->saved_needed ? op->saved_needed(n) : op->save_inputs;
+        for (int i = 0; i < n_in; i++)
+            if (op->save_inputs & (1u << i)) node_save(t, n, keep & (1u << i) ? in[i] : NULL);
         if (op->save_output) node_save(t, n, out);
     }
     int n_saved_before = n->n_saved;
@@ -351,7 +351,7 @@ static vt_err segment_forward_unused(vt_node *n, vt_tensor *const *in, vt_tensor
     (void)n; (void)in; (void)out;
     return vt_error(VT_ERR_INTERNAL, "segment nodes are not run through vt_op_run");
 }
-static const vt_op segment_op = {"segment", {segment_forward_unused, segment_forward_unused}, {NULL, NULL}, 0, 0};
+static const vt_op segment_op = {"segment", {segment_forward_unused, segment_forward_unused}, {NULL, NULL}, 0, 0, NULL};
 
 vt_tensor *vt_segment(vt_segment_fn fn, void *ctx, vt_tensor *const *in, int n_in) {
     for (int i = 0; i < n_in; i++)

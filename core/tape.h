@@ -43,6 +43,11 @@ typedef struct vt_op {
     vt_backward_fn backward[VT_NUM_DEVICES];
     unsigned save_inputs;  // bit i: keep input i for backward
     int save_output;       // keep the output for backward
+    // Optional: of the save_inputs bits, the ones this node's backward will read, given
+    // n->need[] and n->params (called once the inputs are linked). An input left out keeps its
+    // slot in n->saved[] as NULL, so the positions stay those of save_inputs. NULL: all of them.
+    // (A Linear or Conv with a frozen weight reads its input only for the weight's gradient.)
+    unsigned (*saved_needed)(const vt_node *n);
 } vt_op;
 
 struct vt_node {

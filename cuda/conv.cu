@@ -2,7 +2,8 @@
 // backward filter), bias and its gradient by small kernels, under the op names of
 // core/ops/conv.c. As on the CPU both ops are one 2-D convolution over [N, C, H, W] planes:
 // conv_time is x [B, C, T, H*W] with kernel (kt, 1), padding (pad, 0), so cuDNN sees the same
-// descriptors. Saved: x and w (the save mask); nothing extra. An optional residual (input 3,
+// descriptors. Saved: w, and x when dw is wanted (the save mask, core/ops/conv.c
+// conv_saved_needed: NULL in its slot otherwise); nothing extra. An optional residual (input 3,
 // vt_conv2d_add / vt_conv_time_add) is added with the bias in one pass after the convolution:
 // y = conv + (b + r) as the CPU's GEMM accumulates onto b + r; its gradient is a copy of g.
 //
@@ -285,7 +286,7 @@ static vt_err conv_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *out
 // dr = g. A bf16 / f16 w: dx = conv^T(round_w(g), w) in w's dtype, widened; no dw (frozen).
 static vt_err conv_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
     const vt_conv_params *p = (const vt_conv_params *)n->params;
-    const vt_tensor *xt = n->saved[0], *wt = n->saved[1];
+    const vt_tensor *xt = n->saved[0], *wt = n->saved[1];  // xt: NULL unless dw needs it
     const vt_dtype dt = wt->dtype;
     if (n->need[1] && dt != VT_F32)
         return vt_error(VT_ERR_INTERNAL, "conv backward: a %s weight is frozen (no weight gradient)",
@@ -309,7 +310,8 @@ static vt_err conv_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **
         conv_bias_grad_kernel<<<grid, 256>>>(vt_f32(gout), vt_f32(gin[2]), p->N, p->O, p->OH * p->OW);
         VT_CUDA_CHECK_LAUNCH();
     }
-    if (!(n->need[0] || n->need[1]) || xt->numel == 0 || wt->numel == 0) return VT_OK;
+    if (!(n->need[0] || n->need[1]) || vt_dim_prod(n->in_ndim[0], n->in_shape[0]) == 0 || wt->numel == 0)
+        return VT_OK;
     cudnnHandle_t h;
     if (vt_cuda_cudnn(&h)) return vt_error_code();
     conv_descs d;

@@ -1,6 +1,7 @@
 // linear.cu — linear (with the LoRA branch) and batched matmul on cuBLAS sgemm, forward and
 // backward side by side, registered under the op names of core/ops/linear.c. Saved tensors are
-// the CPU op's: x, W (and A, B with LoRA) by the save mask, then the extra x A^T [M, r].
+// the CPU op's: x (NULL unless dW / dA need it: linear_saved_needed), W (and A, B with LoRA) by the
+// save mask, then the extra x A^T [M, r].
 // A frozen bf16 / f16 W runs the base GEMM in cublasGemmEx on x (g) rounded to W's dtype with f32
 // accumulation; everything else (LoRA, bias, activations, gradients) is f32.
 #include "cuda/common.cuh"
@@ -160,8 +161,8 @@ static vt_err linear_forward_cuda(vt_node *n, vt_tensor *const *in, vt_tensor *o
 // A bf16 / f16 W: dx = round_w(g) W + s (g B) A; no dW (frozen, checked at the frontend).
 static vt_err linear_backward_cuda(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
     const vt_linear_params *p = (const vt_linear_params *)n->params;
-    const vt_tensor *x = n->saved[0], *w = n->saved[1];
-    const int64_t fin = vt_dim(w, 1), fout = vt_dim(w, 0), M = fin ? x->numel / fin : 0;
+    const vt_tensor *x = n->saved[0], *w = n->saved[1];  // x: NULL unless dW / dA need it
+    const int64_t fin = vt_dim(w, 1), fout = vt_dim(w, 0), M = fout ? gout->numel / fout : 0;
     const float *g = vt_f32(gout);
     const vt_tensor *A = NULL, *B = NULL, *xa = NULL;
     int64_t r = 0;

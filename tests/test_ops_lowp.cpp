@@ -245,7 +245,7 @@ TEST(Cast, RoundsWidensAndPassesTheGradientThrough) {
         vt_tensor *w = K(vt_cast(l, VT_F32));
         vt_tensor *r = K(Rounded(x, dt));
         EXPECT_EQ(0, std::memcmp(vt_data(w), vt_data(r), vt_nbytes(w))) << vt_dtype_name(dt);
-        if (dt == VT_BF16) EXPECT_EQ(vt_f32(w)[0], 1.0f);
+        if (dt == VT_BF16) { EXPECT_EQ(vt_f32(w)[0], 1.0f); }
         EXPECT_NE(0, std::memcmp(vt_data(w), vt_data(x), vt_nbytes(w)));  // it did round
     }
     // d/dx cast(cast(x, bf16), f32) . R = R

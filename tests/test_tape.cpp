@@ -1,6 +1,7 @@
 // test_tape.cpp — tape autograd: recording, no-grad, add-or-set accumulation, gradients
 // nobody needs, checkpoint segments (bit-identical), and the first ops' gradients.
 #include "testutil.h"
+#include <functional>
 #include <cstring>
 
 TEST(Tape, NoGradRecordsNothing) {
@@ -176,7 +177,7 @@ TEST(Tape, PackedSegmentInputsDifferentiateAtTheRoundedInput) {
     auto run = [&](int mode, vt_dtype dt) {
         Grads g;
         vt_tape *t = vt_tape_begin();
-        if (mode == 1 || mode == 3) EXPECT_EQ(vt_tape_set_saved_dtype(t, dt), VT_OK);
+        if (mode == 1 || mode == 3) { EXPECT_EQ(vt_tape_set_saved_dtype(t, dt), VT_OK); }
         vt_tensor *a = mode == 3 ? vt_retain(x) : vt_scale(x, 2.0f);
         vt_tensor *y;
         if (mode == 2) {
@@ -218,6 +219,57 @@ TEST(Tape, PackedSegmentInputsDifferentiateAtTheRoundedInput) {
     EXPECT_EQ(vt_tape_set_saved_dtype(t, VT_I64), VT_ERR_DTYPE);
     vt_tape_end(t);
     vt_tape_free(t);
+}
+
+// A Linear / Conv with a frozen weight reads its input backward only for the weight's gradient:
+// the tape does not keep it (saved bytes fall by the input's size), and dx is what it is when
+// the input is kept (the weight wanting a gradient).
+TEST(Tape, FrozenWeightOpsDoNotKeepTheirInput) {
+    Releaser R;
+    vt_tensor *x = R(RandN({64, 32}, 1)), *w = R(RandN({16, 32}, 2, 0.2f)), *b = R(RandN({16}, 3));
+    vt_tensor *xc = R(RandN({2, 8, 10, 10}, 4)), *wc = R(RandN({6, 8, 3, 3}, 5, 0.2f));
+    vt_tensor *A = R(RandN({4, 32}, 6, 0.2f)), *B = R(RandN({16, 4}, 7, 0.2f));
+    struct Out {
+        size_t saved;
+        std::vector<float> dx;
+    };
+    auto run = [&](vt_tensor *in, const std::function<vt_tensor *(vt_tensor *)> &f) {
+        Out o;
+        vt_requires_grad(in, 1);
+        vt_tape *t = vt_tape_begin();
+        vt_tensor *y = f(in);
+        vt_tape_end(t);
+        o.saved = vt_tape_stats_get(t).saved_bytes;
+        EXPECT_EQ(vt_backward(t, y, nullptr), VT_OK) << vt_error_message();
+        vt_release(y);
+        vt_tape_free(t);
+        o.dx.assign(vt_f32(in->grad), vt_f32(in->grad) + in->numel);
+        vt_zero_grad(in);
+        vt_requires_grad(in, 0);
+        return o;
+    };
+    auto lin = [&](vt_tensor *in) { return vt_linear(in, w, b); };
+    auto conv = [&](vt_tensor *in) { return vt_conv2d(in, wc, nullptr, 1, 1); };
+    auto lora = [&](vt_tensor *in) { return vt_linear_lora(in, w, b, A, B, 0.5f); };
+    for (auto &c : std::vector<std::pair<vt_tensor *, std::function<vt_tensor *(vt_tensor *)>>>{
+             {x, lin}, {xc, conv}, {x, lora}}) {
+        vt_tensor *wt = c.first == xc ? wc : w;
+        Out frozen = run(c.first, c.second);
+        vt_requires_grad(wt, 1);
+        Out trained = run(c.first, c.second);
+        vt_requires_grad(wt, 0);
+        vt_zero_grad(wt);
+        EXPECT_EQ(frozen.dx, trained.dx);
+        EXPECT_EQ(trained.saved - frozen.saved, vt_nbytes(c.first));
+    }
+    // linear_lora keeps x while A wants its gradient (dA = s (g B)^T x)
+    vt_requires_grad(A, 1);
+    Out la = run(x, lora);
+    vt_requires_grad(A, 0);
+    vt_zero_grad(A);
+    Out l0 = run(x, lora);
+    EXPECT_EQ(la.saved - l0.saved, vt_nbytes(x));
+    EXPECT_EQ(la.dx, l0.dx);
 }
 
 TEST(Tape, SegmentWithConstantInputStillTrainsItsParameters) {

@@ -122,10 +122,12 @@ typedef struct act_acc {
 
 static double dmax(double a, double b) { return a > b ? a : b; }
 
-// ResBlock (+ TemporalConvBlock): GroupNorm+SiLU (one op) and conv x 2 save their inputs
-// (2 in + 2 out), the temporal conv block 4 x (norm+silu, conv) (8 out), skip 1x1 (in).
+// Frozen Linear / Conv ops keep no input (core/ops linear_saved_needed / conv_saved_needed):
+// what a block holds is its norms' and nonlinearities' inputs and the attention's q, k, v, o.
+// ResBlock (+ TemporalConvBlock): the two GroupNorm+SiLU inputs (in + out), the temporal conv
+// block's four (4 out).
 static void res_block(act_acc *a, double n, double in, double out, int temporal) {
-    double full = n * (2 * in + 2 * out + (temporal ? 8 * out : 0) + (in != out ? in : 0));
+    double full = n * (in + out + (temporal ? 4 * out : 0));
     a->saved_full += full;
     a->saved_ckpt += n * in;                        // segment input
     a->seg_in += n * in;
@@ -134,33 +136,32 @@ static void res_block(act_acc *a, double n, double in, double out, int temporal)
 }
 
 // Spatial or temporal transformer of width C, one checkpoint segment as a whole (its input x
-// kept; unet3d_blocks.c): GroupNorm + proj_in + proj_out (3 C), one BasicTransformerBlock per
-// depth (nested segments when depth > 1: their inputs, C each): norms (3 C), attn1 q/k/v inputs and
-// outputs + out-proj input (5 C), attn2 (3 C), GEGLU: proj input C, 8 C gate, 4 C out input
-// (13 C) ~ 24 C, plus the temporal transformer's permuted copies (2 C), plus with relative
-// positions (use_relative_position: attention from recorded matmul / permute / softmax ops,
-// unet3d_blocks.c) the scaled and permuted q, k, v copies of both attentions (~10 C).
-static void transformer(act_acc *a, double n, double C, int depth, int temporal, int relpos) {
-    double blk = n * C * (24 + (temporal ? 2 : 0) + (temporal && relpos ? 10 : 0));
-    a->saved_full += n * C * 3 + depth * blk;
+// kept; unet3d_blocks.c): the GroupNorm's input (C; proj_in / proj_out are frozen), one
+// BasicTransformerBlock per depth (nested segments when depth > 1: their inputs, C each):
+// LayerNorm inputs (3 C), attn1: the LoRA q / k / v input and q, k, v, o (5 C), attn2 (cross:
+// q's input, q, o: 3 C), GEGLU's input (8 C) ~ 19 C; to_out with LoRA keeps its input (+1 C per
+// attention); with relative positions (use_relative_position: attention from recorded matmul /
+// permute / softmax ops, unet3d_blocks.c) the scaled and permuted q, k, v copies (~10 C).
+static void transformer(act_acc *a, double n, double C, int depth, int temporal, int relpos, int lora_out) {
+    double blk = n * C * (19 + 2 * lora_out + (temporal && relpos ? 10 : 0));
+    a->saved_full += n * C + depth * blk;
     a->saved_ckpt += n * C;
     a->seg_in += n * C;
     a->work = dmax(a->work, n * C * 15);
-    a->recompute = dmax(a->recompute, blk + n * C * 3 + (depth > 1 ? depth * n * C : 0));
+    a->recompute = dmax(a->recompute, blk + n * C + (depth > 1 ? depth * n * C : 0));
 }
 
-static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, double w, act_acc *a) {
+static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, double w, int lora_out, act_acc *a) {
     memset(a, 0, sizeof *a);
     double px = h * w, nf = N * T, mc = c->model_channels, ch = mc;
     double chans[64];
     int nc = 0, ds = 1, tc = c->temporal_conv;
-    a->saved_full += nf * px * c->in_channels;  // conv_in input
-    a->saved_ckpt += nf * px * c->in_channels;
+    // conv_in, the down / upsample convs and the concat keep nothing (frozen convs)
     a->skips += nf * px * mc;
     chans[nc++] = mc;
     if (c->addition_attention)
         transformer(a, nf * px, c->init_attn_heads * c->num_head_channels, c->transformer_depth, 1,
-                    c->use_relative_position);
+                    c->use_relative_position, lora_out);
     for (int level = 0; level < c->n_levels; level++) {
         int att = 0;
         for (int i = 0; i < c->n_attention_resolutions; i++) att |= c->attention_resolutions[i] == ds;
@@ -169,16 +170,14 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
             res_block(a, nf * px, ch, out, tc);
             ch = out;
             if (att) {
-                transformer(a, nf * px, ch, c->transformer_depth, 0, 0);
+                transformer(a, nf * px, ch, c->transformer_depth, 0, 0, lora_out);
                 if (c->temporal_attention)
-                    transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1, c->use_relative_position);
+                    transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1, c->use_relative_position, lora_out);
             }
             a->skips += nf * px * ch;
             if (nc < 64) chans[nc++] = ch;
         }
         if (level != c->n_levels - 1) {
-            a->saved_full += nf * px * ch;  // downsample conv input
-            a->saved_ckpt += nf * px * ch;
             px /= 4;
             a->skips += nf * px * ch;
             if (nc < 64) chans[nc++] = ch;
@@ -186,45 +185,40 @@ static void unet_acts(const vt_unet3d_config *c, double N, double T, double h, d
         }
     }
     res_block(a, nf * px, ch, ch, tc);
-    transformer(a, nf * px, ch, c->transformer_depth, 0, 0);
+    transformer(a, nf * px, ch, c->transformer_depth, 0, 0, lora_out);
     if (c->temporal_attention)
-        transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1, c->use_relative_position);
+        transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1, c->use_relative_position, lora_out);
     res_block(a, nf * px, ch, ch, tc);
     for (int level = c->n_levels - 1; level >= 0; level--) {
         int att = 0;
         for (int i = 0; i < c->n_attention_resolutions; i++) att |= c->attention_resolutions[i] == ds;
         for (int i = 0; i <= c->num_res_blocks; i++) {
             double out = c->channel_mult[level] * mc, skip = nc > 0 ? chans[--nc] : 0;
-            a->saved_full += nf * px * (ch + skip);  // the concat's output feeds the ResBlock
             res_block(a, nf * px, ch + skip, out, tc);
             ch = out;
             if (att) {
-                transformer(a, nf * px, ch, c->transformer_depth, 0, 0);
+                transformer(a, nf * px, ch, c->transformer_depth, 0, 0, lora_out);
                 if (c->temporal_attention)
-                    transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1, c->use_relative_position);
+                    transformer(a, nf * px, ch, vt_unet3d_temporal_depth(c), 1, c->use_relative_position, lora_out);
             }
             if (level && i == c->num_res_blocks) {
                 px *= 4;
-                a->saved_full += nf * px * ch;  // upsample conv input
-                a->saved_ckpt += nf * px * ch;
                 ds /= 2;
             }
         }
     }
-    a->saved_full += nf * px * ch * 2;  // out: norm+silu, conv
-    a->saved_ckpt += nf * px * ch * 2;
+    a->saved_full += nf * px * ch;  // out: norm+silu (the conv is frozen)
+    a->saved_ckpt += nf * px * ch;
 }
 
-// VAE decoder on n frames: ResnetBlocks save 4 tensors (norm+silu, conv x 2), segment input 1;
-// upsample convs keep their (4x larger) input; attention q, k, v, out + norm.
+// VAE decoder on n frames (frozen convs keep no input): ResnetBlocks save their two
+// GroupNorm+SiLU inputs, segment input 1; the attention q, k, v, out + the norm's input.
 static void vae_acts(const vt_vae_config *c, double n, double h, double w, act_acc *a) {
     memset(a, 0, sizeof *a);
     double px = h * w, ch = (double)c->ch * c->ch_mult[c->n_levels - 1];
-    a->saved_full += n * px * (c->z_channels * 2);
-    a->saved_ckpt += n * px * (c->z_channels * 2);
     #define VRES(in, out)                                                                  \
         do {                                                                               \
-            double f_ = n * px * (2 * (in) + 2 * (out) + ((in) != (out) ? (in) : 0));      \
+            double f_ = n * px * ((in) + (out));                                           \
             a->saved_full += f_;                                                           \
             a->saved_ckpt += n * px * (in);                                                \
             a->seg_in += n * px * (in);                                                    \
@@ -232,7 +226,7 @@ static void vae_acts(const vt_vae_config *c, double n, double h, double w, act_a
             a->recompute = dmax(a->recompute, f_ + n * px * ((in) + 2 * (out)));           \
         } while (0)
     VRES(ch, ch);
-    a->saved_full += n * px * ch * 6;  // mid attention
+    a->saved_full += n * px * ch * 5;  // mid attention
     a->saved_ckpt += n * px * ch;
     a->seg_in += n * px * ch;
     VRES(ch, ch);
@@ -244,18 +238,17 @@ static void vae_acts(const vt_vae_config *c, double n, double h, double w, act_a
         }
         if (i) {
             px *= 4;
-            a->saved_full += n * px * ch;  // conv input after nearest 2x
-            a->saved_ckpt += n * px * ch;
             a->work = dmax(a->work, n * px * ch * 2);
         }
     }
     #undef VRES
-    a->saved_full += n * px * (ch * 2 + c->out_ch);  // norm_out+swish, conv_out; the frames
-    a->saved_ckpt += n * px * (ch * 2 + c->out_ch);
+    a->saved_full += n * px * (ch + c->out_ch);  // norm_out+swish; the frames
+    a->saved_ckpt += n * px * (ch + c->out_ch);
 }
 
-// A reward vision tower on n frames: per layer 2 LayerNorms, qkv, attention, out, MLP in,
-// GELU (mlp), MLP out: ~ 8 W + 2 mlp per token; segment input W. Preprocessing: the frames
+// A reward vision tower on n frames (frozen linears keep no input): per layer 2 LayerNorm
+// inputs, the attention's q, k, v, o, the GELU's input (mlp): 6 W + mlp per token; segment
+// input W. Preprocessing: the frames
 // clamped / resized to 224 (a few 3 x 224 x 224 copies).
 static void reward_acts(const vt_flops_vit *v, double n, int ckpt, double *saved, double *seg_in, double *recompute) {
     *saved = 0;
@@ -263,7 +256,7 @@ static void reward_acts(const vt_flops_vit *v, double n, int ckpt, double *saved
     *recompute = 0;
     if (v->width <= 0) return;
     double g = v->image_size / v->patch_size, tok = n * (g * g + 1), W = v->width;
-    double layer = tok * (8 * W + 2 * v->mlp);
+    double layer = tok * (6 * W + v->mlp);
     *seg_in = ckpt ? v->layers * tok * W : 0;
     *saved = n * 6 * 3 * v->image_size * v->image_size + (ckpt ? *seg_in : v->layers * layer);
     *recompute = ckpt ? layer + tok * W * 3 : tok * W * 3;
@@ -392,7 +385,7 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     if (vt_step_flops_count(cfg, &uc, &vc, &f)) return vt_error_code();
     int tape = f.taped_steps, ck = cfg->memory.checkpointing;
     act_acc ua;
-    unet_acts(&uc, N, T, h, w, &ua);
+    unet_acts(&uc, N, T, h, w, (targets & VT_LORA_TO_OUT) != 0, &ua);
     p->sampling = (ua.skips + ua.work) * wb;
     // the untaped steps' merged LoRA weights (vt_vader_step's nograd_fast: fp32 weights and no
     // LoRA dropout only); the cached text K/V are a few MiB even at full size

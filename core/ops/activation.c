@@ -97,10 +97,10 @@ static vt_err act_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gi
     return VT_OK;
 }
 
-static const vt_op op_silu = {"silu", {act_forward_cpu, NULL}, {act_backward_cpu, NULL}, 0x1, 0};
-static const vt_op op_sigmoid = {"sigmoid", {act_forward_cpu, NULL}, {act_backward_cpu, NULL}, 0x1, 0};
-static const vt_op op_gelu = {"gelu", {act_forward_cpu, NULL}, {act_backward_cpu, NULL}, 0x1, 0};
-static const vt_op op_quick_gelu = {"quick_gelu", {act_forward_cpu, NULL}, {act_backward_cpu, NULL}, 0x1, 0};
+static const vt_op op_silu = {"silu", {act_forward_cpu, NULL}, {act_backward_cpu, NULL}, 0x1, 0, NULL};
+static const vt_op op_sigmoid = {"sigmoid", {act_forward_cpu, NULL}, {act_backward_cpu, NULL}, 0x1, 0, NULL};
+static const vt_op op_gelu = {"gelu", {act_forward_cpu, NULL}, {act_backward_cpu, NULL}, 0x1, 0, NULL};
+static const vt_op op_quick_gelu = {"quick_gelu", {act_forward_cpu, NULL}, {act_backward_cpu, NULL}, 0x1, 0, NULL};
 
 static vt_tensor *activation(const vt_op *op, int kind, vt_tensor *x) {
     if (!x) return NULL;
@@ -160,7 +160,7 @@ static vt_err geglu_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **
     return VT_OK;
 }
 
-static const vt_op op_geglu = {"geglu", {geglu_forward_cpu, NULL}, {geglu_backward_cpu, NULL}, 0x1, 0};
+static const vt_op op_geglu = {"geglu", {geglu_forward_cpu, NULL}, {geglu_backward_cpu, NULL}, 0x1, 0, NULL};
 
 vt_tensor *vt_geglu(vt_tensor *x) {
     if (!x) return NULL;
@@ -210,7 +210,7 @@ static vt_err dropout_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor 
     return VT_OK;
 }
 
-static const vt_op op_dropout = {"dropout", {dropout_forward_cpu, NULL}, {dropout_backward_cpu, NULL}, 0, 0};
+static const vt_op op_dropout = {"dropout", {dropout_forward_cpu, NULL}, {dropout_backward_cpu, NULL}, 0, 0, NULL};
 
 vt_tensor *vt_dropout(vt_tensor *x, float p, uint64_t seed) {
     if (!x) return NULL;

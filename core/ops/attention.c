@@ -74,7 +74,7 @@ static vt_err softmax_backward_cpu(vt_node *nd, const vt_tensor *gout, vt_tensor
     return VT_OK;
 }
 
-static const vt_op op_softmax = {"softmax", {softmax_forward_cpu, NULL}, {softmax_backward_cpu, NULL}, 0, 1};
+static const vt_op op_softmax = {"softmax", {softmax_forward_cpu, NULL}, {softmax_backward_cpu, NULL}, 0, 1, NULL};
 
 vt_tensor *vt_softmax(vt_tensor *x) {
     if (!x) return NULL;
@@ -421,7 +421,7 @@ oom:
     return vt_error_code();  // gin[] already allocated is released by the tape
 }
 
-static const vt_op op_attention = {"attention", {attention_forward_cpu, NULL}, {attention_backward_cpu, NULL}, 0x7, 0};
+static const vt_op op_attention = {"attention", {attention_forward_cpu, NULL}, {attention_backward_cpu, NULL}, 0x7, 0, NULL};
 
 vt_tensor *vt_attention(vt_tensor *q, vt_tensor *k, vt_tensor *v, int heads, float scale, int causal) {
     if (!q || !k || !v) return NULL;

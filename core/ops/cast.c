@@ -31,7 +31,7 @@ static vt_err cast_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
     return gin[0] ? VT_OK : vt_error_code();
 }
 
-static const vt_op op_cast = {"cast", {cast_forward_cpu, NULL}, {cast_backward_cpu, NULL}, 0, 0};
+static const vt_op op_cast = {"cast", {cast_forward_cpu, NULL}, {cast_backward_cpu, NULL}, 0, 0, NULL};
 
 vt_tensor *vt_cast(vt_tensor *x, vt_dtype dt) {
     if (!x) return NULL;

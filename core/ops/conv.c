@@ -404,9 +404,9 @@ static vt_err conv_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *out)
 // output gradient itself (db, dr).
 static vt_err conv_backward_f32(vt_node *n, const vt_tensor *gout, const float *g, const float *w, vt_tensor **gin) {
     const conv_params *p = (const conv_params *)n->params;
-    const vt_tensor *xt = n->saved[0];
+    const vt_tensor *xt = n->saved[0];  // NULL unless dw needs it (conv_saved_needed)
     const int64_t K = conv_k(p), L = conv_l(p), O = p->O, xsz = p->C * p->H * p->W;
-    const float *x = vt_f32(xt);
+    const float *x = xt ? vt_f32(xt) : NULL;
     const int pointwise = conv_is_pointwise(p);
     const int nt = conv_sample_threads(p->N);
     const int64_t G = conv_group(p);
@@ -533,10 +533,15 @@ static vt_err conv_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **g
     return e;
 }
 
-// Saves x and w (w is a frozen weight view: no copy; a bf16 / f16 w as it is, the backward widens
-// it); the bias and the residual are not needed backward.
-static const vt_op op_conv2d = {"conv2d", {conv_forward_cpu, NULL}, {conv_backward_cpu, NULL}, 0x3, 0};
-static const vt_op op_conv_time = {"conv_time", {conv_forward_cpu, NULL}, {conv_backward_cpu, NULL}, 0x3, 0};
+// Saves w (a frozen weight view: no copy; a bf16 / f16 w as it is, the backward widens it) and
+// x only when dw is wanted (x is read backward by dw alone: with a frozen w, the usual case, the
+// tape does not hold the input); the bias and the residual are not needed backward.
+static unsigned conv_saved_needed(const vt_node *n) { return n->need[1] ? 0x3u : 0x2u; }
+
+static const vt_op op_conv2d = {"conv2d", {conv_forward_cpu, NULL}, {conv_backward_cpu, NULL}, 0x3, 0,
+                                conv_saved_needed};
+static const vt_op op_conv_time = {"conv_time", {conv_forward_cpu, NULL}, {conv_backward_cpu, NULL}, 0x3, 0,
+                                   conv_saved_needed};
 
 static int conv_check_bias(const char *name, const vt_tensor *b, const vt_tensor *w) {
     if (!b) return 0;

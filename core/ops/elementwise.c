@@ -145,9 +145,9 @@ static vt_err binary_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor *
     return VT_OK;
 }
 
-static const vt_op op_add = {"add", {binary_forward_cpu, NULL}, {binary_backward_cpu, NULL}, 0, 0};
-static const vt_op op_sub = {"sub", {binary_forward_cpu, NULL}, {binary_backward_cpu, NULL}, 0, 0};
-static const vt_op op_mul = {"mul", {binary_forward_cpu, NULL}, {binary_backward_cpu, NULL}, 0x3, 0};
+static const vt_op op_add = {"add", {binary_forward_cpu, NULL}, {binary_backward_cpu, NULL}, 0, 0, NULL};
+static const vt_op op_sub = {"sub", {binary_forward_cpu, NULL}, {binary_backward_cpu, NULL}, 0, 0, NULL};
+static const vt_op op_mul = {"mul", {binary_forward_cpu, NULL}, {binary_backward_cpu, NULL}, 0x3, 0, NULL};
 
 static vt_tensor *binary(const vt_op *op, int kind, vt_tensor *a, vt_tensor *b) {
     if (!a || !b) return NULL;
@@ -190,7 +190,7 @@ static vt_err axpby_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **
     return VT_OK;
 }
 
-static const vt_op op_axpby = {"axpby", {axpby_forward_cpu, NULL}, {axpby_backward_cpu, NULL}, 0, 0};
+static const vt_op op_axpby = {"axpby", {axpby_forward_cpu, NULL}, {axpby_backward_cpu, NULL}, 0, 0, NULL};
 
 vt_tensor *vt_axpby(float a, vt_tensor *x, float b, vt_tensor *y) {
     if (!x || !y) return NULL;
@@ -256,13 +256,13 @@ static vt_err unary_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **
     return VT_OK;
 }
 
-static const vt_op op_affine = {"affine", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 0, 0};
-static const vt_op op_clamp = {"clamp", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 1, 0};
-static const vt_op op_abs = {"abs", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 1, 0};
-static const vt_op op_square = {"square", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 1, 0};
-static const vt_op op_sqrt = {"sqrt", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 1, 0};
-static const vt_op op_exp = {"exp", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 1, 0};
-static const vt_op op_log = {"log", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 1, 0};
+static const vt_op op_affine = {"affine", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 0, 0, NULL};
+static const vt_op op_clamp = {"clamp", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 1, 0, NULL};
+static const vt_op op_abs = {"abs", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 1, 0, NULL};
+static const vt_op op_square = {"square", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 1, 0, NULL};
+static const vt_op op_sqrt = {"sqrt", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 1, 0, NULL};
+static const vt_op op_exp = {"exp", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 1, 0, NULL};
+static const vt_op op_log = {"log", {unary_forward_cpu, NULL}, {unary_backward_cpu, NULL}, 1, 0, NULL};
 
 static vt_tensor *unary(const vt_op *op, int kind, float p0, float p1, vt_tensor *x) {
     if (!x) return NULL;

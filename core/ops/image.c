@@ -44,7 +44,7 @@ static vt_err normalize_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tenso
 }
 
 static const vt_op op_normalize_channels = {
-    "normalize_channels", {normalize_forward_cpu, NULL}, {normalize_backward_cpu, NULL}, 0, 0};
+    "normalize_channels", {normalize_forward_cpu, NULL}, {normalize_backward_cpu, NULL}, 0, 0, NULL};
 
 vt_tensor *vt_normalize_channels(vt_tensor *x, const float *mean, const float *std) {
     if (!x) return NULL;
@@ -139,7 +139,7 @@ static vt_err cosine_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor *
 }
 
 static const vt_op op_cosine_similarity = {
-    "cosine_similarity", {cosine_forward_cpu, NULL}, {cosine_backward_cpu, NULL}, 0x3, 0};
+    "cosine_similarity", {cosine_forward_cpu, NULL}, {cosine_backward_cpu, NULL}, 0x3, 0, NULL};
 
 vt_tensor *vt_cosine_similarity(vt_tensor *a, vt_tensor *b, float eps) {
     if (!a || !b) return NULL;

@@ -164,9 +164,9 @@ static vt_err linear_forward_cpu(vt_node *n, vt_tensor *const *in, vt_tensor *ou
 // a W is frozen, vt_check_gemm_weight).
 static vt_err linear_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gin) {
     const linear_params *p = (const linear_params *)n->params;
-    // saved: x, W (inputs 0, 1), then A, B if LoRA, then x A^T
+    // saved: x (NULL unless dW / dA need it), W (inputs 0, 1), then A, B if LoRA, then x A^T
     const vt_tensor *x = n->saved[0], *w = n->saved[1];
-    int64_t fin = vt_dim(w, 1), fout = vt_dim(w, 0), M = x->numel / fin;
+    int64_t fin = vt_dim(w, 1), fout = vt_dim(w, 0), M = fout ? gout->numel / fout : 0;
     const float *g = vt_f32(gout);
     const vt_tensor *A = NULL, *B = NULL, *xa = NULL;
     int64_t r = 0;
@@ -219,10 +219,19 @@ done:
     return e;
 }
 
-// Saves x and W always (W is a view of frozen weights: no copy, a bf16 / f16 W as it is: the
-// backward widens it), A and B with LoRA.
-static const vt_op op_linear = {"linear", {linear_forward_cpu, NULL}, {linear_backward_cpu, NULL}, 0x3, 0};
-static const vt_op op_linear_lora = {"linear_lora", {linear_forward_cpu, NULL}, {linear_backward_cpu, NULL}, 0x1b, 0};
+// Saves W (a view of frozen weights: no copy; a bf16 / f16 W as it is: the backward widens it),
+// A and B with LoRA, and x only when dW or (LoRA) dA is wanted: x is read backward by those
+// alone, so a frozen Linear (to_out, the feed-forward, proj_in / proj_out) does not hold it.
+static unsigned linear_saved_needed(const vt_node *n) {
+    const linear_params *p = (const linear_params *)n->params;
+    const int x_needed = n->need[1] || (p->has_lora && n->need[3]);
+    return (p->has_lora ? 0x1au : 0x2u) | (x_needed ? 0x1u : 0u);
+}
+
+static const vt_op op_linear = {"linear", {linear_forward_cpu, NULL}, {linear_backward_cpu, NULL}, 0x3, 0,
+                                linear_saved_needed};
+static const vt_op op_linear_lora = {"linear_lora", {linear_forward_cpu, NULL}, {linear_backward_cpu, NULL}, 0x1b, 0,
+                                     linear_saved_needed};
 
 static vt_tensor *linear_common(vt_tensor *x, vt_tensor *w, vt_tensor *b, vt_tensor *A, vt_tensor *B, float scale,
                                 int lora) {
@@ -300,7 +309,7 @@ static vt_err matmul_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor *
     return VT_OK;
 }
 
-static const vt_op op_matmul = {"matmul", {matmul_forward_cpu, NULL}, {matmul_backward_cpu, NULL}, 0x3, 0};
+static const vt_op op_matmul = {"matmul", {matmul_forward_cpu, NULL}, {matmul_backward_cpu, NULL}, 0x3, 0, NULL};
 
 vt_tensor *vt_matmul(vt_tensor *a, vt_tensor *b) {
     if (!a || !b) return NULL;

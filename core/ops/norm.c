@@ -239,8 +239,8 @@ done:
 }
 
 // Saves x and w (NULL when absent); the bias is not needed backward.
-static const vt_op op_group_norm = {"group_norm", {norm_forward_cpu, NULL}, {norm_backward_cpu, NULL}, 0x3, 0};
-static const vt_op op_layer_norm = {"layer_norm", {norm_forward_cpu, NULL}, {norm_backward_cpu, NULL}, 0x3, 0};
+static const vt_op op_group_norm = {"group_norm", {norm_forward_cpu, NULL}, {norm_backward_cpu, NULL}, 0x3, 0, NULL};
+static const vt_op op_layer_norm = {"layer_norm", {norm_forward_cpu, NULL}, {norm_backward_cpu, NULL}, 0x3, 0, NULL};
 
 // w, b must be f32 [C] or NULL.
 static int norm_check_affine(const char *name, const vt_tensor *x, const vt_tensor *t, const char *what, int64_t C) {
@@ -421,7 +421,7 @@ static vt_err gns_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gi
 }
 
 // Saves x, w, b (the affine enters z, and silu' needs z) and, as an extra, the statistics.
-static const vt_op op_group_norm_silu = {"group_norm_silu", {gns_forward_cpu, NULL}, {gns_backward_cpu, NULL}, 0x7, 0};
+static const vt_op op_group_norm_silu = {"group_norm_silu", {gns_forward_cpu, NULL}, {gns_backward_cpu, NULL}, 0x7, 0, NULL};
 
 vt_tensor *vt_group_norm_silu(vt_tensor *x, int groups, vt_tensor *w, vt_tensor *b, float eps) {
     norm_params p;
@@ -479,7 +479,7 @@ static vt_err l2n_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor **gi
     return VT_OK;
 }
 
-static const vt_op op_l2_normalize = {"l2_normalize", {l2n_forward_cpu, NULL}, {l2n_backward_cpu, NULL}, 0x1, 0};
+static const vt_op op_l2_normalize = {"l2_normalize", {l2n_forward_cpu, NULL}, {l2n_backward_cpu, NULL}, 0x1, 0, NULL};
 
 vt_tensor *vt_l2_normalize(vt_tensor *x, float eps) {
     if (!x) return NULL;

@@ -34,7 +34,7 @@ static vt_err reduce_backward_cpu(vt_node *nd, const vt_tensor *gout, vt_tensor 
     return VT_OK;
 }
 
-static const vt_op op_reduce = {"reduce", {reduce_forward_cpu, NULL}, {reduce_backward_cpu, NULL}, 0, 0};
+static const vt_op op_reduce = {"reduce", {reduce_forward_cpu, NULL}, {reduce_backward_cpu, NULL}, 0, 0, NULL};
 
 static vt_tensor *reduce_all(vt_tensor *x, int mean) {
     if (!x) return NULL;

@@ -277,8 +277,8 @@ done:
 }
 
 // The tables depend only on shapes: nothing is saved.
-static const vt_op op_resize_bilinear = {"resize_bilinear", {resize_forward_cpu, NULL}, {resize_backward_cpu, NULL}, 0, 0};
-static const vt_op op_resize_bicubic = {"resize_bicubic", {resize_forward_cpu, NULL}, {resize_backward_cpu, NULL}, 0, 0};
+static const vt_op op_resize_bilinear = {"resize_bilinear", {resize_forward_cpu, NULL}, {resize_backward_cpu, NULL}, 0, 0, NULL};
+static const vt_op op_resize_bicubic = {"resize_bicubic", {resize_forward_cpu, NULL}, {resize_backward_cpu, NULL}, 0, 0, NULL};
 
 static vt_tensor *resize(vt_tensor *x, int oh, int ow, int mode, int antialias) {
     const vt_op *op = mode == RESIZE_BICUBIC ? &op_resize_bicubic : &op_resize_bilinear;

@@ -24,7 +24,7 @@ static vt_err reshape_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor 
     return gin[0] ? VT_OK : vt_error_code();
 }
 
-static const vt_op op_reshape = {"reshape", {reshape_forward_cpu, reshape_forward_cpu}, {reshape_backward_cpu, reshape_backward_cpu}, 0, 0};
+static const vt_op op_reshape = {"reshape", {reshape_forward_cpu, reshape_forward_cpu}, {reshape_backward_cpu, reshape_backward_cpu}, 0, 0, NULL};
 
 vt_tensor *vt_reshape(vt_tensor *x, int ndim, const int64_t *shape) {
     if (!x) return NULL;
@@ -124,7 +124,7 @@ static vt_err permute_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tensor 
     return VT_OK;
 }
 
-static const vt_op op_permute = {"permute", {permute_forward_cpu, NULL}, {permute_backward_cpu, NULL}, 0, 0};
+static const vt_op op_permute = {"permute", {permute_forward_cpu, NULL}, {permute_backward_cpu, NULL}, 0, 0, NULL};
 
 vt_tensor *vt_permute(vt_tensor *x, int ndim, const int *perm) {
     if (!x) return NULL;
@@ -191,7 +191,7 @@ static vt_err concat_backward_cpu(vt_node *nd, const vt_tensor *gout, vt_tensor 
     return VT_OK;
 }
 
-static const vt_op op_concat = {"concat", {concat_forward_cpu, NULL}, {concat_backward_cpu, NULL}, 0, 0};
+static const vt_op op_concat = {"concat", {concat_forward_cpu, NULL}, {concat_backward_cpu, NULL}, 0, 0, NULL};
 
 vt_tensor *vt_concat(vt_tensor *const *xs, int n, int dim) {
     if (n < 1 || !xs) {
@@ -265,7 +265,7 @@ static vt_err slice_backward_cpu(vt_node *nd, const vt_tensor *gout, vt_tensor *
     return VT_OK;
 }
 
-static const vt_op op_slice = {"slice", {slice_forward_cpu, NULL}, {slice_backward_cpu, NULL}, 0, 0};
+static const vt_op op_slice = {"slice", {slice_forward_cpu, NULL}, {slice_backward_cpu, NULL}, 0, 0, NULL};
 
 vt_tensor *vt_slice(vt_tensor *x, int dim, int64_t start, int64_t len) {
     if (!x) return NULL;
@@ -320,7 +320,7 @@ static vt_err repeat_backward_cpu(vt_node *nd, const vt_tensor *gout, vt_tensor 
     return VT_OK;
 }
 
-static const vt_op op_repeat = {"repeat_interleave", {repeat_forward_cpu, NULL}, {repeat_backward_cpu, NULL}, 0, 0};
+static const vt_op op_repeat = {"repeat_interleave", {repeat_forward_cpu, NULL}, {repeat_backward_cpu, NULL}, 0, 0, NULL};
 
 vt_tensor *vt_repeat_interleave(vt_tensor *x, int dim, int64_t r) {
     if (!x) return NULL;
@@ -366,7 +366,7 @@ static vt_err embedding_backward_cpu(vt_node *nd, const vt_tensor *gout, vt_tens
     return VT_OK;
 }
 
-static const vt_op op_embedding = {"embedding", {embedding_forward_cpu, NULL}, {embedding_backward_cpu, NULL}, 0x2, 0};
+static const vt_op op_embedding = {"embedding", {embedding_forward_cpu, NULL}, {embedding_backward_cpu, NULL}, 0x2, 0, NULL};
 
 // Nonzero (+ error naming op, the index and the bound) unless every idx[i] is in [0, bound).
 static int check_indices(const char *op, const char *what, const vt_tensor *idx, int64_t bound, const char *bound_name) {
@@ -425,7 +425,7 @@ static vt_err gather_backward_cpu(vt_node *nd, const vt_tensor *gout, vt_tensor 
     return VT_OK;
 }
 
-static const vt_op op_gather_rows = {"gather_rows", {gather_forward_cpu, NULL}, {gather_backward_cpu, NULL}, 0x2, 0};
+static const vt_op op_gather_rows = {"gather_rows", {gather_forward_cpu, NULL}, {gather_backward_cpu, NULL}, 0x2, 0, NULL};
 
 vt_tensor *vt_gather_rows(vt_tensor *x, const vt_tensor *index) {
     if (!x || !index) return NULL;

@@ -40,7 +40,7 @@ static vt_err upsample2x_backward_cpu(vt_node *n, const vt_tensor *gout, vt_tens
 }
 
 static const vt_op op_upsample_nearest2x = {"upsample_nearest2x", {upsample2x_forward_cpu, NULL},
-                                            {upsample2x_backward_cpu, NULL}, 0, 0};
+                                            {upsample2x_backward_cpu, NULL}, 0, 0, NULL};
 
 vt_tensor *vt_upsample_nearest2x(vt_tensor *x) {
     if (!x) return NULL;
