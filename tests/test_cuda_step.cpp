@@ -58,9 +58,10 @@ class CudaStep : public ::testing::Test {
     }
 };
 
-// The step on both devices with the UNet / VAE GEMM weights in wdt; loss and frames within
-// tol, every LoRA gradient within grad_tol (max-relative).
-void StepMatchesCpu(vt_dtype wdt, double tol, double grad_tol) {
+// The step on both devices with the UNet / VAE GEMM weights in wdt, checkpoint-segment inputs
+// saved in saved (a latent of hw x hw: 16 puts the UNet's segment inputs above the packing
+// threshold); loss and frames within tol, every LoRA gradient within grad_tol (max-relative).
+void StepMatchesCpu(vt_dtype wdt, double tol, double grad_tol, vt_dtype saved = VT_F32, int64_t hw = 4) {
     const int S = 4;
     TinyModel cpu, gpu;
     ASSERT_VT(cpu.unet);
@@ -76,13 +77,13 @@ void StepMatchesCpu(vt_dtype wdt, double tol, double grad_tol) {
     vt_ddim_schedule sched{};
     vt_ddim_options o = vt_ddim_default_options(S, 1.0);
     ASSERT_VT_OK(vt_ddim_init(&sched, &o));
-    vt_tensor *x_T = RandN({1, 4, 2, 4, 4}, 21);
+    vt_tensor *x_T = RandN({1, 4, 2, hw, hw}, 21);
     vt_tensor *ctx = RandN({1, 5, uc.context_dim}, 22);
     vt_tensor *uctx = RandN({1, 5, uc.context_dim}, 23);
     vt_tensor *fps = vt_empty(VT_I64, VT_CPU, 1, (const int64_t[]){1});
     vt_i64(fps)[0] = 24;
     std::vector<vt_tensor *> noise, noise_d;
-    for (int i = 0; i < S; i++) noise.push_back(RandN({1, 4, 2, 4, 4}, 30 + i));
+    for (int i = 0; i < S; i++) noise.push_back(RandN({1, 4, 2, hw, hw}, 30 + i));
     for (auto *t : noise) noise_d.push_back(vt_to_device(t, VT_CUDA));
     vt_tensor *x_T_d = vt_to_device(x_T, VT_CUDA), *ctx_d = vt_to_device(ctx, VT_CUDA), *uctx_d = vt_to_device(uctx, VT_CUDA);
     ASSERT_VT(x_T_d);
@@ -103,6 +104,7 @@ void StepMatchesCpu(vt_dtype wdt, double tol, double grad_tol) {
         a.decode = VT_CFG_DECODE_INDEX;
         a.decode_index = 1;
         a.dropout_seed = 7;
+        a.saved_dtype = saved;
         ASSERT_VT_OK(vt_vader_step(&a, &res[dev])) << (dev ? " (cuda)" : " (cpu)");
     }
     EXPECT_TRUE(std::isfinite(res[0].loss));
@@ -138,5 +140,8 @@ void StepMatchesCpu(vt_dtype wdt, double tol, double grad_tol) {
 
 TEST_F(CudaStep, TinyStepMatchesCpu) { StepMatchesCpu(VT_F32, 1e-4, 1e-4); }
 TEST_F(CudaStep, TinyStepWithBf16WeightsMatchesCpu) { StepMatchesCpu(VT_BF16, 3e-2, 1e-1); }
+// both devices pack the same values (the casts round alike), so the forward is the fp32 one and
+// the gradients stay close (the tolerance allows a bf16 step where f32 sums round differently)
+TEST_F(CudaStep, StepWithPackedSegmentInputsMatchesCpu) { StepMatchesCpu(VT_F32, 1e-4, 1e-2, VT_BF16, 16); }
 
 }  // namespace
