@@ -415,7 +415,8 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     double rec = ck ? dmax(dmax(ua.recompute, va.recompute), rrec) : dmax(ua.work, va.work);
     p->backward = grad ? (rec + 4 * N * 4 * T * h * w) * wb : 0;
     double ph_sample = p->sampling;
-    double ph_fwd = p->taped + (grad ? ua.work * wb : 0);
+    // the taped forward holds the input blocks' outputs for the output blocks too (as sampling)
+    double ph_fwd = p->taped + (grad ? (ua.skips + ua.work) * wb : 0);
     double ph_bwd = p->taped + p->decode + p->reward + p->backward;
     double act = ph_sample;
     p->peak_phase = "sampling";
