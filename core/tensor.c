@@ -331,30 +331,59 @@ vt_err vt_tensors_to_device(vt_tensor *const *ts, int n, vt_device dev) {
     return VT_OK;
 }
 
+static int byte_ranges_overlap(const vt_tensor *a, const vt_tensor *b) {
+    return a->storage == b->storage && a->offset < b->offset + vt_nbytes(b) && b->offset < a->offset + vt_nbytes(a);
+}
+
 vt_err vt_tensors_to_dtype(vt_tensor *const *ts, int n, vt_dtype dt) {
     if (dt == VT_I64) return vt_error(VT_ERR_DTYPE, "convert weights: i64 is not a weight dtype");
+    char s1[VT_SHAPE_BUF];
     for (int i = 0; i < n; i++) {
         vt_tensor *t = ts[i];
         if (!t || t->dtype == dt) continue;
-        char s1[VT_SHAPE_BUF];
         if (t->dtype == VT_I64)
             return vt_error(VT_ERR_DTYPE, "convert weights: tensor %d %s is i64", i, vt_shape_str(t, s1, sizeof s1));
         if (t->requires_grad || t->grad || t->tape_id)
             return vt_error(VT_ERR_ARG, "convert weights: tensor %d %s is trainable or recorded (only frozen weights "
                             "change dtype)", i, vt_shape_str(t, s1, sizeof s1));
-        // the values on the host (a view of t itself on the CPU), converted there, then placed
-        vt_tensor *host = vt_on_device(t, VT_CPU);
+    }
+    for (int i = 0; i < n; i++) {
+        vt_tensor *t = ts[i];
+        if (!t || t->dtype == dt) continue;
+        // the cluster of t: the given tensors whose bytes overlap t's (a packed in_proj and its
+        // q / k / v row views), converted as one range so the views stay views of it
+        const vt_dtype from = t->dtype;
+        size_t lo = t->offset, hi = t->offset + vt_nbytes(t);
+        for (int j = i + 1; j < n; j++)
+            if (ts[j] && ts[j]->dtype == from && byte_ranges_overlap(ts[j], t)) {
+                if (ts[j]->offset < lo) lo = ts[j]->offset;
+                if (ts[j]->offset + vt_nbytes(ts[j]) > hi) hi = ts[j]->offset + vt_nbytes(ts[j]);
+            }
+        const size_t es = vt_dtype_size(from), ns = vt_dtype_size(dt);
+        if ((hi - lo) % es || (lo - t->offset) % es)
+            return vt_error(VT_ERR_INTERNAL, "convert weights: tensor %d %s: views not on element boundaries", i,
+                            vt_shape_str(t, s1, sizeof s1));
+        const int64_t count = (int64_t)((hi - lo) / es);
+        // the range as a flat tensor on the host (a view of the storage on the CPU), converted
+        // there, then placed on the tensors' device
+        vt_tensor *flat = vt_view_storage(t->storage, lo, from, 1, &count);
+        vt_tensor *host = flat ? vt_on_device(flat, VT_CPU) : NULL;
+        vt_release(flat);
         vt_tensor *conv = host ? vt_to_dtype(host, dt) : NULL;
         vt_release(host);
         vt_tensor *placed = conv ? vt_move_to(conv, t->device) : NULL;
         if (!placed) return vt_error_context("convert weights to %s: tensor %d %s: ", vt_dtype_name(dt), i,
                                              vt_shape_str(t, s1, sizeof s1));
-        // t takes over placed's storage (placed is contiguous at offset 0 of its own storage)
-        vt_storage_retain(placed->storage);
-        vt_storage_release(t->storage);
-        t->storage = placed->storage;
-        t->offset = placed->offset;
-        t->dtype = dt;
+        vt_storage *old = t->storage;
+        for (int j = i; j < n; j++) {
+            vt_tensor *u = ts[j];
+            if (!u || u->dtype != from || u->storage != old || u->offset < lo || u->offset + vt_nbytes(u) > hi) continue;
+            vt_storage_retain(placed->storage);
+            u->offset = placed->offset + (u->offset - lo) / es * ns;
+            u->storage = placed->storage;
+            u->dtype = dt;
+            vt_storage_release(old);  // old's address stays unique: no storage is made in this loop
+        }
         vt_release(placed);
     }
     return VT_OK;

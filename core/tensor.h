@@ -73,8 +73,10 @@ vt_tensor *vt_move_to(vt_tensor *t, vt_device dev);
 vt_err vt_tensors_to_device(vt_tensor *const *ts, int n, vt_device dev);
 // Converts tensors in place to dt (f32 <-> bf16 / f16, round to nearest even): each tensor keeps
 // its identity (every holder of the pointer sees the new dtype; shape, device, name stay) and
-// gets a storage of its own holding the converted values (on its device; device tensors are
-// converted through the host). For frozen weights (the low-precision GEMM weights of
+// gets a new storage holding the converted values (on its device; device tensors are converted
+// through the host). Given tensors whose bytes overlap (a packed in_proj and its q / k / v row
+// views) share one new storage, so views stay views; tensors that merely share a storage (the
+// zero-copy views of one checkpoint mapping) are converted apart. For frozen weights (the low-precision GEMM weights of
 // model.dtype): a tensor that requires a gradient, has one, or sits on a tape is refused, and so
 // is i64. Tensors already of dtype dt are left alone; NULL entries are allowed.
 vt_err vt_tensors_to_dtype(vt_tensor *const *ts, int n, vt_dtype dt);

@@ -184,6 +184,10 @@ static vt_err aesthetic_to_device(vt_reward *r, vt_device dev) {
     return vt_tensors_to_device(a->head->b, HEAD_LAYERS, dev);
 }
 
+static vt_err aesthetic_set_weight_dtype(vt_reward *r, vt_dtype dt) {
+    return vt_hf_clip_set_image_weight_dtype(((aesthetic_impl *)r->impl)->clip, dt);
+}
+
 static void aesthetic_destroy(vt_reward *r) {
     aesthetic_impl *a = r->impl;
     if (!a) return;
@@ -213,6 +217,7 @@ vt_reward *vt_reward_new_aesthetic(vt_weights *w, const vt_reward_options *o) {
     r->forward = aesthetic_forward;
     r->destroy = aesthetic_destroy;
     r->to_device = aesthetic_to_device;
+    r->set_weight_dtype = aesthetic_set_weight_dtype;
     a->target = 10.0f;
     a->scale = 0.1f;
     const char *t = vt_reward_option(o, "target");
@@ -264,21 +269,36 @@ static vt_err hps_to_device(vt_reward *r, vt_device dev) {
     return vt_openclip_to_device(((hps_impl *)r->impl)->clip, dev);
 }
 
+static vt_err hps_set_weight_dtype(vt_reward *r, vt_dtype dt) {
+    return vt_openclip_set_image_weight_dtype(((hps_impl *)r->impl)->clip, dt);
+}
+
+static vt_tensor *hps_encode_text(vt_reward *r, const char *const *prompts, int n) {
+    hps_impl *h = r->impl;
+    if (!h->clip->text) {
+        vt_error(VT_ERR_ARG, "reward %s: the text tower was freed", r->name);
+        return NULL;
+    }
+    vt_tensor *tokens = vt_reward_tokenize(r, prompts, n, h->clip->text->context_length);
+    vt_tensor *te = tokens ? vt_openclip_encode_text(h->clip, tokens) : NULL;
+    vt_release(tokens);
+    return te;
+}
+
+static void hps_drop_text(vt_reward *r) { vt_openclip_drop_text(((hps_impl *)r->impl)->clip); }
+
 static vt_err hps_forward(vt_reward *r, vt_tensor *frames, const char *const *prompts, vt_tensor **reward,
                           vt_tensor **loss) {
     hps_impl *h = r->impl;
     h->clip->segments = r->segments;
     int64_t n = frames->shape[0];
-    vt_tensor *tokens = vt_reward_tokenize(r, prompts, n, h->clip->text->context_length);
-    if (!tokens) return vt_error_context("reward %s: ", r->name);
+    vt_tensor *te = vt_reward_text_embeds(r, prompts, (int)n);  // cached, or encoded now
+    if (!te) return vt_error_context("reward %s: ", r->name);
     vt_tensor *pix = preprocess_square(frames, h->clip->visual->image_size);
     vt_reward_hook(r, "pixel_values", pix);
     vt_tensor *ie = vt_openclip_encode_image(h->clip, pix);
     vt_release(pix);
-    vt_tensor *te = ie ? vt_openclip_encode_text(h->clip, tokens) : NULL;
-    vt_release(tokens);
     vt_reward_hook(r, "image_embeds", ie);
-    vt_reward_hook(r, "text_embeds", te);
     vt_tensor *fi = NULL, *ft = NULL;
     *reward = ie && te ? vt_openclip_hps_score(ie, te, &fi, &ft) : NULL;
     vt_release(ie);
@@ -316,6 +336,9 @@ vt_reward *vt_reward_new_hps(vt_weights *w, const vt_reward_options *o) {
     r->forward = hps_forward;
     r->destroy = hps_destroy;
     r->to_device = hps_to_device;
+    r->set_weight_dtype = hps_set_weight_dtype;
+    r->encode_text = hps_encode_text;
+    r->drop_text = hps_drop_text;
     r->needs_prompts = 1;
     const char *prefix = vt_reward_option(o, "prefix");
     prefix = prefix ? prefix : "";
@@ -370,16 +393,13 @@ static vt_err pickscore_forward(vt_reward *r, vt_tensor *frames, const char *con
     pickscore_impl *p = r->impl;
     p->clip->segments = r->segments;
     int64_t n = frames->shape[0];
-    vt_tensor *tokens = vt_reward_tokenize(r, prompts, n, p->clip->text->max_positions);
-    if (!tokens) return vt_error_context("reward pickscore: ");
+    vt_tensor *te = vt_reward_text_embeds(r, prompts, (int)n);  // cached, or encoded now
+    if (!te) return vt_error_context("reward pickscore: ");
     vt_tensor *pix = preprocess_pickscore(frames, p->clip->vision->image_size);
     vt_reward_hook(r, "pixel_values", pix);
     vt_tensor *ie = vt_hf_clip_encode_image(p->clip, pix);
     vt_release(pix);
-    vt_tensor *te = ie ? vt_hf_clip_encode_text(p->clip, tokens) : NULL;
-    vt_release(tokens);
     vt_reward_hook(r, "image_embeds", ie);
-    vt_reward_hook(r, "text_embeds", te);
     vt_tensor *fi = vt_l2_normalize(ie, NORM_EPS);
     vt_tensor *ft = vt_l2_normalize(te, NORM_EPS);
     vt_release(ie);
@@ -402,6 +422,24 @@ static vt_err pickscore_forward(vt_reward *r, vt_tensor *frames, const char *con
     return VT_OK;
 }
 
+static vt_err pickscore_set_weight_dtype(vt_reward *r, vt_dtype dt) {
+    return vt_hf_clip_set_image_weight_dtype(((pickscore_impl *)r->impl)->clip, dt);
+}
+
+static vt_tensor *pickscore_encode_text(vt_reward *r, const char *const *prompts, int n) {
+    pickscore_impl *p = r->impl;
+    if (!p->clip->text) {
+        vt_error(VT_ERR_ARG, "reward pickscore: the text tower was freed");
+        return NULL;
+    }
+    vt_tensor *tokens = vt_reward_tokenize(r, prompts, n, p->clip->text->max_positions);
+    vt_tensor *te = tokens ? vt_hf_clip_encode_text(p->clip, tokens) : NULL;
+    vt_release(tokens);
+    return te;
+}
+
+static void pickscore_drop_text(vt_reward *r) { vt_hf_clip_drop_text(((pickscore_impl *)r->impl)->clip); }
+
 static void pickscore_destroy(vt_reward *r) {
     pickscore_impl *p = r->impl;
     if (!p) return;
@@ -422,6 +460,9 @@ vt_reward *vt_reward_new_pickscore(vt_weights *w, const vt_reward_options *o) {
     r->forward = pickscore_forward;
     r->destroy = pickscore_destroy;
     r->to_device = pickscore_to_device;
+    r->set_weight_dtype = pickscore_set_weight_dtype;
+    r->encode_text = pickscore_encode_text;
+    r->drop_text = pickscore_drop_text;
     r->needs_prompts = 1;
     const char *prefix = vt_reward_option(o, "prefix");
     prefix = prefix ? prefix : "";

@@ -249,6 +249,12 @@ vt_reward *vt_reward_create_from_weights(const char *name, vt_weights *w, const 
 void vt_reward_free(vt_reward *r) {
     if (!r) return;
     if (r->destroy) r->destroy(r);
+    for (int i = 0; i < r->n_cached; i++) {
+        free(r->cached_prompts[i]);
+        vt_release(r->cached_embeds[i]);
+    }
+    free(r->cached_prompts);
+    free(r->cached_embeds);
     for (int i = 0; i < r->n_parts; i++) vt_reward_free(r->parts[i]);
     free(r->parts);
     free(r->loss_weights);
@@ -456,7 +462,131 @@ vt_err vt_reward_to_device(vt_reward *r, vt_device dev) {
     for (int i = 0; i < r->n_parts; i++)
         if (vt_reward_to_device(r->parts[i], dev)) return vt_error_code();
     if (r->to_device && r->to_device(r, dev)) return vt_error_context("reward %s to %s: ", r->name, vt_device_name(dev));
+    if (vt_tensors_to_device(r->cached_embeds, r->n_cached, dev))
+        return vt_error_context("reward %s: cached prompt embeddings to %s: ", r->name, vt_device_name(dev));
     return VT_OK;
+}
+
+vt_err vt_reward_set_weight_dtype(vt_reward *r, vt_dtype dt) {
+    if (!r) return vt_error(VT_ERR_ARG, "reward weight dtype: NULL module");
+    for (int i = 0; i < r->n_parts; i++)
+        if (vt_reward_set_weight_dtype(r->parts[i], dt)) return vt_error_code();
+    if (r->set_weight_dtype && r->set_weight_dtype(r, dt)) return vt_error_context("reward %s: ", r->name);
+    return VT_OK;
+}
+
+// ---- prompt cache --------------------------------------------------------------------------
+static int cache_find(const vt_reward *r, const char *p) {
+    for (int i = 0; i < r->n_cached; i++)
+        if (!strcmp(r->cached_prompts[i], p)) return i;
+    return -1;
+}
+
+// Encodes prompts[0..n) (distinct, none cached) and keeps each row.
+static vt_err cache_encode(vt_reward *r, const char *const *prompts, int n) {
+    if (r->n_cached + n > r->cap_cached) {
+        int cap = r->cap_cached ? r->cap_cached : 16;
+        while (cap < r->n_cached + n) cap *= 2;
+        char **np = realloc(r->cached_prompts, (size_t)cap * sizeof *np);
+        if (np) r->cached_prompts = np;
+        vt_tensor **ne = np ? realloc(r->cached_embeds, (size_t)cap * sizeof *ne) : NULL;
+        if (!ne) return vt_error(VT_ERR_OOM, "reward %s: out of host memory caching %d prompts", r->name, cap);
+        r->cached_embeds = ne;
+        r->cap_cached = cap;
+    }
+    vt_tape *tok = vt_nograd_begin();  // constants: no gradient flows into the text side
+    vt_tensor *e = r->encode_text(r, prompts, n);
+    vt_err err = e ? VT_OK : vt_error_context("reward %s: caching prompts: ", r->name);
+    for (int i = 0; !err && i < n; i++) {
+        vt_tensor *row = vt_slice(e, 0, i, 1);
+        char *p = row ? strdup(prompts[i]) : NULL;
+        if (!p) {
+            vt_release(row);
+            err = row ? vt_error(VT_ERR_OOM, "reward %s: out of host memory caching a prompt", r->name) : vt_error_code();
+            break;
+        }
+        r->cached_prompts[r->n_cached] = p;
+        r->cached_embeds[r->n_cached++] = row;
+    }
+    vt_nograd_end(tok);
+    vt_release(e);
+    return err;
+}
+
+vt_err vt_reward_cache_prompts(vt_reward *r, const char *const *prompts, int n) {
+    if (!r) return vt_error(VT_ERR_ARG, "reward cache: NULL module");
+    for (int i = 0; i < r->n_parts; i++)
+        if (vt_reward_cache_prompts(r->parts[i], prompts, n)) return vt_error_code();
+    if (!r->encode_text || n <= 0) return VT_OK;
+    if (!prompts) return vt_error(VT_ERR_ARG, "reward %s: cache: no prompts", r->name);
+    enum { CHUNK = 16 };  // prompts encoded per call
+    const char *todo[CHUNK];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!prompts[i]) return vt_error(VT_ERR_ARG, "reward %s: cache: prompt %d is NULL", r->name, i);
+        int dup = cache_find(r, prompts[i]) >= 0;
+        for (int j = 0; j < k && !dup; j++) dup = !strcmp(todo[j], prompts[i]);
+        if (!dup) {
+            if (r->text_dropped)
+                return vt_error(VT_ERR_ARG, "reward %s: prompt \"%s\" cannot be cached: the text tower was freed",
+                                r->name, prompts[i]);
+            todo[k++] = prompts[i];
+        }
+        if (k == CHUNK || (i == n - 1 && k > 0)) {
+            if (cache_encode(r, todo, k)) return vt_error_code();
+            k = 0;
+        }
+    }
+    return VT_OK;
+}
+
+vt_err vt_reward_drop_text_tower(vt_reward *r) {
+    if (!r) return vt_error(VT_ERR_ARG, "reward drop text: NULL module");
+    for (int i = 0; i < r->n_parts; i++)
+        if (vt_reward_drop_text_tower(r->parts[i])) return vt_error_code();
+    if (r->drop_text && !r->text_dropped) {
+        r->drop_text(r);
+        r->text_dropped = 1;
+    }
+    return VT_OK;
+}
+
+vt_tensor *vt_reward_text_embeds(vt_reward *r, const char *const *prompts, int n) {
+    if (!prompts) {
+        vt_error(VT_ERR_ARG, "reward %s: needs one prompt per sample, got none", r->name);
+        return NULL;
+    }
+    vt_tensor *rows[64], **rp = n <= 64 ? rows : malloc((size_t)n * sizeof *rp);
+    if (!rp) {
+        vt_error(VT_ERR_OOM, "reward %s: out of host memory", r->name);
+        return NULL;
+    }
+    int all = 1;
+    for (int i = 0; i < n && all; i++) {
+        int c = prompts[i] ? cache_find(r, prompts[i]) : -1;
+        if (c < 0) all = 0;
+        else rp[i] = r->cached_embeds[c];
+    }
+    vt_tensor *te = NULL;
+    if (all) {
+        te = vt_concat(rp, n, 0);
+    } else if (!r->text_dropped) {
+        vt_tape *tok = vt_nograd_begin();
+        te = r->encode_text(r, prompts, n);  // the whole batch, as without a cache
+        vt_nograd_end(tok);
+    } else {
+        for (int i = 0; i < n; i++)
+            if (!prompts[i] || cache_find(r, prompts[i]) < 0) {
+                vt_error(VT_ERR_ARG,
+                         "reward %s: prompt \"%s\" is not among the cached prompts and the text tower was freed "
+                         "(vt_reward_cache_prompts every prompt of the run first)",
+                         r->name, prompts[i] ? prompts[i] : "(null)");
+                break;
+            }
+    }
+    if (rp != rows) free(rp);
+    vt_reward_hook(r, "text_embeds", te);
+    return te;
 }
 
 // ---- color -------------------------------------------------------------------------------------

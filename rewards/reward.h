@@ -108,6 +108,16 @@ struct vt_reward {
     // (names as in the fixtures). Borrowed tensors.
     vt_act_hook hook;
     void *hook_user;
+    // 16-bit image-tower weights (vt_reward_set_weight_dtype; NULL: the module keeps f32)
+    vt_err (*set_weight_dtype)(vt_reward *r, vt_dtype dt);
+    // Prompt-conditioned modules: the text embeddings [n, E] of n prompts (no gradient), and
+    // the tower's release (vt_reward_cache_prompts / vt_reward_drop_text_tower).
+    vt_tensor *(*encode_text)(vt_reward *r, const char *const *prompts, int n);
+    void (*drop_text)(vt_reward *r);
+    char **cached_prompts;     // the cache: prompt i's embedding [1, E] on the module's device
+    vt_tensor **cached_embeds;
+    int n_cached, cap_cached;
+    int text_dropped;
     // weighted sums (vt_reward_combine): the parts and their weights
     vt_reward **parts;
     float *loss_weights, *reward_weights;
@@ -127,6 +137,22 @@ void vt_reward_free(vt_reward *r);
 // Moves the module's weights (and the parts of a weighted sum) to dev in place; frames passed
 // to forward must then be on dev. Tokens are made on the host and uploaded by the towers.
 vt_err vt_reward_to_device(vt_reward *r, vt_device dev);
+
+// The frozen GEMM weights of the module's image tower (HPS / PickScore / aesthetic: the CLIP
+// vision tower's patch embedding and linears) converted in place to dt (bf16 / f16: their ops
+// round the input to dt and accumulate in f32; core/ops.h); parts of a weighted sum too. Modules
+// without (colour, action, temporal, object_removal) keep f32. Call before vt_reward_to_device.
+vt_err vt_reward_set_weight_dtype(vt_reward *r, vt_dtype dt);
+
+// Prompt-conditioned modules (hps, hpsv21, pickscore; the parts of a weighted sum): encodes the
+// text embedding of every prompt not yet cached, once, and keeps it (a few KiB each) on the
+// module's device; the forward then reads prompts from the cache (the same values up to the
+// GEMMs' summation order). Other modules: nothing to do.
+vt_err vt_reward_cache_prompts(vt_reward *r, const char *const *prompts, int n);
+// Frees the text towers of those modules (most of their weights with HPS: open_clip ViT-H-14's
+// text tower is ~354M parameters). Afterwards a forward with a prompt that was not cached fails
+// naming the prompt. Other modules: nothing to do.
+vt_err vt_reward_drop_text_tower(vt_reward *r);
 
 // Weighted sum of modules (takes ownership of parts[0..n)): per-sample loss = sum_i
 // loss_weights[i] * loss_i, reward = sum_i reward_weights[i] * reward_i (reward_weights NULL:

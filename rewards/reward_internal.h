@@ -19,6 +19,10 @@ vt_reward *vt_reward_alloc(const char *name);
 vt_err vt_reward_open_tokenizer(vt_reward *r, const vt_reward_options *o);
 // tokens i64 [n, context] for n prompts (a NULL prompt is an error).
 vt_tensor *vt_reward_tokenize(vt_reward *r, const char *const *prompts, int64_t n, int context);
+// The text embeddings [n, E] of n prompts for a prompt-conditioned module's forward: cached rows
+// (vt_reward_cache_prompts) or, while the tower is there, r->encode_text; a prompt neither cached
+// nor encodable (tower dropped) is an error naming it. Calls the hook "text_embeds".
+vt_tensor *vt_reward_text_embeds(vt_reward *r, const char *const *prompts, int n);
 // Option parsing: *v keeps its value when the key is absent. Errors name the module and key.
 vt_err vt_reward_option_float(const vt_reward_options *o, const char *module, const char *key, float *v);
 // The shared folder's file rel ($VADER_SHARED, then the configured VADER_SHARED_DIR) into buf;

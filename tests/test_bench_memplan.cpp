@@ -190,6 +190,25 @@ TEST(Memplan, CountsTheDtypeTheRunUses) {
     EXPECT_EQ(vt_memplan_on_cuda(&gpu.c), 1);
 }
 
+// A CLIP-family reward stays resident as its image tower alone, at model.dtype; its text tower
+// counts at set-up only (freed once the prompts are cached). The ViT-H-14 manifest's split.
+TEST(Memplan, RewardKeepsItsImageTowerAtTheModelDtype) {
+    std::string m = SharedPath("manifests/openclip_vit_h_14.txt");
+    for (const char *dt : {"fp32", "bf16"}) {
+        SCOPED_TRACE(dt);
+        Cfg c(vt_config_default_yaml, {"device=cpu", std::string("model.dtype=") + dt, "reward.0.name=hpsv21",
+                                       "reward.0.checkpoint=" + m});
+        ASSERT_TRUE(c.ok) << vt_error_message();
+        vt_memplan p;
+        ASSERT_VT_OK(vt_memplan_compute(&c.c, &p));
+        const double bytes = std::string(dt) == "fp32" ? 4 : 2;
+        EXPECT_EQ(p.n_reward, 986109441);
+        EXPECT_DOUBLE_EQ(p.w_reward, bytes * 632076800.0);          // visual.* of ViT-H-14
+        EXPECT_DOUBLE_EQ(p.w_reward_text, 4.0 * (986109441 - 632076800));
+        EXPECT_GE(p.setup, p.resident + p.w_reward_text);
+    }
+}
+
 // memory.saved_dtype: auto = bf16 on the GPU, fp32 on the CPU, as named otherwise; 16-bit halves
 // exactly the segment inputs of the taped steps (the rest of the tape stays fp32), and a plan
 // that does not fit suggests it.

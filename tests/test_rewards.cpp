@@ -3,9 +3,12 @@
 // truncation, wrong-architecture checkpoints, and the full-size HF CLIP towers from manifests.
 // The tiny CLIP reward fixtures themselves run through vader-fixture (tests/CMakeLists.txt).
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <string>
 #include "core/models/fixture_checks.h"
 #include "core/models/hf_clip.h"
+#include "core/models/openclip.h"
 #include "rewards/reward.h"
 #include "testutil.h"
 
@@ -282,4 +285,165 @@ TEST(Reward, PickScoreClipHBuildsFromManifest) {
     EXPECT_EQ(n, vt_weights_count_params(w, ""));
     EXPECT_EQ(vt_weights_finish(w, ""), VT_OK) << vt_error_message();
     vt_weights_free(w);
+}
+
+namespace {
+
+// A reward module of a repository fixture (its weights and config); the fixture is kept for
+// the store's lifetime.
+struct FixtureReward {
+    vt_fixture *fx = nullptr;
+    vt_reward *r = nullptr;
+    FixtureReward(const char *name, const char *fixture) {
+        fx = vt_fixture_open(RepoFixture(fixture).c_str());
+        if (!fx) return;
+        vt_reward_options o = {nullptr, nullptr, vt_fixture_json(fx, "config"), nullptr, 0};
+        r = vt_reward_create_from_weights(name, fx->weights, &o);
+    }
+    ~FixtureReward() {
+        vt_reward_free(r);
+        vt_fixture_free(fx);
+    }
+};
+
+// reward, loss and d loss / d frames of r on frames x (a fresh copy wanting its gradient)
+struct Scored {
+    std::vector<float> reward, grad;
+    float loss = 0;
+};
+Scored Score(vt_reward *r, const vt_tensor *x0, const char *const *prompts) {
+    Scored s;
+    vt_tensor *x = vt_clone(x0);
+    vt_requires_grad(x, 1);
+    vt_tape *t = vt_tape_begin();
+    vt_tensor *rw = nullptr, *l = nullptr;
+    vt_err e = vt_reward_forward(r, x, prompts, &rw, &l);
+    vt_tape_end(t);
+    EXPECT_EQ(e, VT_OK) << vt_error_message();
+    if (!e) {
+        EXPECT_EQ(vt_backward(t, l, nullptr), VT_OK) << vt_error_message();
+        s.reward.assign(vt_f32(rw), vt_f32(rw) + rw->numel);
+        s.loss = vt_f32(l)[0];
+        if (x->grad) s.grad.assign(vt_f32(x->grad), vt_f32(x->grad) + x->numel);
+    }
+    vt_tape_free(t);
+    vt_release(rw);
+    vt_release(l);
+    vt_release(x);
+    return s;
+}
+
+double MaxRel(const std::vector<float> &a, const std::vector<float> &b) {
+    double m = 0, d = 0;
+    for (size_t i = 0; i < a.size() && i < b.size(); i++) {
+        d = std::fmax(d, std::fabs((double)a[i] - b[i]));
+        m = std::fmax(m, std::fabs((double)b[i]));
+    }
+    return m > 0 ? d / m : d;
+}
+
+double RelL2(const std::vector<float> &a, const std::vector<float> &b) {
+    double n = 0, d = 0;
+    for (size_t i = 0; i < a.size() && i < b.size(); i++) {
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        n += (double)b[i] * b[i];
+    }
+    return n > 0 ? std::sqrt(d / n) : std::sqrt(d);
+}
+
+}  // namespace
+
+// Cached prompt embeddings give the scores and frame gradients of the uncached module; once the
+// text tower is freed, an uncached prompt is an error naming it (forward and cache alike).
+TEST(Reward, CachedPromptsScoreAsTheTextTower) {
+    for (auto nf : {std::pair<const char *, const char *>{"hps", "hps_reward_tiny"}, {"pickscore", "pickscore_tiny"}}) {
+        SCOPED_TRACE(nf.first);
+        FixtureReward plain(nf.first, nf.second), cached(nf.first, nf.second);
+        ASSERT_VT(plain.r);
+        ASSERT_VT(cached.r);
+        Releaser rel;
+        vt_tensor *x = rel(RandU({3, 3, 40, 48}, 5, -1, 1));
+        const char *prompts[3] = {"a cat", "a red fox in the snow", "a cat"};
+        const char *all[4] = {"a red fox in the snow", "a cat", "a boat", "a cat"};
+        ASSERT_VT_OK(vt_reward_cache_prompts(cached.r, all, 4));
+        EXPECT_EQ(cached.r->n_cached, 3);  // distinct prompts once
+        ASSERT_VT_OK(vt_reward_drop_text_tower(cached.r));
+        Scored a = Score(plain.r, x, prompts), b = Score(cached.r, x, prompts);
+        ASSERT_EQ(a.reward.size(), 3u);
+        ASSERT_EQ(b.reward.size(), 3u);
+        EXPECT_LE(MaxRel(b.reward, a.reward), 1e-5);
+        EXPECT_NEAR(b.loss, a.loss, 1e-5 * std::fabs(a.loss) + 1e-7);
+        ASSERT_FALSE(a.grad.empty());
+        EXPECT_LE(MaxRel(b.grad, a.grad), 1e-5);
+        // the freed tower: a new prompt is named, in the forward and in the cache
+        const char *other[3] = {"a cat", "a dog on a skateboard", "a cat"};
+        vt_tensor *rw = nullptr, *l = nullptr;
+        EXPECT_NE(vt_reward_forward(cached.r, x, other, &rw, &l), VT_OK);
+        EXPECT_NE(std::string(vt_error_message()).find("a dog on a skateboard"), std::string::npos)
+            << vt_error_message();
+        EXPECT_NE(vt_reward_cache_prompts(cached.r, other, 3), VT_OK);
+        EXPECT_NE(std::string(vt_error_message()).find("freed"), std::string::npos) << vt_error_message();
+    }
+}
+
+// Modules without a text side accept both calls as no-ops; a weighted sum reaches its parts.
+TEST(Reward, CacheAndDropAreNoOpsWithoutText) {
+    FixtureReward aes("aesthetic", "aesthetic_tiny");
+    ASSERT_VT(aes.r);
+    const char *p[1] = {"a cat"};
+    EXPECT_EQ(vt_reward_cache_prompts(aes.r, p, 1), VT_OK) << vt_error_message();
+    EXPECT_EQ(vt_reward_drop_text_tower(aes.r), VT_OK) << vt_error_message();
+    EXPECT_EQ(aes.r->n_cached, 0);
+    vt_reward_options o = {};
+    vt_reward *c = vt_reward_create("color", &o);
+    ASSERT_VT(c);
+    EXPECT_EQ(vt_reward_cache_prompts(c, p, 1), VT_OK);
+    EXPECT_EQ(vt_reward_drop_text_tower(c), VT_OK);
+    vt_reward_free(c);
+}
+
+// 16-bit image towers: the GEMM weights really are converted (the packed in_proj's q / k / v
+// stay its views), and the scores and frame gradients follow fp32 within the dtype's precision.
+TEST(Reward, ImageTowerIn16BitTracksFp32) {
+    struct Case {
+        const char *name, *fixture;
+    } cases[] = {{"hps", "hps_reward_tiny"}, {"pickscore", "pickscore_tiny"}, {"aesthetic", "aesthetic_tiny"}};
+    Releaser rel;
+    vt_tensor *x = rel(RandU({2, 3, 40, 48}, 6, -1, 1));
+    const char *prompts[2] = {"a cat", "a red fox in the snow"};
+    for (const Case &c : cases) {
+        FixtureReward ref(c.name, c.fixture);
+        ASSERT_VT(ref.r);
+        Scored a = Score(ref.r, x, prompts);
+        for (vt_dtype dt : {VT_BF16, VT_F16}) {
+            SCOPED_TRACE(std::string(c.name) + " " + vt_dtype_name(dt));
+            FixtureReward low(c.name, c.fixture);
+            ASSERT_VT(low.r);
+            ASSERT_VT_OK(vt_reward_set_weight_dtype(low.r, dt));
+            const vt_vit_block *b0 = nullptr;
+            if (!strcmp(c.name, "hps")) {
+                vt_openclip *m = *(vt_openclip **)low.r->impl;  // hps_impl's first field
+                b0 = &m->visual->transformer.blocks[0];
+                EXPECT_EQ(m->visual->conv1->dtype, dt);
+                EXPECT_EQ(b0->q.w->storage, b0->in_proj_weight->storage);
+                EXPECT_EQ(b0->in_proj_weight->dtype, dt);
+                EXPECT_EQ(m->text->transformer.blocks[0].fc.w->dtype, VT_F32);  // the text tower is left alone
+            } else {
+                vt_hf_clip *m = *(vt_hf_clip **)low.r->impl;  // the impl's first field
+                b0 = &m->vision->encoder.blocks[0];
+                EXPECT_EQ(m->vision->patch_embedding->dtype, dt);
+            }
+            EXPECT_EQ(b0->q.w->dtype, dt);
+            EXPECT_EQ(b0->fc.w->dtype, dt);
+            EXPECT_EQ(b0->proj.w->dtype, dt);
+            EXPECT_EQ(b0->ln_1.w->dtype, VT_F32);
+            Scored b = Score(low.r, x, prompts);
+            double er = MaxRel(b.reward, a.reward), eg = RelL2(b.grad, a.grad);
+            std::printf("%s %s: reward max-rel %.2e, d loss / d frames rel-L2 %.2e\n", c.name, vt_dtype_name(dt), er, eg);
+            EXPECT_GT(er + eg, 0.0) << "no rounding at all";
+            // measured on these towers: bf16 reward <= 6.3e-3, gradient <= 9.2e-3; f16 3.3e-3, 1.2e-3
+            EXPECT_LE(er, dt == VT_BF16 ? 2e-2 : 1e-2);
+            EXPECT_LE(eg, dt == VT_BF16 ? 5e-2 : 1e-2);
+        }
+    }
 }

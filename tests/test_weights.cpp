@@ -437,6 +437,31 @@ TEST(Weights, ConvertsFrozenTensorsInPlace) {
     EXPECT_EQ(alias->dtype, VT_F32);
     EXPECT_EQ(vt_f32(alias)[1], -3.3f);
     EXPECT_NE(alias->storage, t->storage);
+    // a packed weight and its row views, given together: one new storage, views at their rows;
+    // a tensor that only shares the storage (no overlap) is converted apart
+    {
+        float big[4 * 6];
+        for (int i = 0; i < 24; i++) big[i] = 1.0f + (float)i / 300.0f;
+        const int64_t bs[2] = {4, 6}, rs[2] = {1, 6};
+        vt_tensor *whole = R(vt_from_f32(2, bs, big));
+        vt_tensor *packed = R(vt_view_storage(whole->storage, 0, VT_F32, 2, (const int64_t[]){3, 6}));
+        vt_tensor *rows[3], *other = R(vt_view_storage(whole->storage, 3 * 6 * 4, VT_F32, 2, rs));  // row 3
+        for (int r = 0; r < 3; r++) rows[r] = R(vt_view_storage(whole->storage, (size_t)r * 6 * 4, VT_F32, 2, rs));
+        vt_tensor *list[5] = {rows[1], packed, rows[0], other, rows[2]};  // views first: the cluster still forms
+        ASSERT_EQ(vt_tensors_to_dtype(list, 5, VT_BF16), VT_OK) << vt_error_message();
+        for (int r = 0; r < 3; r++) {
+            EXPECT_EQ(rows[r]->storage, packed->storage) << r;
+            EXPECT_EQ(rows[r]->offset, packed->offset + (size_t)r * 6 * 2) << r;
+            EXPECT_EQ(rows[r]->dtype, VT_BF16);
+            for (int c = 0; c < 6; c++)
+                EXPECT_EQ(vt_bf16_to_f32(((const uint16_t *)vt_data(rows[r]))[c]),
+                          vt_bf16_to_f32(vt_f32_to_bf16(big[r * 6 + c])));
+        }
+        EXPECT_NE(other->storage, packed->storage);
+        EXPECT_EQ(vt_bf16_to_f32(((const uint16_t *)vt_data(other))[5]), vt_bf16_to_f32(vt_f32_to_bf16(big[23])));
+        EXPECT_EQ(whole->dtype, VT_F32);  // not given: as it was
+        EXPECT_EQ(vt_f32(whole)[7], big[7]);
+    }
     // refusals name what is wrong
     vt_tensor *p = R(vt_from_f32(2, sh, vals));
     p->requires_grad = 1;

@@ -146,7 +146,13 @@ static vt_err build(bench *b) {
     vt_openclip_free(b->m.clip);
     b->m.clip = NULL;
     vt_rng_seed(&b->rng, seed);
-    if (vt_vc2_models_apply_dtype(&b->m, c, b->dev != VT_CPU)) return vt_error_code();
+    if (vt_vc2_models_apply_dtype(&b->m, c, b->dev != VT_CPU) ||
+        vt_rewards_apply_dtype(b->rewards, MAX_REWARDS, c, b->dev != VT_CPU))
+        return vt_error_code();
+    // as the trainer: the rewards' prompt embeddings cached, their text towers freed (here on the
+    // host, before the upload: the bench's few prompts)
+    if (vt_rewards_cache_run_prompts(b->rewards, MAX_REWARDS, c, (const char *const *)c->data.prompts, c->data.n_prompts))
+        return vt_error_code();
     if (b->dev != VT_CPU) {  // as the trainer: models (LoRA added) and reward modules onto the device
         if (vt_unet3d_to_device(b->m.unet, b->dev) || vt_vae_decoder_to_device(b->m.vae, b->dev))
             return vt_error_context("device: ");

@@ -28,14 +28,15 @@ static vt_weights *open_header(const char *path) {
 
 // Parameters in the store at path: keys under the first prefix present (or all), skipping
 // keys that contain `skip` (NULL: none). -1 + error when the file cannot be opened.
-static int64_t count_file(const char *path, const char *probe_key, const char *prefix, const char *skip) {
+// only (may be NULL): count just the keys containing it
+static int64_t count_file(const char *path, const char *probe_key, const char *prefix, const char *skip, const char *only) {
     vt_weights *w = open_header(path);
     if (!w) return -1;
     const char *pre = probe_key && vt_weights_has(w, probe_key) ? prefix : "";
     int64_t n = 0;
     for (int i = 0; i < vt_weights_n_keys(w); i++) {
         const char *k = vt_weights_key(w, i);
-        if (strncmp(k, pre, strlen(pre)) != 0 || (skip && strstr(k, skip))) continue;
+        if (strncmp(k, pre, strlen(pre)) != 0 || (skip && strstr(k, skip)) || (only && !strstr(k, only))) continue;
         int nd = 0;
         int64_t shape[8], e = 1;
         if (!vt_weights_shape(w, k, &nd, shape)) continue;
@@ -97,15 +98,23 @@ static int64_t lora_params(const vt_unet3d_config *c, int rank, unsigned targets
 }
 
 // The released reward models' sizes (used when a reward has no checkpoint): ViT-H-14 text +
-// vision (HPSv2, PickScore's CLIP-H), CLIP ViT-L/14 vision + the aesthetic head.
-static int64_t reward_nominal(vt_cfg_reward_kind k) {
+// vision (HPSv2, PickScore's CLIP-H), CLIP ViT-L/14 vision + the aesthetic head. *image gets the
+// image tower's part (what stays resident; its GEMM weights at model.dtype).
+static int64_t reward_nominal(vt_cfg_reward_kind k, int64_t *image) {
     switch (k) {
     case VT_CFG_REWARD_HPS:
     case VT_CFG_REWARD_HPSV21:
-    case VT_CFG_REWARD_PICKSCORE: return 986109441;
-    case VT_CFG_REWARD_AESTHETIC: return 303179776 + 919681;
-    default: return 0;
+    case VT_CFG_REWARD_PICKSCORE: *image = 632076800; return 986109441;
+    case VT_CFG_REWARD_AESTHETIC: *image = 303179776 + 919681; return *image;
+    default: *image = 0; return 0;
     }
+}
+
+// The CLIP-family rewards: 16-bit image towers (rewards/reward.h vt_reward_set_weight_dtype),
+// and for the prompt-conditioned ones a text tower freed once the prompts are cached.
+static int reward_is_clip(vt_cfg_reward_kind k) {
+    return k == VT_CFG_REWARD_HPS || k == VT_CFG_REWARD_HPSV21 || k == VT_CFG_REWARD_PICKSCORE ||
+           k == VT_CFG_REWARD_AESTHETIC;
 }
 
 // ---- activation model -----------------------------------------------------------------------
@@ -278,7 +287,7 @@ vt_err vt_memplan_run_dtype(const vt_config *cfg, int on_cuda, vt_cfg_dtype *dty
     // the CPU, whose GEMMs would convert them on every call
     *dtype = on_cuda ? VT_CFG_DTYPE_BF16 : VT_CFG_DTYPE_FP32;
     if (notice && on_cuda)
-        *notice = "model.dtype auto: bf16 frozen UNet / VAE weights on the GPU (activations, text tower, rewards, "
+        *notice = "model.dtype auto: bf16 frozen UNet / VAE / reward image-tower weights on the GPU (activations, "
                   "LoRA and AdamW in fp32)";
     return VT_OK;
 }
@@ -312,7 +321,7 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     vt_vae_config vc = cfg->model.vae ? vt_vae_config_videocrafter2() : vt_tiny_vae_config();
     // parameter counts
     if (cfg->model.unet) {
-        p->n_unet = count_file(cfg->model.unet, "model.diffusion_model.out.2.weight", "model.diffusion_model.", NULL);
+        p->n_unet = count_file(cfg->model.unet, "model.diffusion_model.out.2.weight", "model.diffusion_model.", NULL, NULL);
     } else {  // the tiny presets are fixed: counted once per process
         static int64_t tiny_unet = 0;
         if (!tiny_unet) {
@@ -323,7 +332,7 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
         p->n_unet = tiny_unet ? tiny_unet : -1;
     }
     if (cfg->model.vae) {
-        p->n_vae = count_file(cfg->model.vae, "first_stage_model.post_quant_conv.weight", "first_stage_model.", "encoder.");
+        p->n_vae = count_file(cfg->model.vae, "first_stage_model.post_quant_conv.weight", "first_stage_model.", "encoder.", NULL);
     } else {
         static int64_t tiny_vae = 0;
         if (!tiny_vae) {
@@ -336,7 +345,7 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     int text_width = 32;
     if (cfg->model.text) {
         p->n_text = count_file(cfg->model.text, "cond_stage_model.model.token_embedding.weight", "cond_stage_model.model.",
-                               "visual.");
+                               "visual.", NULL);
         text_width = 1024;
     } else {
         static int64_t tiny_text = 0;
@@ -350,14 +359,25 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
         text_width = oc.text.width;
     }
     if (p->n_unet < 0 || p->n_vae < 0 || p->n_text < 0) return vt_error_context("memory plan: ");
+    double w_reward_text = 0;
     for (int m = 0; m < cfg->reward.n_modules; m++) {
         const vt_config_reward *r = &cfg->reward.modules[m];
-        int64_t n = reward_nominal(r->kind);
+        int64_t img = 0, n = reward_nominal(r->kind, &img);
         if (r->checkpoint && !strchr(r->checkpoint, ',')) {
-            n = count_file(r->checkpoint, NULL, "", r->kind == VT_CFG_REWARD_AESTHETIC ? "text_model." : NULL);
+            const char *skip = r->kind == VT_CFG_REWARD_AESTHETIC ? "text_model." : NULL;
+            n = count_file(r->checkpoint, NULL, "", skip, NULL);
             if (n < 0) return vt_error_context("memory plan: reward.%d: ", m);
+            // the image tower: open_clip visual.*, transformers vision_model.* + visual_projection
+            img = !reward_is_clip(r->kind) ? n
+                  : r->kind == VT_CFG_REWARD_HPS || r->kind == VT_CFG_REWARD_HPSV21
+                      ? count_file(r->checkpoint, NULL, "", NULL, "visual.")
+                      : count_file(r->checkpoint, NULL, "", skip, "vision_model.") +
+                            count_file(r->checkpoint, NULL, "", skip, "visual_projection");
+            if (r->kind == VT_CFG_REWARD_AESTHETIC) img = n;  // the head rides along (f32, tiny)
         }
         p->n_reward += n;
+        p->w_reward += (double)img * (reward_is_clip(r->kind) ? gw : wb);
+        w_reward_text += (double)(n - img) * wb;  // freed after the prompts are cached
     }
     unsigned targets = 0;
     if (vt_lora_targets_from_names(cfg->lora.targets, cfg->lora.n_targets, &targets)) return vt_error_code();
@@ -367,7 +387,7 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     p->w_unet = (double)p->n_unet * gw;  // norms and biases are a few parts in 10^4 of either
     p->w_vae = (double)p->n_vae * gw;
     p->w_text = (double)p->n_text * wb;
-    p->w_reward = (double)p->n_reward * wb;
+    p->w_reward_text = w_reward_text;
     p->lora = (double)p->n_lora * 4 * 4;
     double B = cfg->data.batch_size, T = cfg->model.frames, h = cfg->model.height / 8, w = cfg->model.width / 8;
     double N = cfg->sampler.guidance_scale != 1.0 ? 2 * B : B;
@@ -379,7 +399,7 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
     // the text tower only encodes the prompts at set-up (on the device, for speed) and is freed
     // before the first step (vt_trainer_create): it counts towards the set-up peak alone
     p->resident = p->w_unet + p->w_vae + p->w_reward + p->lora + p->contexts;
-    p->setup = p->resident + p->w_text;
+    p->setup = p->resident + p->w_text + p->w_reward_text;
 
     vt_step_flops f;
     if (vt_step_flops_count(cfg, &uc, &vc, &f)) return vt_error_code();
@@ -479,7 +499,7 @@ void vt_memplan_format(const vt_memplan *p, char *buf, size_t n) {
     char a[16][32];
     snprintf(buf, n,
              "memory plan (%s UNet / VAE weights, %s activations, %s saved segment inputs): predicted peak %s (during %s)\n"
-             "  frozen weights     unet %s, vae %s, reward %s (text %s: freed once the prompts are encoded)\n"
+             "  frozen weights     unet %s, vae %s, reward image towers %s (text towers %s: freed once the prompts are encoded)\n"
              "  lora + adamw       %s (%lld params)\n"
              "  contexts, latents  %s\n"
              "  sampling forward   %s (no-grad UNet working set)\n"
@@ -489,7 +509,7 @@ void vt_memplan_format(const vt_memplan *p, char *buf, size_t n) {
              "  backward working   %s\n",
              p->weight_bytes == 4 ? "fp32" : "16-bit", p->act_bytes == 4 ? "fp32" : "16-bit",
              p->saved_bytes == 4 ? "fp32" : "16-bit", human(p->peak, a[0], 32), p->peak_phase, human(p->w_unet, a[1], 32),
-             human(p->w_vae, a[2], 32), human(p->w_reward, a[4], 32), human(p->w_text, a[3], 32),
+             human(p->w_vae, a[2], 32), human(p->w_reward, a[4], 32), human(p->w_text + p->w_reward_text, a[3], 32),
              human(p->lora, a[5], 32), (long long)p->n_lora, human(p->contexts, a[6], 32), human(p->sampling, a[7], 32),
              human(p->taped, a[8], 32), human(p->taped_ckpt, a[9], 32), human(p->taped_full, a[10], 32),
              human(p->decode, a[11], 32), human(p->reward, a[12], 32), human(p->backward, a[13], 32));

@@ -31,7 +31,8 @@ extern "C" {
 #endif
 
 typedef struct vt_memplan {
-    double w_unet, w_vae, w_text, w_reward;  // frozen weights
+    double w_unet, w_vae, w_text, w_reward;  // frozen weights (w_reward: the resident image towers)
+    double w_reward_text;                    // the rewards' text towers (set-up only: freed once cached)
     double lora;                             // LoRA params + grads + AdamW m, v
     double contexts;                         // prompt contexts (+ x, noise: a few latents)
     double resident;                         // what stays on the device all run: the above but text

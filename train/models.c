@@ -144,3 +144,27 @@ vt_err vt_vc2_random_weight_fallback(vt_config *c, FILE *log) {
     }
     return VT_OK;
 }
+
+// ---- reward modules --------------------------------------------------------------------------
+vt_err vt_rewards_apply_dtype(vt_reward *const *rewards, int n, const vt_config *cfg, int on_cuda) {
+    vt_cfg_dtype d;
+    if (vt_memplan_run_dtype(cfg, on_cuda, &d, NULL)) return vt_error_code();
+    const vt_dtype dt = vt_memplan_weight_dtype(d);
+    if (dt == VT_F32) return VT_OK;
+    for (int m = 0; m < n; m++)
+        if (rewards[m] && vt_reward_set_weight_dtype(rewards[m], dt))
+            return vt_error_context("reward.%d: model.dtype %s: ", m, vt_cfg_dtype_name(d));
+    return VT_OK;
+}
+
+vt_err vt_rewards_cache_run_prompts(vt_reward *const *rewards, int n, const vt_config *cfg,
+                                    const char *const *prompts, int n_prompts) {
+    for (int m = 0; m < n; m++) {
+        if (!rewards[m]) continue;
+        if (vt_reward_cache_prompts(rewards[m], prompts, n_prompts) ||
+            vt_reward_cache_prompts(rewards[m], (const char *const *)cfg->data.eval_prompts, cfg->data.n_eval_prompts) ||
+            vt_reward_drop_text_tower(rewards[m]))
+            return vt_error_context("reward.%d: ", m);
+    }
+    return VT_OK;
+}

@@ -9,6 +9,7 @@
 #include "core/models/unet3d.h"
 #include "core/models/vae_decoder.h"
 #include "core/tokenizer.h"
+#include "rewards/reward.h"
 #include "train/config.h"
 #include <stdio.h>
 
@@ -31,6 +32,15 @@ void vt_vc2_models_free(vt_vc2_models *m);
 // after building (LoRA may be added before or after) and before the models move to the GPU,
 // so the weights are converted once on the host and uploaded at their final size.
 vt_err vt_vc2_models_apply_dtype(vt_vc2_models *m, const vt_config *cfg, int on_cuda);
+
+// The reward modules' frozen image-tower GEMM weights at the run's model.dtype, as the UNet's
+// (rewards/reward.h vt_reward_set_weight_dtype): before the upload. NULL entries are skipped.
+vt_err vt_rewards_apply_dtype(vt_reward *const *rewards, int n, const vt_config *cfg, int on_cuda);
+// Caches every prompt the run can score (prompts[0..n_prompts) and the config's eval prompts)
+// in the prompt-conditioned reward modules and frees their text towers (vt_reward_cache_prompts,
+// vt_reward_drop_text_tower): the towers' memory goes to the step. NULL entries are skipped.
+vt_err vt_rewards_cache_run_prompts(vt_reward *const *rewards, int n, const vt_config *cfg,
+                                    const char *const *prompts, int n_prompts);
 
 // model.random_weights: true turns each checkpoint the config NAMES but that is absent into
 // the full-size shapes with random values: model.unet / vae / text -> the shared folder's

@@ -674,6 +674,7 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
             vt_vc2_models m = {t->unet, t->vae, t->clip};
             e = vt_vc2_models_apply_dtype(&m, c, t->device != VT_CPU);
         }
+        if (!e) e = vt_rewards_apply_dtype(t->rewards, MAX_REWARDS, c, t->device != VT_CPU);
         if (!e) e = models_to_device(t);
         if (!e && !(t->params = vt_lora_params(t->unet, &t->n_params))) e = vt_error_code();
         if (!e) e = vt_adamw_init(&t->adam, t->params, t->n_params, (float)c->optim.beta1, (float)c->optim.beta2,
@@ -716,6 +717,9 @@ vt_trainer *vt_trainer_create(const vt_config *cfg, const vt_train_options *opt)
             if (!e && !(t->writer = vt_file_writer_start())) vt_error_clear();
         }
         if (!e) e = eval_create(t);
+        // the reward modules' text embeddings of every prompt the run scores, then their text
+        // towers go (encoded on the run's device: fast for long prompt files)
+        if (!e) e = vt_rewards_cache_run_prompts(t->rewards, MAX_REWARDS, c, (const char *const *)t->prompts, t->n_prompts);
         // every context the run uses is encoded now (training and eval prompts, ""): the text
         // tower's memory goes to the step's activations (train/memplan.c counts it at set-up only)
         if (!e) {

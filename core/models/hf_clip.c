@@ -237,6 +237,7 @@ vt_hf_clip *vt_hf_clip_build(vt_weights *w, const char *prefix, const vt_hf_clip
         }
     }
     if ((towers & VT_HF_CLIP_TEXT) && !pl.failed) {
+        m->text_first = m->n_tensors;
         vt_hf_clip_text *x = m->text = calloc(1, sizeof *x);
         if (!x) {
             vt_error(VT_ERR_OOM, "CLIP build: out of host memory");
@@ -258,6 +259,7 @@ vt_hf_clip *vt_hf_clip_build(vt_weights *w, const char *prefix, const vt_hf_clip
             x->text_projection = vt_param_get(&pl, "text_projection.weight", 2, (int64_t[]){E, W});
             ignore_position_ids(w, prefix, "text_model");
         }
+        m->text_count = m->n_tensors - m->text_first;
     }
     char key[512];
     snprintf(key, sizeof key, "%slogit_scale", prefix);
@@ -291,6 +293,26 @@ vt_err vt_hf_clip_to_device(vt_hf_clip *m, vt_device dev) {
     if (!m) return vt_error(VT_ERR_ARG, "hf_clip to_device: NULL model");
     if (vt_vit_model_to_device(m->tensors, m->n_tensors, (vt_vit_stack *const[]){m->vision ? &m->vision->encoder : NULL, m->text ? &m->text->encoder : NULL}, 2, NULL, 0, dev)) return vt_error_context("hf_clip to %s: ", vt_device_name(dev));
     return VT_OK;
+}
+
+vt_err vt_hf_clip_set_image_weight_dtype(vt_hf_clip *m, vt_dtype dt) {
+    if (!m || !m->vision) return VT_OK;
+    vt_tensor *ws[2] = {m->vision->patch_embedding, m->vision->visual_projection};
+    if (vt_tensors_to_dtype(ws, 2, dt) || vt_vit_stack_set_weight_dtype(&m->vision->encoder, dt))
+        return vt_error_context("CLIP vision tower to %s: ", vt_dtype_name(dt));
+    return VT_OK;
+}
+
+void vt_hf_clip_drop_text(vt_hf_clip *m) {
+    if (!m || !m->text) return;
+    for (int i = 0; i < m->text_count; i++) vt_release(m->tensors[m->text_first + i]);
+    memmove(m->tensors + m->text_first, m->tensors + m->text_first + m->text_count,
+            (size_t)(m->n_tensors - m->text_first - m->text_count) * sizeof *m->tensors);
+    m->n_tensors -= m->text_count;
+    m->text_count = 0;
+    vt_vit_stack_free(&m->text->encoder);
+    free(m->text);
+    m->text = NULL;
 }
 
 // ---- forward ---------------------------------------------------------------------------------
@@ -332,7 +354,7 @@ vt_tensor *vt_hf_clip_encode_image(vt_hf_clip *m, vt_tensor *pixel_values) {
 vt_tensor *vt_hf_clip_encode_text(vt_hf_clip *m, const vt_tensor *ids) {
     char s[VT_SHAPE_BUF];
     if (!m || !m->text) {
-        vt_error(VT_ERR_ARG, "CLIP encode_text: the text tower was not built");
+        vt_error(VT_ERR_ARG, "CLIP encode_text: no text tower (not built, or freed after the prompts were cached)");
         return NULL;
     }
     if (!ids) return NULL;

@@ -90,6 +90,7 @@ typedef struct vt_hf_clip {
     void *hook_user;
     vt_tensor **tensors;
     int n_tensors, cap_tensors;
+    int text_first, text_count;  // the text tower's tensors: tensors[text_first .. + text_count)
     int64_t n_params;
 } vt_hf_clip;
 
@@ -102,6 +103,12 @@ vt_hf_clip *vt_hf_clip_build(vt_weights *w, const char *prefix, const vt_hf_clip
 void vt_hf_clip_free(vt_hf_clip *m);
 // Moves every weight (and the tables it keeps) to dev in place; see vt_tensors_to_device.
 vt_err vt_hf_clip_to_device(vt_hf_clip *m, vt_device dev);
+// The vision tower's frozen GEMM weights (patch embedding, every layer's linears, the visual
+// projection) converted in place to dt (the ops round their input to dt, f32 accumulation);
+// embeddings, LayerNorms and biases stay f32. Call before vt_hf_clip_to_device.
+vt_err vt_hf_clip_set_image_weight_dtype(vt_hf_clip *m, vt_dtype dt);
+// Frees the text tower; afterwards vt_hf_clip_encode_text fails naming it (rewards/reward.h).
+void vt_hf_clip_drop_text(vt_hf_clip *m);
 
 // pixel_values [B, 3, S, S] (already normalised) -> image_embeds [B, E] (get_image_features)
 vt_tensor *vt_hf_clip_encode_image(vt_hf_clip *m, vt_tensor *pixel_values);

@@ -252,6 +252,7 @@ vt_openclip *vt_openclip_build(vt_weights *w, const char *prefix, const vt_openc
             t->text_projection = vt_param_get(&pl, "text_projection", 2, (int64_t[]){W, E});
         }
         m->n_params_text = m->n_params;
+        m->n_tensors_text = m->n_tensors;
     }
     if ((towers & VT_OPENCLIP_VISION) && !pl.failed) {
         vt_openclip_vision *v = m->visual = calloc(1, sizeof *v);
@@ -305,6 +306,27 @@ vt_err vt_openclip_to_device(vt_openclip *m, vt_device dev) {
     return VT_OK;
 }
 
+vt_err vt_openclip_set_image_weight_dtype(vt_openclip *m, vt_dtype dt) {
+    if (!m || !m->visual) return VT_OK;
+    if (vt_tensors_to_dtype(&m->visual->conv1, 1, dt) || vt_vit_stack_set_weight_dtype(&m->visual->transformer, dt))
+        return vt_error_context("open_clip image tower to %s: ", vt_dtype_name(dt));
+    return VT_OK;
+}
+
+void vt_openclip_drop_text(vt_openclip *m) {
+    if (!m || !m->text) return;
+    // the text tower's tensors are the first n_tensors_text of the list (built first)
+    for (int i = 0; i < m->n_tensors_text; i++) vt_release(m->tensors[i]);
+    memmove(m->tensors, m->tensors + m->n_tensors_text, (size_t)(m->n_tensors - m->n_tensors_text) * sizeof *m->tensors);
+    m->n_tensors -= m->n_tensors_text;
+    m->n_tensors_text = 0;
+    m->n_params -= m->n_params_text;
+    m->n_params_text = 0;
+    vt_vit_stack_free(&m->text->transformer);
+    free(m->text);
+    m->text = NULL;
+}
+
 // ---- forward -----------------------------------------------------------------------------
 static vt_tensor *ln(const vt_clip_ln *l, vt_tensor *x) { return vt_layer_norm(x, l->w, l->b, CLIP_LN_EPS); }
 
@@ -319,7 +341,7 @@ static vt_tensor *transformer_forward(vt_openclip *m, const vt_vit_stack *tr, co
 static int check_tokens(const vt_openclip *m, const vt_tensor *tokens, const char *fn) {
     char s[VT_SHAPE_BUF];
     if (!m || !m->text) {
-        vt_error(VT_ERR_ARG, "%s: the text tower was not built", fn);
+        vt_error(VT_ERR_ARG, "%s: no text tower (not built, or freed after the prompts were cached)", fn);
         return 1;
     }
     if (!tokens) return 1;

@@ -78,6 +78,7 @@ typedef struct vt_openclip {
     void *hook_user;
     vt_tensor **tensors;
     int n_tensors, cap_tensors;
+    int n_tensors_text;  // the text tower's tensors: tensors[0 .. n_tensors_text)
     int64_t n_params, n_params_text, n_params_visual;
 } vt_openclip;
 
@@ -89,6 +90,14 @@ vt_openclip *vt_openclip_build(vt_weights *w, const char *prefix, const vt_openc
 void vt_openclip_free(vt_openclip *m);
 // Moves every weight (and the tables it keeps) to dev in place; see vt_tensors_to_device.
 vt_err vt_openclip_to_device(vt_openclip *m, vt_device dev);
+// The image tower's frozen GEMM weights (conv1 and every block's linears) converted in place to
+// dt (bf16 / f16: the ops round their input to dt, f32 accumulation; f32 back). The embeddings,
+// LayerNorms, biases and visual.proj (a vt_matmul) stay f32; the text tower is left as it is.
+// Call before vt_openclip_to_device so the upload is the 16-bit copy.
+vt_err vt_openclip_set_image_weight_dtype(vt_openclip *m, vt_dtype dt);
+// Frees the text tower (its weights and blocks): afterwards vt_openclip_encode_text fails naming
+// the missing tower. For rewards that cached every prompt's text embedding (rewards/reward.h).
+void vt_openclip_drop_text(vt_openclip *m);
 
 // VideoCrafter2 conditioner (layer "penultimate"): tokens i64 [B, L] -> ln_final of the output
 // of resblocks 0..layers-2 (the last block skipped), all L positions: [B, L, W].

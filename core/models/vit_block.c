@@ -93,6 +93,17 @@ void vt_vit_stack_free(vt_vit_stack *s) {
     s->blocks = NULL;
 }
 
+vt_err vt_vit_stack_set_weight_dtype(vt_vit_stack *s, vt_dtype dt) {
+    if (!s || !s->blocks) return VT_OK;
+    for (int l = 0; l < s->layers; l++) {
+        vt_vit_block *b = &s->blocks[l];
+        // the packed in_proj with its three row views in one call (one cluster, see tensor.h)
+        vt_tensor *ws[7] = {b->q.w, b->k.w, b->v.w, b->in_proj_weight, b->out_proj.w, b->fc.w, b->proj.w};
+        if (vt_tensors_to_dtype(ws, 7, dt)) return vt_error_context("transformer block %d: ", l);
+    }
+    return VT_OK;
+}
+
 vt_err vt_vit_model_to_device(vt_tensor **list, int n, vt_vit_stack *const *stacks, int n_stacks,
                               vt_tensor **extra, int n_extra, vt_device dev) {
     size_t total = (size_t)n + (size_t)n_extra;

@@ -67,6 +67,12 @@ void vt_vit_stack_free(vt_vit_stack *s);
 vt_err vt_vit_model_to_device(vt_tensor **list, int n, vt_vit_stack *const *stacks, int n_stacks,
                               vt_tensor **extra, int n_extra, vt_device dev);
 
+// The stack's frozen GEMM weights (q / k / v with their packed in_proj, out_proj, fc, proj:
+// every vt_linear weight; biases and LayerNorms stay f32) converted in place to dt
+// (core/tensor.h vt_tensors_to_dtype: the q / k / v row views stay views of the new in_proj).
+// The linears then round their input to dt and accumulate in f32 (core/ops.h).
+vt_err vt_vit_stack_set_weight_dtype(vt_vit_stack *s, vt_dtype dt);
+
 // Runs blocks [0, n) on x [B, L, W] (released), each as a checkpoint segment when `segments`;
 // hook (optional) sees every block output as "hook_prefix N".
 vt_tensor *vt_vit_stack_forward(const vt_vit_stack *s, vt_tensor *x, int n, int segments, vt_act_hook hook,
