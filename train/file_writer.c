@@ -27,14 +27,19 @@ vt_st_job *vt_st_job_new(const char *path) {
     return j;
 }
 
-// Grows a pair of parallel arrays to hold one more entry.
-static int grow(void ***a, void ***b, int n, int *cap) {
+// Grows *a (elements of size sa) and *b (sb) to hold entry n; 1 when out of memory. The arrays
+// are passed as the addresses of their pointers (void * here: C has no generic pointer-to-
+// pointer), written back through memcpy so each keeps its own type.
+static int grow(void *a, size_t sa, void *b, size_t sb, int n, int *cap) {
     if (n < *cap) return 0;
     int nc = *cap ? 2 * *cap : 16;
-    void **na = realloc(*a, (size_t)nc * sizeof *na);
-    if (na) *a = na;
-    void **nb = na ? realloc(*b, (size_t)nc * sizeof *nb) : NULL;
-    if (nb) *b = nb;
+    void *pa, *pb;
+    memcpy(&pa, a, sizeof pa);
+    memcpy(&pb, b, sizeof pb);
+    void *na = realloc(pa, (size_t)nc * sa);
+    if (na) memcpy(a, &na, sizeof na);
+    void *nb = na ? realloc(pb, (size_t)nc * sb) : NULL;
+    if (nb) memcpy(b, &nb, sizeof nb);
     if (!na || !nb) return 1;
     *cap = nc;
     return 0;
@@ -42,7 +47,7 @@ static int grow(void ***a, void ***b, int n, int *cap) {
 
 vt_err vt_st_job_add(vt_st_job *j, const char *name, const vt_tensor *t) {
     if (!t) return vt_error(VT_ERR_ARG, "checkpoint %s: tensor %s is NULL", j->path, name);
-    if (grow((void ***)&j->names, (void ***)&j->ts, j->n, &j->cap))
+    if (grow(&j->names, sizeof *j->names, &j->ts, sizeof *j->ts, j->n, &j->cap))
         return vt_error(VT_ERR_OOM, "checkpoint %s: out of host memory", j->path);
     char *nm = strdup(name);
     // a copy in every case: a host tensor may be updated in place by the next optimizer step
@@ -58,7 +63,7 @@ vt_err vt_st_job_add(vt_st_job *j, const char *name, const vt_tensor *t) {
 }
 
 vt_err vt_st_job_meta(vt_st_job *j, const char *key, const char *value) {
-    if (grow((void ***)&j->mk, (void ***)&j->mv, j->n_meta, &j->cap_meta))
+    if (grow(&j->mk, sizeof *j->mk, &j->mv, sizeof *j->mv, j->n_meta, &j->cap_meta))
         return vt_error(VT_ERR_OOM, "checkpoint %s: out of host memory", j->path);
     char *k = strdup(key), *v = strdup(value);
     if (!k || !v) {
@@ -96,14 +101,27 @@ void vt_st_job_free(vt_st_job *j) {
 }
 
 // ---- the writer thread ---------------------------------------------------------------------
-#define QUEUE_MAX 2  // one being written + one waiting
+// A queue of tasks in submit order (one thread runs them: rows of an HDF5 file land in order
+// and the library is never entered from two threads). Snapshots are bounded: at most
+// SNAPSHOTS_MAX checkpoint jobs in the queue (one being written + one waiting); small tasks
+// (log rows) are bounded by TASKS_MAX only, so a row never waits behind a checkpoint write.
+#define SNAPSHOTS_MAX 2
+#define TASKS_MAX 4096
+
+typedef struct task {
+    vt_err (*run)(void *arg);
+    void (*free_arg)(void *arg);
+    void *arg;
+    int snapshot;  // counts towards SNAPSHOTS_MAX
+    struct task *next;
+} task;
 
 struct vt_file_writer {
     pthread_t thread;
     pthread_mutex_t lock;
-    pthread_cond_t changed;  // a job queued or finished, or stop asked
-    vt_st_job *queue[QUEUE_MAX];
-    int head, count;  // count includes the job being written (it leaves the queue when done)
+    pthread_cond_t changed;  // a task queued or finished, or stop asked
+    task *head, *tail;       // head is the one running (it leaves the queue when done)
+    int count, snapshots;
     int stop;
     vt_err failed;  // first unreported failure and its message
     char *failed_msg;
@@ -115,12 +133,12 @@ static void *writer_main(void *arg) {
     for (;;) {
         while (!w->count && !w->stop) pthread_cond_wait(&w->changed, &w->lock);
         if (!w->count) break;  // stop asked and nothing left
-        vt_st_job *j = w->queue[w->head];
+        task *k = w->head;
         pthread_mutex_unlock(&w->lock);
-        vt_err e = vt_st_job_write(j);  // the error state is thread-local: this thread's own
+        vt_err e = k->run(k->arg);  // the error state is thread-local: this thread's own
         char *msg = e ? strdup(vt_error_message()) : NULL;
         vt_error_clear();
-        vt_st_job_free(j);
+        if (k->free_arg) k->free_arg(k->arg);
         pthread_mutex_lock(&w->lock);
         if (e && !w->failed) {
             w->failed = e;
@@ -128,8 +146,11 @@ static void *writer_main(void *arg) {
         } else {
             free(msg);
         }
-        w->head = (w->head + 1) % QUEUE_MAX;
+        w->head = k->next;
+        if (!w->head) w->tail = NULL;
         w->count--;
+        w->snapshots -= k->snapshot;
+        free(k);
         pthread_cond_broadcast(&w->changed);
     }
     pthread_mutex_unlock(&w->lock);
@@ -157,22 +178,41 @@ vt_file_writer *vt_file_writer_start(void) {
 // The kept failure as this thread's error (then forgotten); VT_OK if none. Lock held.
 static vt_err take_failure(vt_file_writer *w) {
     if (!w->failed) return VT_OK;
-    vt_err e = vt_error(w->failed, "checkpoint write failed: %s", w->failed_msg ? w->failed_msg : "(no message)");
+    vt_err e = vt_error(w->failed, "background write failed: %s", w->failed_msg ? w->failed_msg : "(no message)");
     free(w->failed_msg);
     w->failed_msg = NULL;
     w->failed = VT_OK;
     return e;
 }
 
-vt_err vt_file_writer_submit(vt_file_writer *w, vt_st_job *j) {
+static vt_err submit(vt_file_writer *w, vt_err (*run)(void *), void (*free_arg)(void *), void *arg, int snapshot) {
+    task *k = malloc(sizeof *k);
+    if (!k) {
+        if (free_arg) free_arg(arg);
+        return vt_error(VT_ERR_OOM, "file writer: out of host memory");
+    }
+    *k = (task){run, free_arg, arg, snapshot, NULL};
     pthread_mutex_lock(&w->lock);
-    while (w->count == QUEUE_MAX) pthread_cond_wait(&w->changed, &w->lock);
-    w->queue[(w->head + w->count) % QUEUE_MAX] = j;
+    while (w->count >= TASKS_MAX || (snapshot && w->snapshots >= SNAPSHOTS_MAX))
+        pthread_cond_wait(&w->changed, &w->lock);
+    if (w->tail) w->tail->next = k;
+    else w->head = k;
+    w->tail = k;
     w->count++;
+    w->snapshots += snapshot;
     pthread_cond_broadcast(&w->changed);
     vt_err e = take_failure(w);
     pthread_mutex_unlock(&w->lock);
     return e;
+}
+
+static vt_err run_job(void *arg) { return vt_st_job_write(arg); }
+static void free_job(void *arg) { vt_st_job_free(arg); }
+
+vt_err vt_file_writer_submit(vt_file_writer *w, vt_st_job *j) { return submit(w, run_job, free_job, j, 1); }
+
+vt_err vt_file_writer_submit_task(vt_file_writer *w, vt_err (*run)(void *arg), void (*free_arg)(void *arg), void *arg) {
+    return submit(w, run, free_arg, arg, 0);
 }
 
 vt_err vt_file_writer_wait(vt_file_writer *w) {

@@ -6,7 +6,8 @@
 // the one synchronising copy the checkpoint needs), so the optimizer may update the original
 // right after. The write itself is vt_st_write's (temp file + rename: atomic, an existing file
 // is never half-replaced). One job is written while at most one more waits: a third submit
-// blocks until the first is on disk, so the snapshots in memory stay bounded (two).
+// blocks until the first is on disk, so the snapshots in memory stay bounded (two). Small tasks
+// (vt_file_writer_submit_task: the rewards.h5 rows) share the thread and its order.
 // Failures are kept (the first one, naming its file) and returned by the next submit or wait.
 #pragma once
 #include "core/tensor.h"
@@ -34,6 +35,12 @@ vt_file_writer *vt_file_writer_start(void);
 // Queues j; the writer owns it from here (also when an error is returned). Blocks while two
 // jobs are already queued. Returns the first failure of an earlier job not yet reported.
 vt_err vt_file_writer_submit(vt_file_writer *w, vt_st_job *j);
+// Queues a small task (a log row: its arg a copy of the values) run in submit order with the
+// jobs by the same thread, so the files it touches are never entered from two threads; the
+// writer owns arg and calls free_arg(arg) after run (also on failure; free_arg may be NULL).
+// Only checkpoint jobs count towards the two-snapshot bound: a row never waits behind one. A
+// failing run's error (its message should name its file) is returned by the next submit / wait.
+vt_err vt_file_writer_submit_task(vt_file_writer *w, vt_err (*run)(void *arg), void (*free_arg)(void *arg), void *arg);
 // Waits until every queued job is on disk; returns the first failure not yet reported.
 vt_err vt_file_writer_wait(vt_file_writer *w);
 // Waits for the queue, stops the thread, frees. A failure not yet reported is lost: call

@@ -895,6 +895,33 @@ static vt_err eval_create(vt_trainer *t) {
     return VT_OK;
 }
 
+// ---- rewards.h5 rows ------------------------------------------------------------------------
+typedef struct log_row_task {
+    vt_h5log *log;
+    int which;
+    double v[];  // the row's values, copied at submit
+} log_row_task;
+
+static vt_err run_log_row(void *arg) {
+    log_row_task *r = arg;
+    return vt_h5log_append(r->log, r->which, r->v);
+}
+
+// One row of rewards.h5 (which 0: /train, 1: /eval): appended and flushed by the writer thread
+// after the checkpoints queued before it, so the loop does not wait for the disk, the rows land
+// in order and HDF5 (not thread-safe in the Debian build) is entered from that thread alone
+// once training runs; without a writer thread, here. A failed append is reported by the next
+// row or checkpoint (the message names the file), and every row is on disk before the run ends.
+static vt_err log_row(vt_trainer *t, int which, const double *row, int n) {
+    if (!t->writer) return vt_h5log_append(t->log, which, row);
+    log_row_task *r = malloc(sizeof *r + (size_t)n * sizeof *row);
+    if (!r) return vt_error(VT_ERR_OOM, "rewards.h5 row: out of host memory");
+    r->log = t->log;
+    r->which = which;
+    memcpy(r->v, row, (size_t)n * sizeof *row);
+    return vt_file_writer_submit_task(t->writer, run_log_row, free, r);
+}
+
 // After an optimisation step: evaluate when due, append the /eval row, print a line.
 static vt_err eval_maybe(vt_trainer *t) {
     if (!vt_evaluator_due(t->eval, t->step)) return VT_OK;
@@ -903,7 +930,7 @@ static vt_err eval_maybe(vt_trainer *t) {
     double t0 = now_s();
     int write_samples = 1;  // rank 0 only once the trainer is distributed
     vt_err e = vt_evaluator_run(t->eval, t->unet, t->vae, &t->sched, t->step, write_samples, row);
-    if (!e) e = vt_h5log_append(t->log, 1, row);
+    if (!e) e = log_row(t, 1, row, t->n_eval_cols);
     if (!e && t->opt.progress) {
         fprintf(t->opt.progress, "eval %lld: reward %.5f (sd %.4f) over %d prompts, %.1f s", (long long)t->step, row[1],
                 row[2], t->cfg.data.n_eval_prompts, now_s() - t0);
@@ -928,7 +955,7 @@ vt_err vt_trainer_run(vt_trainer *t) {
     while (t->step < stop) {
         e = train_step(t, row);
         if (e) break;
-        if (is_main(t) && (e = vt_h5log_append(t->log, 0, row))) break;
+        if (is_main(t) && (e = log_row(t, 0, row, t->n_cols))) break;
         // evaluation runs on rank 0 only for now (no collectives inside: the other ranks wait at
         // the next all-reduce, within dist.timeout)
         if (is_main(t) && (e = eval_maybe(t))) break;
