@@ -549,6 +549,14 @@ void *unet_keep(vt_unet3d *u, void *p) {
     return p;
 }
 
+vt_tensor *unet_segment(const unet_frame *f, const void *module, vt_segment_fn fn, vt_tensor *const *in, int n_in) {
+    unet_seg *sg = unet_keep(f->u, malloc(sizeof *sg));
+    if (!sg) return NULL;
+    sg->f = f;
+    sg->module = module;
+    return vt_segment(fn, sg, in, n_in);
+}
+
 void vt_unet3d_release_segments(vt_unet3d *u) {
     for (int i = 0; i < u->n_kept; i++) free(u->kept[i]);
     u->n_kept = 0;
@@ -562,7 +570,7 @@ static vt_tensor *resblock_segment_fn(void *ctx, vt_tensor *const *in, int n_in)
 }
 
 // One TimestepEmbedSequential: h [(B*T), C, H, W] -> next h.
-static vt_tensor *block_forward(vt_unet3d *u, const unet_frame *f, const unet_block *blk, vt_tensor *h,
+static vt_tensor *block_forward(const unet_frame *f, const unet_block *blk, vt_tensor *h,
                                 vt_tensor *emb, vt_tensor *ctx) {
     vt_tensor *cur = vt_retain(h);
     for (int i = 0; cur && i < blk->n; i++) {
@@ -571,13 +579,8 @@ static vt_tensor *block_forward(vt_unet3d *u, const unet_frame *f, const unet_bl
         switch (L->kind) {
         case UNET_RES:
             if (f->checkpoint) {
-                unet_seg *sg = unet_keep(u, malloc(sizeof *sg));
-                if (sg) {
-                    sg->f = f;
-                    sg->module = L->res;
-                    vt_tensor *in[2] = {cur, emb};
-                    nx = vt_segment(resblock_segment_fn, sg, in, 2);
-                }
+                vt_tensor *in[2] = {cur, emb};
+                nx = unet_segment(f, L->res, resblock_segment_fn, in, 2);
             } else {
                 nx = unet_resblock_forward(f, L->res, cur, emb);
             }
@@ -724,7 +727,7 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
     if (!embr || !h) goto done;
 
     for (int i = 0; i < u->n_input; i++) {
-        vt_tensor *nh = block_forward(u, f, &u->input[i], h, embr, context);
+        vt_tensor *nh = block_forward(f, &u->input[i], h, embr, context);
         vt_release(h);
         h = nh;
         act(u, "input_blocks.%d", i, h);
@@ -738,7 +741,7 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
         hs[n_hs++] = vt_retain(h);
     }
     {
-        vt_tensor *nh = block_forward(u, f, &u->middle, h, embr, context);
+        vt_tensor *nh = block_forward(f, &u->middle, h, embr, context);
         vt_release(h);
         h = nh;
         act(u, "middle_block", 0, h);
@@ -749,7 +752,7 @@ vt_tensor *vt_unet3d_forward(vt_unet3d *u, vt_tensor *x, const vt_tensor *timest
         vt_release(h);
         vt_release(hs[n_hs]);
         hs[n_hs] = NULL;
-        h = cat ? block_forward(u, f, &u->output[i], cat, embr, context) : NULL;
+        h = cat ? block_forward(f, &u->output[i], cat, embr, context) : NULL;
         vt_release(cat);
         act(u, "output_blocks.%d", i, h);
     }

@@ -419,12 +419,8 @@ static vt_tensor *tblock_segment_fn(void *ctx, vt_tensor *const *in, int n_in) {
 static vt_tensor *tblock_run(const unet_frame *f, const unet_tblock *t, vt_tensor *x, vt_tensor *ctx, int nested) {
     if (!x || (t->cross && !ctx)) return NULL;
     if (!nested) return tblock_forward(f, t, x, ctx);
-    unet_seg *sg = unet_keep(f->u, malloc(sizeof *sg));
-    if (!sg) return NULL;
-    sg->f = f;
-    sg->module = t;
     vt_tensor *in[2] = {x, ctx};
-    return vt_segment(tblock_segment_fn, sg, in, t->cross ? 2 : 1);
+    return unet_segment(f, t, tblock_segment_fn, in, t->cross ? 2 : 1);
 }
 
 // ---- Spatial / Temporal transformer -------------------------------------------------------
@@ -499,12 +495,8 @@ static vt_tensor *transformer_segment_fn(void *ctx, vt_tensor *const *in, int n_
 // transformers nest a segment per block so the recompute still holds one block's tape.
 vt_tensor *unet_transformer_forward(const unet_frame *f, const unet_transformer *t, vt_tensor *x, vt_tensor *context) {
     if (!f->checkpoint || !x || (t->cross && !context)) return transformer_body(f, t, x, context);
-    unet_seg *sg = unet_keep(f->u, malloc(sizeof *sg));
-    if (!sg) return NULL;
-    sg->f = f;
-    sg->module = t;
     vt_tensor *in[2] = {x, context};
-    return vt_segment(transformer_segment_fn, sg, in, t->cross ? 2 : 1);
+    return unet_segment(f, t, transformer_segment_fn, in, t->cross ? 2 : 1);
 }
 
 // ---- TemporalConvBlock --------------------------------------------------------------------

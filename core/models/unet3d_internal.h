@@ -155,6 +155,8 @@ vt_tensor *unet_resblock_forward(const unet_frame *f, const unet_resblock *r, vt
 // x [(B*T), C, H, W], context [B, L, D] (once per sample, not per frame; ignored by temporal
 // ones) -> same shape as x
 vt_tensor *unet_transformer_forward(const unet_frame *f, const unet_transformer *t, vt_tensor *x, vt_tensor *context);
+// fn(in) of module as a checkpoint segment of the call f (its closure kept by unet_keep).
+vt_tensor *unet_segment(const unet_frame *f, const void *module, vt_segment_fn fn, vt_tensor *const *in, int n_in);
 // Keeps p (malloc'd) until vt_unet3d_release_segments: segment closures and frames must
 // outlive the backward. Returns p, or NULL (p freed, error set) when out of memory.
 void *unet_keep(vt_unet3d *u, void *p);
