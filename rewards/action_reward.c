@@ -239,6 +239,11 @@ static vt_err action_to_device(vt_reward *r, vt_device dev) {
     return vt_videomae_to_device(((action_impl *)r->impl)->model, dev);
 }
 
+// the encoder's linears at model.dtype (the patch embedding and the head stay f32: < 2% of it)
+static vt_err action_set_weight_dtype(vt_reward *r, vt_dtype dt) {
+    return vt_vit_stack_set_weight_dtype(&((action_impl *)r->impl)->model->encoder, dt);
+}
+
 static void action_destroy(vt_reward *r) {
     action_impl *a = r->impl;
     if (!a) return;
@@ -272,6 +277,7 @@ vt_reward *vt_reward_new_action(vt_weights *w, const vt_reward_options *o) {
     r->forward = action_forward;
     r->destroy = action_destroy;
     r->to_device = action_to_device;
+    r->set_weight_dtype = action_set_weight_dtype;
     r->video = 1;
     if (option_choice(o, "reward", "log_prob", "prob", &a->reward_prob) ||
         option_choice(o, "frames", "resample", "native", &a->native_frames) ||

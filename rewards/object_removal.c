@@ -213,6 +213,14 @@ static vt_err object_removal_to_device(vt_reward *r, vt_device dev) {
     return vt_yolos_to_device(((object_removal_impl *)r->impl)->model, dev);
 }
 
+// the patch embedding and the encoder's linears at model.dtype (the detection heads stay f32)
+static vt_err object_removal_set_weight_dtype(vt_reward *r, vt_dtype dt) {
+    vt_yolos *m = ((object_removal_impl *)r->impl)->model;
+    if (vt_tensors_to_dtype(&m->patch_w, 1, dt) || vt_vit_stack_set_weight_dtype(&m->encoder, dt))
+        return vt_error_code();
+    return VT_OK;
+}
+
 static void object_removal_destroy(vt_reward *r) {
     object_removal_impl *o = r->impl;
     if (!o) return;
@@ -334,6 +342,7 @@ vt_reward *vt_reward_new_object_removal(vt_weights *w, const vt_reward_options *
     r->forward = object_removal_forward;
     r->destroy = object_removal_destroy;
     r->to_device = object_removal_to_device;
+    r->set_weight_dtype = object_removal_set_weight_dtype;
     int random = 0;
     if (parse_options(opts, o, &r->frame_max, &random)) goto fail;
     // the model's config: opts->config (a parsed json), else option config (a file)

@@ -248,6 +248,14 @@ static vt_err temporal_to_device(vt_reward *r, vt_device dev) {
     return vt_vjepa2_to_device(((temporal_impl *)r->impl)->model, dev);
 }
 
+// the encoder's and predictor's linears at model.dtype (embeddings and norms stay f32)
+static vt_err temporal_set_weight_dtype(vt_reward *r, vt_dtype dt) {
+    vt_vjepa2 *m = ((temporal_impl *)r->impl)->model;
+    if (vt_vit_stack_set_weight_dtype(&m->encoder, dt) || vt_vit_stack_set_weight_dtype(&m->predictor, dt))
+        return vt_error_code();
+    return VT_OK;
+}
+
 static void temporal_destroy(vt_reward *r) {
     temporal_impl *t = r->impl;
     if (!t) return;
@@ -307,6 +315,7 @@ vt_reward *vt_reward_new_temporal(vt_weights *w, const vt_reward_options *o) {
     r->forward = temporal_forward;
     r->destroy = temporal_destroy;
     r->to_device = temporal_to_device;
+    r->set_weight_dtype = temporal_set_weight_dtype;
     r->video = 1;
     t->aspect_lo = 0.75f;
     t->aspect_hi = 1.5f;

@@ -9,6 +9,9 @@
 #include "core/models/fixture_checks.h"
 #include "core/models/hf_clip.h"
 #include "core/models/openclip.h"
+extern "C" {
+#include "rewards/fixture_rewards.h"  // internal to rewards/, C only
+}
 #include "rewards/reward.h"
 #include "testutil.h"
 
@@ -445,5 +448,41 @@ TEST(Reward, ImageTowerIn16BitTracksFp32) {
             EXPECT_LE(er, dt == VT_BF16 ? 2e-2 : 1e-2);
             EXPECT_LE(eg, dt == VT_BF16 ? 5e-2 : 1e-2);
         }
+    }
+}
+
+// The other towers (VideoMAE, V-JEPA 2, YOLOS) at 16 bits too: their encoders' linears are
+// converted and the scores and frame gradients follow fp32.
+TEST(Reward, VideoAndDetectionTowersIn16BitTrackFp32) {
+    const char *cases[][2] = {{"action", "action_tiny"}, {"temporal", "temporal_tiny"},
+                              {"object_removal", "object_removal_tiny"}};
+    for (auto &c : cases) {
+        vt_fixture *fx = vt_fixture_open(RepoFixture(c[1]).c_str());
+        ASSERT_VT(fx);
+        vt_fixture_opts opt = vt_fixture_opts_default();
+        vt_tensor *frames = vt_fixture_input(fx, "frames");
+        ASSERT_VT(frames);
+        vt_reward *ref = vt_fixture_reward_create(fx, &opt, c[0]);
+        ASSERT_VT(ref);
+        Scored a = Score(ref, frames, nullptr);
+        for (vt_dtype dt : {VT_BF16, VT_F16}) {
+            SCOPED_TRACE(std::string(c[0]) + " " + vt_dtype_name(dt));
+            vt_reward *low = vt_fixture_reward_create(fx, &opt, c[0]);
+            ASSERT_VT(low);
+            ASSERT_VT_OK(vt_reward_set_weight_dtype(low, dt));
+            Scored b = Score(low, frames, nullptr);
+            double er = MaxRel(b.reward, a.reward), eg = RelL2(b.grad, a.grad);
+            std::printf("%s %s: reward max-rel %.2e, d loss / d frames rel-L2 %.2e\n", c[0], vt_dtype_name(dt), er, eg);
+            ASSERT_FALSE(b.grad.empty());
+            EXPECT_GT(er + eg, 0.0) << "no rounding at all";
+            // measured: rewards <= 4.7e-3 (bf16) / 4.4e-4 (f16); gradients <= 2.6e-2 / 2.1e-2 (the
+            // temporal reward's L1 loss flips signs of near-zero differences either way)
+            EXPECT_LE(er, dt == VT_BF16 ? 5e-2 : 1e-2);
+            EXPECT_LE(eg, dt == VT_BF16 ? 1e-1 : 5e-2);
+            vt_reward_free(low);
+        }
+        vt_reward_free(ref);
+        vt_release(frames);
+        vt_fixture_free(fx);
     }
 }

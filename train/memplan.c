@@ -117,6 +117,13 @@ static int reward_is_clip(vt_cfg_reward_kind k) {
            k == VT_CFG_REWARD_AESTHETIC;
 }
 
+// Every reward tower with weights follows model.dtype (VideoMAE, V-JEPA 2 and YOLOS: their
+// encoders' linears, nearly all of them); colour has none.
+static int reward_weights_16bit(vt_cfg_reward_kind k) {
+    return reward_is_clip(k) || k == VT_CFG_REWARD_ACTION || k == VT_CFG_REWARD_TEMPORAL ||
+           k == VT_CFG_REWARD_OBJECT_REMOVAL;
+}
+
 // ---- activation model -----------------------------------------------------------------------
 // Counted in elements; every block is described by the token count n (B' T h w at its level)
 // and its widths. Constants: tensors of the block's size that the CPU reference ops keep.
@@ -376,7 +383,7 @@ vt_err vt_memplan_compute(const vt_config *cfg, vt_memplan *p) {
             if (r->kind == VT_CFG_REWARD_AESTHETIC) img = n;  // the head rides along (f32, tiny)
         }
         p->n_reward += n;
-        p->w_reward += (double)img * (reward_is_clip(r->kind) ? gw : wb);
+        p->w_reward += (double)img * (reward_weights_16bit(r->kind) ? gw : wb);
         w_reward_text += (double)(n - img) * wb;  // freed after the prompts are cached
     }
     unsigned targets = 0;
